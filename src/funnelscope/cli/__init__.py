@@ -1,0 +1,1 @@
+"""The ``funnelscope`` command line: thin Typer commands over the Python API."""

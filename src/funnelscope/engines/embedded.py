@@ -1,0 +1,39 @@
+"""The embedded engine: DuckDB over the store file, plus the in-memory person layout."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from funnelscope.errors import EngineError
+from funnelscope.store.store import Store
+
+__all__ = ["EmbeddedEngine"]
+
+# Analyses see stitched persons: person_id is replaced by the canonical id.
+_EVENTS_VIEW = """
+CREATE OR REPLACE TEMP VIEW events AS
+SELECT e.* REPLACE (m.canonical_id AS person_id)
+FROM main.events e JOIN main.person_map m ON m.person_id = e.person_id
+"""
+
+
+class EmbeddedEngine:
+    """Runs analyses on one store, in process."""
+
+    name = "embedded"
+    dialect = "duckdb"
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def sql(self, query: str, params: dict[str, object] | None = None) -> pa.Table:
+        import duckdb
+
+        cur = self.store.reader()
+        try:
+            cur.execute(_EVENTS_VIEW)
+            return cur.execute(query, params or {}).to_arrow_table()
+        except duckdb.Error as exc:
+            raise EngineError(f"embedded engine failed: {exc}") from exc
+        finally:
+            cur.close()

@@ -1,0 +1,1 @@
+"""Canonical event model: schema, vocabularies, channels, stages and validation rules."""

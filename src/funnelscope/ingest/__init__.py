@@ -1,0 +1,1 @@
+"""Parsing of files and SDK wire formats into staging rows, and the pipeline into the store."""

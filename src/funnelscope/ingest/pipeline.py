@@ -1,0 +1,413 @@
+"""The one road into the store: staging rows -> validated, deduplicated, stitched events.
+
+Every source (files, frames, the collector's SDK routes, the simulator) hands a *staging* Arrow
+table (text or already-typed columns named as in :data:`~funnelscope.events.schema.STAGING_COLUMNS`,
+plus ``_row``, the row's position in the input) to :func:`append_events`. In one transaction it
+
+1. types and validates every row in SQL; each bad row goes to ``quarantine`` with a stable
+   reason code, a message naming the allowed range, and the row itself as payload;
+2. keeps the first row of each event_id in the batch and drops ids already stored (idempotency);
+3. assigns dense person ids and stitches identities (see :mod:`funnelscope.store.identity`);
+4. inserts the events.
+
+``accepted + rejected == rows`` always holds; ``inserted + duplicates == accepted``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+import duckdb
+import pyarrow as pa
+
+from funnelscope.events.channels import channel_sql
+from funnelscope.events.currency import ISO_CURRENCIES
+from funnelscope.events.vocabulary import canonical_event
+from funnelscope.events.schema import EVENT_SCHEMA, MAX_PROPERTIES_BYTES, STAGING_COLUMNS
+from funnelscope.store.identity import assign_persons
+from funnelscope.store.store import Store
+
+__all__ = [
+    "DEDUP_WINDOW",
+    "EARLIEST_TIMESTAMP",
+    "IngestReport",
+    "Rejection",
+    "append_events",
+]
+
+#: Events older than this are rejected (``event.timestamp_out_of_range``).
+EARLIEST_TIMESTAMP: Final = datetime(2000, 1, 1).isoformat()
+#: Events more than this far in the future of ``received_at`` are rejected.
+MAX_FUTURE_SKEW: Final = timedelta(days=1)
+#: An event_id is looked up among stored events within this distance in event time: retries of
+#: one event differ by seconds of clock-skew correction, and the bound keeps the lookup to the
+#: few row groups near the batch instead of the whole table.
+DEDUP_WINDOW: Final = timedelta(days=7)
+MAX_ID_LENGTH: Final = 200
+#: Reports keep this many rejections in full; the quarantine table keeps all of them.
+REPORTED_REJECTIONS: Final = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """One rejected input row: where, why (stable code) and what it was."""
+
+    row: int
+    code: str
+    message: str
+    payload: bytes | None = None
+
+
+@dataclass(slots=True)
+class IngestReport:
+    """What one ingest did. ``accepted + rejected == rows``; ``inserted + duplicates == accepted``."""
+
+    source: str
+    rows: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    inserted: int = 0
+    duplicates: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    rejections: list[Rejection] = field(default_factory=list)
+
+    def merge(self, other: IngestReport) -> None:
+        self.rows += other.rows
+        self.accepted += other.accepted
+        self.rejected += other.rejected
+        self.inserted += other.inserted
+        self.duplicates += other.duplicates
+        self.reasons.update(other.reasons)
+        room = REPORTED_REJECTIONS - len(self.rejections)
+        self.rejections.extend(other.rejections[: max(room, 0)])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "rows": self.rows,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "inserted": self.inserted,
+            "duplicates": self.duplicates,
+            "reasons": dict(self.reasons),
+            "rejections": [
+                {"row": r.row, "code": r.code, "message": r.message} for r in self.rejections
+            ],
+        }
+
+
+# -- typing and validation, in SQL -------------------------------------------------------------
+
+_ITEM_JSON_SHAPE = json.dumps(
+    [
+        {
+            "product_id": "VARCHAR",
+            "sku": "VARCHAR",
+            "name": "VARCHAR",
+            "category": "VARCHAR",
+            "brand": "VARCHAR",
+            "variant": "VARCHAR",
+            "price": "DECIMAL(18,4)",
+            "quantity": "INTEGER",
+        }
+    ]
+)
+_ITEM_SQL_TYPE = (
+    "STRUCT(product_id VARCHAR, sku VARCHAR, name VARCHAR, category VARCHAR, brand VARCHAR, "
+    "variant VARCHAR, price DECIMAL(18, 4), quantity INTEGER)[]"
+)
+_TEXT_COLUMNS = tuple(
+    c
+    for c in STAGING_COLUMNS
+    if c not in ("timestamp", "properties", "revenue", "currency", "items", "event_id")
+)
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _text(col: str, arrow_type: pa.DataType | None) -> str:
+    if arrow_type is None or pa.types.is_null(arrow_type):
+        return "CAST(NULL AS VARCHAR)"
+    return f"NULLIF(trim(CAST(s.{_q(col)} AS VARCHAR)), '')"
+
+
+def _timestamp_expr(arrow_type: pa.DataType | None) -> str:
+    if arrow_type is None or pa.types.is_null(arrow_type):
+        return "CAST(NULL AS TIMESTAMPTZ)"
+    if pa.types.is_timestamp(arrow_type) or pa.types.is_date(arrow_type):
+        return 'CAST(s."timestamp" AS TIMESTAMPTZ)'
+    raw = """CAST(s."timestamp" AS VARCHAR)"""
+    epoch = f"TRY_CAST({raw} AS DOUBLE)"
+    return (
+        f"COALESCE(TRY_CAST({raw} AS TIMESTAMPTZ), "
+        f"CASE WHEN regexp_full_match(trim({raw}), '[0-9]{{9,13}}(\\.[0-9]+)?') THEN "
+        f"to_timestamp(CASE WHEN {epoch} > 1e11 THEN {epoch} / 1000 ELSE {epoch} END) END)"
+    )
+
+
+def _properties_expr(arrow_type: pa.DataType | None) -> tuple[str, str]:
+    """(typed JSON text or NULL, 'is valid' condition)."""
+    if arrow_type is None or pa.types.is_null(arrow_type):
+        return "CAST(NULL AS VARCHAR)", "TRUE"
+    if pa.types.is_struct(arrow_type) or pa.types.is_map(arrow_type):
+        return "CAST(to_json(s.properties) AS VARCHAR)", "TRUE"
+    raw = "NULLIF(trim(CAST(s.properties AS VARCHAR)), '')"
+    valid = f"({raw} IS NULL OR (json_valid({raw}) AND json_type({raw}) = 'OBJECT'))"
+    return raw, valid
+
+
+def _items_expr(arrow_type: pa.DataType | None) -> tuple[str, str]:
+    if arrow_type is None or pa.types.is_null(arrow_type):
+        return f"CAST(NULL AS {_ITEM_SQL_TYPE})", "TRUE"
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
+        return f"TRY_CAST(s.items AS {_ITEM_SQL_TYPE})", "TRUE"
+    raw = "NULLIF(trim(CAST(s.items AS VARCHAR)), '')"
+    shape = _ITEM_JSON_SHAPE.replace("'", "''")
+    parsed = (
+        f"CASE WHEN json_valid({raw}) AND json_type({raw}) = 'ARRAY' "
+        f"THEN TRY_CAST(json_transform({raw}, '{shape}') AS {_ITEM_SQL_TYPE}) END"
+    )
+    # json_transform turns a value it cannot cast into NULL: compare non-null counts to catch it
+    kept = " AND ".join(
+        f"len(list_filter(json_extract({raw}, '$[*].{f}'), lambda x: json_type(x) <> 'NULL')) "
+        f"= len(list_filter(({parsed}), lambda x: x.{f} IS NOT NULL))"
+        for f in ("price", "quantity")
+    )
+    valid = f"({raw} IS NULL OR (({parsed}) IS NOT NULL AND {kept}))"
+    return parsed, valid
+
+
+def _typed_select(schema: pa.Schema, store_currency: str) -> str:
+    """SELECT typing every staging column and naming the first problem of each row."""
+    types = {f.name: f.type for f in schema}
+    t = types.get
+    cols: dict[str, str] = {c: _text(c, t(c)) for c in (*_TEXT_COLUMNS, "event_id")}
+    cols["raw_event"] = _text("event", t("event"))
+    cols["event"] = "m.canonical"
+    cols["timestamp"] = _timestamp_expr(t("timestamp"))
+    props, props_valid = _properties_expr(t("properties"))
+    cols["properties"] = props
+    items, items_valid = _items_expr(t("items"))
+    cols["items"] = items
+    rev_raw = _text("revenue", t("revenue"))
+    cols["revenue"] = f"TRY_CAST({rev_raw} AS DECIMAL(18, 4))"
+    cur_raw = f"upper({_text('currency', t('currency'))})"
+    currencies = "[" + ", ".join(f"'{c}'" for c in sorted(ISO_CURRENCIES)) + "]"
+    cols["currency"] = (
+        f"COALESCE({cur_raw}, CASE WHEN {rev_raw} IS NOT NULL THEN '{store_currency}' END)"
+    )
+    cols["_props_ok"] = props_valid
+    cols["_items_ok"] = items_valid
+    cols["_rev_raw"] = rev_raw
+    fields = ",\n  ".join(f"{expr} AS {_q(name)}" for name, expr in cols.items())
+    ts = '"timestamp"'
+    checks = [
+        ("event.missing_id", "event_id IS NULL",
+         "event_id is missing: every event needs a unique id (messageId, uuid, eid)"),
+        ("event.bad_id", f"length(event_id) > {MAX_ID_LENGTH}",
+         f"event_id is longer than {MAX_ID_LENGTH} characters"),
+        ("event.missing_name", "event IS NULL", "event name is missing or empty"),
+        ("event.missing_identity", "user_id IS NULL AND anonymous_id IS NULL",
+         "neither user_id nor anonymous_id is set: one of them is required"),
+        ("event.bad_timestamp", f"{ts} IS NULL",
+         "timestamp is missing or not a time: use ISO 8601 (2024-05-01T10:00:00Z) "
+         "or epoch seconds/milliseconds"),
+        ("event.timestamp_out_of_range",
+         f"{ts} < TIMESTAMPTZ '{EARLIEST_TIMESTAMP}' OR {ts} > $received_at + INTERVAL "
+         f"{int(MAX_FUTURE_SKEW.total_seconds())} SECOND",
+         f"timestamp is outside the accepted range {EARLIEST_TIMESTAMP[:10]} .. "
+         "received_at + 1 day"),
+        ("event.invalid_properties", "NOT _props_ok",
+         "properties is not a JSON object"),
+        ("event.properties_too_large", f"strlen(properties) > {MAX_PROPERTIES_BYTES}",
+         f"properties are larger than {MAX_PROPERTIES_BYTES // 1024} KiB"),
+        ("event.bad_revenue", "revenue IS NULL AND _rev_raw IS NOT NULL",
+         "revenue is not a number in -1e14 .. 1e14"),
+        ("event.unknown_currency", f"currency IS NOT NULL AND NOT list_contains({currencies}, currency)",
+         "currency is not an ISO 4217 code (e.g. USD, EUR, GBP)"),
+        ("event.bad_items", "NOT _items_ok",
+         "items is not a list of line items {product_id, name, category, brand, price, quantity} "
+         "with numeric price and integer quantity"),
+    ]
+    reason = "CASE " + " ".join(f"WHEN {cond} THEN '{code}'" for code, cond, _ in checks) + " END"
+    message = (
+        "CASE " + " ".join(f"WHEN {cond} THEN '{msg.replace(chr(39), chr(39) * 2)}'"
+                           for _, cond, msg in checks) + " END"
+    )
+    return (
+        f"WITH typed AS (SELECT s._row,\n  {fields}\n FROM stg s LEFT JOIN _evmap m "
+        f"ON m.raw = {_text('event', t('event'))}),\n"
+        f"checked AS (SELECT typed.*, {reason} AS _reason, {message} AS _message\n"
+        " FROM typed)\n"
+        "SELECT * FROM checked"
+    )
+
+
+def _register_event_names(con: duckdb.DuckDBPyConnection, staging: pa.Table) -> None:
+    """Canonical names for the batch's distinct raw names (few), computed once in Python."""
+    raw: list[str] = []
+    if "event" in staging.column_names and not pa.types.is_null(staging.schema.field("event").type):
+        rows = con.execute(
+            "SELECT DISTINCT NULLIF(trim(CAST(event AS VARCHAR)), '') FROM stg"
+        ).fetchall()
+        raw = [r[0] for r in rows if r[0] is not None]
+    mapping = pa.table(
+        {"raw": pa.array(raw, pa.string()), "canonical": [canonical_event(n) for n in raw]},
+        schema=pa.schema([("raw", pa.string()), ("canonical", pa.string())]),
+    )
+    con.execute("CREATE OR REPLACE TEMP TABLE _evmap AS SELECT * FROM mapping")
+
+
+def _prepare(staging: pa.Table, row_offset: int) -> pa.Table:
+    if "_row" not in staging.column_names:
+        rows = pa.array(range(row_offset, row_offset + staging.num_rows), pa.int64())
+        staging = staging.append_column("_row", rows)
+    return staging
+
+
+def append_events(
+    store: Store,
+    staging: pa.Table,
+    *,
+    source: str,
+    received_at: datetime,
+    row_offset: int = 0,
+    pre_rejected: Sequence[Rejection] = (),
+) -> IngestReport:
+    """Validate, quarantine, deduplicate, stitch and insert one batch, atomically.
+
+    ``pre_rejected`` are rows a parser could not even stage (invalid JSON, bad bytes); they are
+    quarantined in the same transaction and counted in the report.
+    """
+    staging = _prepare(staging, row_offset)
+    unknown = set(staging.column_names) - {*STAGING_COLUMNS, "_row"}
+    if unknown:
+        staging = staging.drop_columns(sorted(unknown))
+    report = IngestReport(source=source, rows=staging.num_rows + len(pre_rejected))
+    with store.write() as con:
+        # registrations live on the write cursor, which is closed on error
+        con.register("stg", staging)
+        _register_event_names(con, staging)
+        sql = _typed_select(staging.schema, store.currency)
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _v AS {sql.replace('$received_at', '$1')}",
+            [received_at],
+        )
+        con.unregister("stg")
+        _quarantine_sql_rejects(con, staging, source, received_at, report)
+        _quarantine_parsed(con, pre_rejected, source, received_at, report)
+        report.accepted = report.rows - report.rejected
+        report.inserted = _insert_new(con, received_at, source)
+        report.duplicates = report.accepted - report.inserted
+        con.execute("DROP TABLE IF EXISTS _v")
+        con.execute("DROP TABLE IF EXISTS _evmap")
+        con.execute("DROP TABLE IF EXISTS _new")
+    return report
+
+
+def _quarantine_sql_rejects(
+    con: duckdb.DuckDBPyConnection,
+    staging: pa.Table,
+    source: str,
+    received_at: datetime,
+    report: IngestReport,
+) -> None:
+    counts = con.execute(
+        "SELECT _reason, count(*) FROM _v WHERE _reason IS NOT NULL GROUP BY 1"
+    ).fetchall()
+    if not counts:
+        return
+    for code, n in counts:
+        report.reasons[str(code)] += int(n)
+        report.rejected += int(n)
+    con.register("stg", staging)
+    con.execute(
+        "INSERT INTO quarantine SELECT $1, $2, v._row, v._reason, v._message, "
+        "encode(CAST(to_json(s) AS VARCHAR)) "
+        "FROM _v v JOIN stg s USING (_row) WHERE v._reason IS NOT NULL",
+        [received_at, source],
+    )
+    con.unregister("stg")
+    for row, code, message in con.execute(
+        f"SELECT _row, _reason, _message FROM _v WHERE _reason IS NOT NULL ORDER BY _row "
+        f"LIMIT {REPORTED_REJECTIONS}"
+    ).fetchall():
+        report.rejections.append(Rejection(int(row), str(code), str(message)))
+
+
+def _quarantine_parsed(
+    con: duckdb.DuckDBPyConnection,
+    rejected: Sequence[Rejection],
+    source: str,
+    received_at: datetime,
+    report: IngestReport,
+) -> None:
+    if not rejected:
+        return
+    con.executemany(
+        "INSERT INTO quarantine VALUES (?, ?, ?, ?, ?, ?)",
+        [[received_at, source, r.row, r.code, r.message, r.payload] for r in rejected],
+    )
+    for r in rejected:
+        report.reasons[r.code] += 1
+        if len(report.rejections) < REPORTED_REJECTIONS:
+            report.rejections.append(r)
+    report.rejected += len(rejected)
+    report.rejections.sort(key=lambda r: r.row)
+
+
+def _insert_new(con: duckdb.DuckDBPyConnection, received_at: datetime, source: str) -> int:
+    window = f"INTERVAL {int(DEDUP_WINDOW.total_seconds())} SECOND"
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE _new AS
+        WITH good AS (
+            SELECT * FROM _v WHERE _reason IS NULL
+            QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY _row) = 1
+        ), bounds AS (
+            SELECT min("timestamp") - {window} AS lo, max("timestamp") + {window} AS hi FROM good
+        ), seen AS (
+            SELECT e.event_id FROM events e, bounds
+            WHERE e."timestamp" BETWEEN bounds.lo AND bounds.hi
+        )
+        SELECT * FROM good WHERE event_id NOT IN (SELECT event_id FROM seen)
+        """
+    )
+    (count,) = con.execute("SELECT count(*) FROM _new").fetchone() or (0,)
+    if not count:
+        return 0
+    assign_persons(con, "_new")
+    names = [n for n in EVENT_SCHEMA.names]
+    select = []
+    for name in names:
+        if name == "received_at":
+            select.append("$1")
+        elif name == "channel":
+            select.append(channel_sql("n.utm_source", "n.utm_medium", "n.referrer", "n.page_url"))
+        elif name == "source":
+            select.append("coalesce(n.source, $2)")
+        elif name == "person_id":
+            select.append("n._person_id")
+        elif name == "raw_event":
+            select.append("n.raw_event")
+        elif name == "event":
+            select.append("n.event")
+        else:
+            select.append(f"n.{_q(name)}")
+    con.execute(
+        f"""
+        INSERT INTO events ({", ".join(_q(n) for n in names)}, seq)
+        SELECT {", ".join(select)},
+               (SELECT coalesce(max(seq), 0) FROM events) + row_number() OVER (ORDER BY n._row)
+        FROM _new n
+        """,
+        [received_at, source],
+    )
+    return int(count)

@@ -1,0 +1,141 @@
+"""The embedded store: one DuckDB file, migrated on open, one writer at a time.
+
+Every connection runs with ``TimeZone = 'UTC'``. Writes go through :meth:`Store.write`, a
+transaction under a process-wide lock, so the collector's threads and a background job never
+interleave half-written batches. Reads use :meth:`Store.reader`, a cursor of its own per call.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any, Final
+
+import duckdb
+
+from funnelscope.errors import StoreError
+
+__all__ = ["DEFAULT_STORE_PATH", "Store"]
+
+DEFAULT_STORE_PATH: Final = Path("funnelscope.duckdb")
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+def _migrations() -> list[tuple[int, str, str]]:
+    folder = resources.files("funnelscope.store") / "migrations"
+    found = []
+    for entry in folder.iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+class Store:
+    """A DuckDB file (or ``:memory:``) holding events, identities, facts and quarantine.
+
+    Parameters
+    ----------
+    path
+        The database file; created, with its parent folder, when missing.
+    read_only
+        Open without migrating or writing (a second process may read a store no one writes).
+    """
+
+    def __init__(self, path: str | Path = DEFAULT_STORE_PATH, *, read_only: bool = False) -> None:
+        self.path = Path(path) if str(path) != ":memory:" else Path(":memory:")
+        self._lock = threading.RLock()
+        #: bumped after every committed write; caches (the person layout) compare against it
+        self.version = 0
+        try:
+            if str(path) != ":memory:":
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._con = duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as exc:
+            raise StoreError(
+                f"cannot open store {path}: {exc}. Is another funnelscope process "
+                "(serve, import) using it? Stop it or use another --store path."
+            ) from exc
+        self._con.execute("SET TimeZone = 'UTC'")
+        if not read_only:
+            self._migrate()
+
+    # -- connections -----------------------------------------------------------------------
+    def reader(self) -> duckdb.DuckDBPyConnection:
+        """A cursor for reading, safe to use from the calling thread."""
+        cur = self._con.cursor()
+        cur.execute("SET TimeZone = 'UTC'")
+        return cur
+
+    @contextmanager
+    def write(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A transaction under the store's write lock; committed on success, else rolled back."""
+        with self._lock:
+            cur = self._con.cursor()
+            cur.execute("SET TimeZone = 'UTC'")
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                yield cur
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            else:
+                cur.execute("COMMIT")
+                self.version += 1
+            finally:
+                cur.close()
+
+    def close(self) -> None:
+        self._con.close()
+
+    def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run a read query with bound parameters and return all rows."""
+        cur = self.reader()
+        try:
+            return cur.execute(sql, params or []).fetchall()
+        finally:
+            cur.close()
+
+    # -- schema ----------------------------------------------------------------------------
+    def _migrate(self) -> None:
+        con = self._con
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMPTZ NOT NULL)"
+        )
+        done = {row[0] for row in con.execute("SELECT version FROM schema_migrations").fetchall()}
+        for version, name, sql in _migrations():
+            if version in done:
+                continue
+            with self.write() as cur:
+                try:
+                    cur.execute(sql)
+                except duckdb.Error as exc:
+                    raise StoreError(f"migration {name} failed on {self.path}: {exc}") from exc
+                cur.execute(
+                    "INSERT INTO schema_migrations VALUES (?, ?, now())", [version, name]
+                )
+
+    @property
+    def schema_version(self) -> int:
+        rows = self.query("SELECT coalesce(max(version), 0) FROM schema_migrations")
+        return int(rows[0][0])
+
+    # -- settings kept in the store ---------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        rows = self.query("SELECT value FROM meta WHERE key = ?", [key])
+        return str(rows[0][0]) if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.write() as cur:
+            cur.execute("DELETE FROM meta WHERE key = ?", [key])
+            cur.execute("INSERT INTO meta VALUES (?, ?)", [key, value])
+
+    @property
+    def currency(self) -> str:
+        """The store's reporting currency (ISO 4217)."""
+        return self.get_meta("store_currency") or "USD"
