@@ -6,7 +6,7 @@ same answers. Methods are thin: each delegates to the module that owns the conce
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,26 @@ class Workspace:
         )
 
     # -- data out --------------------------------------------------------------------------
+    def stage_report(
+        self,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        *,
+        stages: str | Path | None = None,
+    ) -> Any:
+        """Persons reaching each journey stage in ``[start, end)`` (default: all data).
+
+        ``stages`` is an optional TOML stage-model file (see :mod:`funnelscope.events.stages`).
+        """
+        from funnelscope.analysis.report import stage_report
+        from funnelscope.events.stages import DEFAULT_STAGE_MODEL, StageModel
+
+        model = StageModel.from_toml(stages) if stages else DEFAULT_STAGE_MODEL
+        first, last = self.store.query('SELECT min("timestamp"), max("timestamp") FROM events')[0]
+        start = start or first or datetime(2000, 1, 1, tzinfo=UTC)
+        end = end or (last + timedelta(microseconds=1) if last else start)
+        return stage_report(self.engine, start=start, end=end, model=model)
+
     def info(self) -> dict[str, Any]:
         """A summary of the store: counts per table, persons, time span, schema version."""
         q = self.store.query

@@ -9,11 +9,12 @@ from funnelscope.store.store import Store
 
 __all__ = ["EmbeddedEngine"]
 
-# Analyses see stitched persons: person_id is replaced by the canonical id.
+# Analyses see stitched persons: person_id is replaced by the canonical id. The view lives in
+# the temp catalog, so the base tables are named with the database's own catalog.
 _EVENTS_VIEW = """
 CREATE OR REPLACE TEMP VIEW events AS
 SELECT e.* REPLACE (m.canonical_id AS person_id)
-FROM main.events e JOIN main.person_map m ON m.person_id = e.person_id
+FROM {db}.main.events e JOIN {db}.main.person_map m ON m.person_id = e.person_id
 """
 
 
@@ -31,8 +32,9 @@ class EmbeddedEngine:
 
         cur = self.store.reader()
         try:
-            cur.execute(_EVENTS_VIEW)
-            return cur.execute(query, params or {}).to_arrow_table()
+            (db,) = cur.execute("SELECT current_database()").fetchone() or ("memory",)
+            cur.execute(_EVENTS_VIEW.format(db='"' + str(db).replace('"', '""') + '"'))
+            return cur.sql(query, params=params or None).to_arrow_table()
         except duckdb.Error as exc:
             raise EngineError(f"embedded engine failed: {exc}") from exc
         finally:

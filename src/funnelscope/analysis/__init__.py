@@ -1,0 +1,1 @@
+"""Analyses: each a frozen Spec -> an engine -> a typed Result."""
