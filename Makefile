@@ -11,6 +11,7 @@ DEMO_DAYS ?= 90
 HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: install install-dev system-deps demo test bench lint typecheck clean
 
@@ -44,7 +45,7 @@ test: install-dev
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: install-dev
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
 lint: install-dev
 	$(VENV)/bin/ruff check src tests benchmarks

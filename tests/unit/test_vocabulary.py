@@ -40,3 +40,11 @@ def test_segment_products_and_ga4_items_normalise_to_one_shape() -> None:
         {"product_id": "p1", "name": "Shoe", "category": "Running", "price": 50, "quantity": 1}
     ]
     assert normalise_items(None) is None
+
+
+def test_data_model_doc_lists_every_canonical_event() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "data-model.md").read_text()
+    missing = [name for name in CANONICAL_EVENTS if f"| `{name}` |" not in doc]
+    assert missing == []
