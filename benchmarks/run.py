@@ -33,8 +33,8 @@ def main() -> int:
         print(f"\n=== benchmarks/{name}.py {'(quick)' if args.quick else ''}", flush=True)
         started = time.perf_counter()
         code = (
-            "import sys; sys.path.insert(0, %r); import %s as b; b.main(quick=%r)"
-            % (str(HERE), name, args.quick)
+            f"import sys; sys.path.insert(0, {str(HERE)!r}); "
+            f"import {name} as b; b.main(quick={args.quick!r})"
         )
         rc = subprocess.call([sys.executable, "-c", code])
         print(f"--- {name}: {time.perf_counter() - started:.1f} s wall, exit {rc}", flush=True)

@@ -51,11 +51,15 @@ def staging_table(rows: list[dict[str, Any]]) -> pa.Table:
     """An all-text staging table from row dicts (missing keys are NULL)."""
     columns = sorted({k for r in rows for k in r})
     return pa.table(
-        {c: pa.array([None if r.get(c) is None else str(r[c]) for r in rows], pa.string())
-         for c in columns}
+        {
+            c: pa.array([None if r.get(c) is None else str(r[c]) for r in rows], pa.string())
+            for c in columns
+        }
     )
 
 
 def load_journeys(ws: Workspace, journeys: dict[str, list[tuple[Any, ...]]]) -> None:
-    report = ws.append_staging(staging_table(journey_rows(journeys)), source="test", received_at=NOW)
+    report = ws.append_staging(
+        staging_table(journey_rows(journeys)), source="test", received_at=NOW
+    )
     assert report.rejected == 0, report.rejections

@@ -106,7 +106,7 @@ class Workspace:
         return export_parquet(self.store, out_dir)
 
 
-def open(path: str | Path = DEFAULT_STORE_PATH, *, read_only: bool = False) -> Workspace:  # noqa: A001
+def open(path: str | Path = DEFAULT_STORE_PATH, *, read_only: bool = False) -> Workspace:
     """Open (and create if missing) the store at ``path`` and return its Workspace.
 
     Examples

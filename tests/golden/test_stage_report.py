@@ -10,15 +10,21 @@ from tests.conftest import T0, load_journeys
 
 JOURNEYS = {
     # reaches every stage: the second order is a Retention event
-    "alice": [(0, "ad_impression"), (10, "Page Viewed"), (20, "add_to_cart"),
-              (30, "purchase", {"revenue": "20", "currency": "USD"}),
-              (1440, "Order Completed", {"revenue": "30", "currency": "USD"})],
+    "alice": [
+        (0, "ad_impression"),
+        (10, "Page Viewed"),
+        (20, "add_to_cart"),
+        (30, "purchase", {"revenue": "20", "currency": "USD"}),
+        (1440, "Order Completed", {"revenue": "30", "currency": "USD"}),
+    ],
     "bob": [(0, "page_viewed"), (5, "product_viewed")],
     # anonymous browsing, then identify, then an order: one person at Action
-    "carol": [(1, "page_viewed", {"anonymous_id": "anon-c"}),
-              (2, "product_added", {"anonymous_id": "anon-c"}),
-              (3, "identify", {"anonymous_id": "anon-c", "user_id": "carol"}),
-              (50, "order_completed", {"user_id": "carol", "revenue": "5", "currency": "USD"})],
+    "carol": [
+        (1, "page_viewed", {"anonymous_id": "anon-c"}),
+        (2, "product_added", {"anonymous_id": "anon-c"}),
+        (3, "identify", {"anonymous_id": "anon-c", "user_id": "carol"}),
+        (50, "order_completed", {"user_id": "carol", "revenue": "5", "currency": "USD"}),
+    ],
     "dave": [(0, "identify")],  # no stage event: not in the report
     "erin": [(0, "ad_impression")],
 }

@@ -38,11 +38,17 @@ def test_toml_overrides_the_default(tmp_path: Path) -> None:
     ("text", "codes"),
     [
         pytest.param("[stages]\nfoo = ['x']\n", {"stage.unknown"}, id="unknown-stage"),
-        pytest.param("[options]\nx = 1\n", {"stages.missing", "stages.unknown_option"},
-                     id="no-stages-and-bad-option"),
+        pytest.param(
+            "[options]\nx = 1\n",
+            {"stages.missing", "stages.unknown_option"},
+            id="no-stages-and-bad-option",
+        ),
         pytest.param("[stages]\ninterest = 'page'\n", {"stages.bad_events"}, id="not-a-list"),
-        pytest.param("[stages]\ninterest = ['page']\naction = ['Page Viewed']\n",
-                     {"stages.duplicate_event"}, id="event-in-two-stages"),
+        pytest.param(
+            "[stages]\ninterest = ['page']\naction = ['Page Viewed']\n",
+            {"stages.duplicate_event"},
+            id="event-in-two-stages",
+        ),
         pytest.param("[stages\n", {"stages.bad_toml"}, id="bad-toml"),
     ],
 )

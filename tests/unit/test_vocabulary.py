@@ -32,13 +32,31 @@ def test_every_alias_target_is_canonical() -> None:
 
 
 def test_segment_products_and_ga4_items_normalise_to_one_shape() -> None:
-    segment = [{"product_id": "p1", "name": "Shoe", "category": "Running", "price": 50, "quantity": 1,
-                "coupon": "X"}]
-    ga4 = [{"item_id": "p1", "item_name": "Shoe", "item_category": "Running", "price": 50,
-            "quantity": 1, "item_list_id": "l"}]
-    assert normalise_items(segment) == normalise_items(ga4) == [
-        {"product_id": "p1", "name": "Shoe", "category": "Running", "price": 50, "quantity": 1}
+    segment = [
+        {
+            "product_id": "p1",
+            "name": "Shoe",
+            "category": "Running",
+            "price": 50,
+            "quantity": 1,
+            "coupon": "X",
+        }
     ]
+    ga4 = [
+        {
+            "item_id": "p1",
+            "item_name": "Shoe",
+            "item_category": "Running",
+            "price": 50,
+            "quantity": 1,
+            "item_list_id": "l",
+        }
+    ]
+    assert (
+        normalise_items(segment)
+        == normalise_items(ga4)
+        == [{"product_id": "p1", "name": "Shoe", "category": "Running", "price": 50, "quantity": 1}]
+    )
     assert normalise_items(None) is None
 
 

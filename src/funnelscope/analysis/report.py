@@ -112,14 +112,16 @@ def stage_report(
     params = {"start": start, "end": end}
     base = _staged_events_sql(model)
     per_stage = engine.sql(
-        base + """
+        base
+        + """
         SELECT stage, count(*) AS events, count(DISTINCT person_id) AS persons
         FROM staged WHERE stage IS NOT NULL GROUP BY stage
         """,
         params,
     ).to_pylist()
     furthest = engine.sql(
-        base + """
+        base
+        + """
         SELECT top, count(*) AS persons FROM (
             SELECT person_id, max(stage) AS top FROM staged WHERE stage IS NOT NULL
             GROUP BY person_id
@@ -134,7 +136,7 @@ def stage_report(
     for stage in STAGES:
         reached = sum(n for top, n in at_top.items() if top >= stage)
         events, active_persons = active.get(int(stage), (0, 0))
-        conv = None if previous in (None, 0) else reached / previous  # type: ignore[operator]
+        conv = reached / previous if previous else None
         interval = None if previous is None else wilson_interval(reached, previous)
         rows.append(StageRow(stage, reached, active_persons, events, conv, interval))
         previous = reached

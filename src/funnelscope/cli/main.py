@@ -27,9 +27,7 @@ app = typer.Typer(
 )
 
 #: Command modules; each defines ``register(app)``.
-COMMAND_MODULES: Final = (
-    "funnelscope.cli.data",
-)
+COMMAND_MODULES: Final = ("funnelscope.cli.data",)
 
 _state = {"debug": False}
 

@@ -11,6 +11,7 @@ Tables every engine exposes: ``events`` (with ``person_id`` already canonical, i
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol, runtime_checkable
 
 import pyarrow as pa
@@ -25,7 +26,7 @@ class Engine(Protocol):
     #: the sqlglot dialect this engine runs (``"duckdb"``, ``"spark"``)
     dialect: str
 
-    def sql(self, query: str, params: dict[str, object] | None = None) -> pa.Table:
+    def sql(self, query: str, params: Mapping[str, object] | None = None) -> pa.Table:
         """Run ``query`` (written in the DuckDB dialect) and return the result as Arrow.
 
         ``params`` are bound by name (``$name`` in the query); engines without native binding

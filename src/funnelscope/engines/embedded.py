@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pyarrow as pa
 
 from funnelscope.errors import EngineError
@@ -27,7 +29,7 @@ class EmbeddedEngine:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def sql(self, query: str, params: dict[str, object] | None = None) -> pa.Table:
+    def sql(self, query: str, params: Mapping[str, object] | None = None) -> pa.Table:
         import duckdb
 
         cur = self.store.reader()

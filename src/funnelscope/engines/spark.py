@@ -6,6 +6,7 @@ dates and periods agree with the embedded engine.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,7 +66,7 @@ class SparkEngine:
             if path.exists():
                 self.spark.read.parquet(str(path)).createOrReplaceTempView(table)
 
-    def sql(self, query: str, params: dict[str, object] | None = None) -> pa.Table:
+    def sql(self, query: str, params: Mapping[str, object] | None = None) -> pa.Table:
         import sqlglot
         from sqlglot import exp
 
@@ -74,9 +75,11 @@ class SparkEngine:
             if params:
                 bound: dict[str, Any] = {k: exp.convert(v) for k, v in params.items()}
                 tree = tree.transform(
-                    lambda node: bound[node.name]
-                    if isinstance(node, exp.Parameter | exp.Placeholder) and node.name in bound
-                    else node
+                    lambda node: (
+                        bound[node.name]
+                        if isinstance(node, exp.Parameter | exp.Placeholder) and node.name in bound
+                        else node
+                    )
                 )
             spark_sql = tree.sql(dialect="spark")
             return self.spark.sql(spark_sql).toArrow()

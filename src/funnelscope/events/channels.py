@@ -35,16 +35,51 @@ CHANNELS: Final = (
 )
 
 PAID_MEDIUMS: Final = ("cpc", "ppc", "paid", "paidsearch", "paid_search", "sem", "cpv", "cpa")
-PAID_SOCIAL_MEDIUMS: Final = ("paid_social", "paidsocial", "social_paid", "paid-social", "social-paid")
+PAID_SOCIAL_MEDIUMS: Final = (
+    "paid_social",
+    "paidsocial",
+    "social_paid",
+    "paid-social",
+    "social-paid",
+)
 DISPLAY_MEDIUMS: Final = ("display", "banner", "cpm", "programmatic", "video")
 AFFILIATE_MEDIUMS: Final = ("affiliate", "affiliates", "partner")
 EMAIL_WORDS: Final = ("email", "e-mail", "e_mail", "newsletter", "mail")
-SOCIAL_MEDIUMS: Final = ("social", "social-media", "social_media", "sm", "social-network", "organic_social")
-SOCIAL_HOSTS: Final = (
-    "facebook", "instagram", "tiktok", "twitter", "x", "t", "linkedin", "pinterest", "youtube",
-    "reddit", "snapchat", "whatsapp", "threads", "fb", "lnkd",
+SOCIAL_MEDIUMS: Final = (
+    "social",
+    "social-media",
+    "social_media",
+    "sm",
+    "social-network",
+    "organic_social",
 )
-SEARCH_HOSTS: Final = ("google", "bing", "yahoo", "duckduckgo", "baidu", "yandex", "ecosia", "search")
+SOCIAL_HOSTS: Final = (
+    "facebook",
+    "instagram",
+    "tiktok",
+    "twitter",
+    "x",
+    "t",
+    "linkedin",
+    "pinterest",
+    "youtube",
+    "reddit",
+    "snapchat",
+    "whatsapp",
+    "threads",
+    "fb",
+    "lnkd",
+)
+SEARCH_HOSTS: Final = (
+    "google",
+    "bing",
+    "yahoo",
+    "duckduckgo",
+    "baidu",
+    "yandex",
+    "ecosia",
+    "search",
+)
 
 
 def _in(expr: str, values: tuple[str, ...]) -> str:

@@ -20,7 +20,7 @@ __all__ = [
     "UTM_COLUMNS",
 ]
 
-#: Properties larger than this (serialised JSON, bytes) are rejected: ``event.properties_too_large``.
+#: Properties larger than this (JSON, bytes) are rejected: ``event.properties_too_large``.
 MAX_PROPERTIES_BYTES: Final = 32 * 1024
 
 ITEM_TYPE: Final = pa.struct(
@@ -78,8 +78,5 @@ EVENT_SCHEMA: Final = pa.schema(
 
 #: What a parser hands to the ingest pipeline: text columns, validated and typed by SQL.
 #: ``properties`` and ``items`` are JSON text; ``timestamp`` is ISO 8601 or epoch s/ms.
-STAGING_COLUMNS: Final = tuple(
-    name
-    for name in EVENT_SCHEMA.names
-    if name not in ("person_id", "received_at", "raw_event", "channel")
-) + ("previous_id",)
+_DERIVED: Final = ("person_id", "received_at", "raw_event", "channel")
+STAGING_COLUMNS: Final = (*(n for n in EVENT_SCHEMA.names if n not in _DERIVED), "previous_id")

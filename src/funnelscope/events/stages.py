@@ -90,8 +90,13 @@ class StageModel:
         stages = data.get("stages", {})
         options = data.get("options", {})
         if not isinstance(stages, Mapping) or not stages:
-            problems.append(Problem("stages.missing", f"{location}stages",
-                                    "a [stages] table mapping stage names to event lists is required"))
+            problems.append(
+                Problem(
+                    "stages.missing",
+                    f"{location}stages",
+                    "a [stages] table mapping stage names to event lists is required",
+                )
+            )
             stages = {}
         events: dict[str, Stage] = {}
         for name, names in stages.items():
@@ -101,27 +106,45 @@ class StageModel:
                 problems.extend(exc.problems)
                 continue
             if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-                problems.append(Problem("stages.bad_events", f"{location}stages.{name}",
-                                        "must be a list of event names"))
+                problems.append(
+                    Problem(
+                        "stages.bad_events",
+                        f"{location}stages.{name}",
+                        "must be a list of event names",
+                    )
+                )
                 continue
             for raw in names:
                 event = canonical_event(raw)
                 if event in events and events[event] != stage:
-                    problems.append(Problem(
-                        "stages.duplicate_event", f"{location}stages.{name}",
-                        f"{raw!r} is already in stage {events[event].name.lower()}; "
-                        "an event belongs to one stage"))
+                    problems.append(
+                        Problem(
+                            "stages.duplicate_event",
+                            f"{location}stages.{name}",
+                            f"{raw!r} is already in stage {events[event].name.lower()}; "
+                            "an event belongs to one stage",
+                        )
+                    )
                 events[event] = stage
         unknown_options = set(options) - {"repeat_order_is_retention"}
         if unknown_options:
-            problems.append(Problem("stages.unknown_option", f"{location}options",
-                                    f"unknown options {sorted(unknown_options)}; allowed: "
-                                    "repeat_order_is_retention"))
+            problems.append(
+                Problem(
+                    "stages.unknown_option",
+                    f"{location}options",
+                    f"unknown options {sorted(unknown_options)}; allowed: "
+                    "repeat_order_is_retention",
+                )
+            )
         repeat = options.get("repeat_order_is_retention", True)
         if not isinstance(repeat, bool):
-            problems.append(Problem("stages.bad_option",
-                                    f"{location}options.repeat_order_is_retention",
-                                    "must be true or false"))
+            problems.append(
+                Problem(
+                    "stages.bad_option",
+                    f"{location}options.repeat_order_is_retention",
+                    "must be true or false",
+                )
+            )
         if problems:
             raise InvalidSpecError(problems)
         return cls(events=events, repeat_order_is_retention=bool(repeat))
@@ -161,17 +184,34 @@ class StageModel:
 
 _DEFAULT: Final = {
     Stage.AWARENESS: (
-        "ad_impression", "social_impression", "social_engaged", "promotion_viewed",
+        "ad_impression",
+        "social_impression",
+        "social_engaged",
+        "promotion_viewed",
     ),
     Stage.INTEREST: (
-        "page_viewed", "product_list_viewed", "products_searched", "product_list_filtered",
-        "promotion_clicked", "product_clicked", "product_viewed", "product_added_to_wishlist",
-        "product_shared", "content_engaged", "email_opened", "email_clicked", "signed_up",
+        "page_viewed",
+        "product_list_viewed",
+        "products_searched",
+        "product_list_filtered",
+        "promotion_clicked",
+        "product_clicked",
+        "product_viewed",
+        "product_added_to_wishlist",
+        "product_shared",
+        "content_engaged",
+        "email_opened",
+        "email_clicked",
+        "signed_up",
         "logged_in",
     ),
     Stage.DECISION: (
-        "product_added", "cart_viewed", "checkout_started", "checkout_step_completed",
-        "payment_info_entered", "coupon_applied",
+        "product_added",
+        "cart_viewed",
+        "checkout_started",
+        "checkout_step_completed",
+        "payment_info_entered",
+        "coupon_applied",
     ),
     Stage.ACTION: ("order_completed",),
     Stage.RETENTION: ("nps_answered", "referral_sent", "product_reviewed"),

@@ -27,8 +27,8 @@ import pyarrow as pa
 
 from funnelscope.events.channels import channel_sql
 from funnelscope.events.currency import ISO_CURRENCIES
-from funnelscope.events.vocabulary import canonical_event
 from funnelscope.events.schema import EVENT_SCHEMA, MAX_PROPERTIES_BYTES, STAGING_COLUMNS
+from funnelscope.events.vocabulary import canonical_event
 from funnelscope.store.identity import assign_persons
 from funnelscope.store.store import Store
 
@@ -65,7 +65,7 @@ class Rejection:
 
 @dataclass(slots=True)
 class IngestReport:
-    """What one ingest did. ``accepted + rejected == rows``; ``inserted + duplicates == accepted``."""
+    """What one ingest did: accepted + rejected == rows, inserted + duplicates == accepted."""
 
     source: str
     rows: int = 0
@@ -209,37 +209,66 @@ def _typed_select(schema: pa.Schema, store_currency: str) -> str:
     fields = ",\n  ".join(f"{expr} AS {_q(name)}" for name, expr in cols.items())
     ts = '"timestamp"'
     checks = [
-        ("event.missing_id", "event_id IS NULL",
-         "event_id is missing: every event needs a unique id (messageId, uuid, eid)"),
-        ("event.bad_id", f"length(event_id) > {MAX_ID_LENGTH}",
-         f"event_id is longer than {MAX_ID_LENGTH} characters"),
+        (
+            "event.missing_id",
+            "event_id IS NULL",
+            "event_id is missing: every event needs a unique id (messageId, uuid, eid)",
+        ),
+        (
+            "event.bad_id",
+            f"length(event_id) > {MAX_ID_LENGTH}",
+            f"event_id is longer than {MAX_ID_LENGTH} characters",
+        ),
         ("event.missing_name", "event IS NULL", "event name is missing or empty"),
-        ("event.missing_identity", "user_id IS NULL AND anonymous_id IS NULL",
-         "neither user_id nor anonymous_id is set: one of them is required"),
-        ("event.bad_timestamp", f"{ts} IS NULL",
-         "timestamp is missing or not a time: use ISO 8601 (2024-05-01T10:00:00Z) "
-         "or epoch seconds/milliseconds"),
-        ("event.timestamp_out_of_range",
-         f"{ts} < TIMESTAMPTZ '{EARLIEST_TIMESTAMP}' OR {ts} > $received_at + INTERVAL "
-         f"{int(MAX_FUTURE_SKEW.total_seconds())} SECOND",
-         f"timestamp is outside the accepted range {EARLIEST_TIMESTAMP[:10]} .. "
-         "received_at + 1 day"),
-        ("event.invalid_properties", "NOT _props_ok",
-         "properties is not a JSON object"),
-        ("event.properties_too_large", f"strlen(properties) > {MAX_PROPERTIES_BYTES}",
-         f"properties are larger than {MAX_PROPERTIES_BYTES // 1024} KiB"),
-        ("event.bad_revenue", "revenue IS NULL AND _rev_raw IS NOT NULL",
-         "revenue is not a number in -1e14 .. 1e14"),
-        ("event.unknown_currency", f"currency IS NOT NULL AND NOT list_contains({currencies}, currency)",
-         "currency is not an ISO 4217 code (e.g. USD, EUR, GBP)"),
-        ("event.bad_items", "NOT _items_ok",
-         "items is not a list of line items {product_id, name, category, brand, price, quantity} "
-         "with numeric price and integer quantity"),
+        (
+            "event.missing_identity",
+            "user_id IS NULL AND anonymous_id IS NULL",
+            "neither user_id nor anonymous_id is set: one of them is required",
+        ),
+        (
+            "event.bad_timestamp",
+            f"{ts} IS NULL",
+            "timestamp is missing or not a time: use ISO 8601 (2024-05-01T10:00:00Z) "
+            "or epoch seconds/milliseconds",
+        ),
+        (
+            "event.timestamp_out_of_range",
+            f"{ts} < TIMESTAMPTZ '{EARLIEST_TIMESTAMP}' OR {ts} > $received_at + INTERVAL "
+            f"{int(MAX_FUTURE_SKEW.total_seconds())} SECOND",
+            f"timestamp is outside the accepted range {EARLIEST_TIMESTAMP[:10]} .. "
+            "received_at + 1 day",
+        ),
+        ("event.invalid_properties", "NOT _props_ok", "properties is not a JSON object"),
+        (
+            "event.properties_too_large",
+            f"strlen(properties) > {MAX_PROPERTIES_BYTES}",
+            f"properties are larger than {MAX_PROPERTIES_BYTES // 1024} KiB",
+        ),
+        (
+            "event.bad_revenue",
+            "revenue IS NULL AND _rev_raw IS NOT NULL",
+            "revenue is not a number in -1e14 .. 1e14",
+        ),
+        (
+            "event.unknown_currency",
+            f"currency IS NOT NULL AND NOT list_contains({currencies}, currency)",
+            "currency is not an ISO 4217 code (e.g. USD, EUR, GBP)",
+        ),
+        (
+            "event.bad_items",
+            "NOT _items_ok",
+            "items is not a list of line items {product_id, name, category, brand, price, "
+            "quantity} "
+            "with numeric price and integer quantity",
+        ),
     ]
     reason = "CASE " + " ".join(f"WHEN {cond} THEN '{code}'" for code, cond, _ in checks) + " END"
     message = (
-        "CASE " + " ".join(f"WHEN {cond} THEN '{msg.replace(chr(39), chr(39) * 2)}'"
-                           for _, cond, msg in checks) + " END"
+        "CASE "
+        + " ".join(
+            f"WHEN {cond} THEN '{msg.replace(chr(39), chr(39) * 2)}'" for _, cond, msg in checks
+        )
+        + " END"
     )
     return (
         f"WITH typed AS (SELECT s._row,\n  {fields}\n FROM stg s LEFT JOIN _evmap m "
@@ -262,7 +291,9 @@ def _register_event_names(con: duckdb.DuckDBPyConnection, staging: pa.Table) -> 
         {"raw": pa.array(raw, pa.string()), "canonical": [canonical_event(n) for n in raw]},
         schema=pa.schema([("raw", pa.string()), ("canonical", pa.string())]),
     )
-    con.execute("CREATE OR REPLACE TEMP TABLE _evmap AS SELECT * FROM mapping")
+    con.register("_evmap_src", mapping)
+    con.execute("CREATE OR REPLACE TEMP TABLE _evmap AS SELECT * FROM _evmap_src")
+    con.unregister("_evmap_src")
 
 
 def _prepare(staging: pa.Table, row_offset: int) -> pa.Table:
@@ -308,7 +339,6 @@ def append_events(
         report.duplicates = report.accepted - report.inserted
         con.execute("DROP TABLE IF EXISTS _v")
         con.execute("DROP TABLE IF EXISTS _evmap")
-        con.execute("DROP TABLE IF EXISTS _new")
     return report
 
 
@@ -364,50 +394,45 @@ def _quarantine_parsed(
 
 
 def _insert_new(con: duckdb.DuckDBPyConnection, received_at: datetime, source: str) -> int:
+    """Stitch identities, then insert the batch's first row of each event_id not yet stored."""
     window = f"INTERVAL {int(DEDUP_WINDOW.total_seconds())} SECOND"
     con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE _new AS
-        WITH good AS (
-            SELECT * FROM _v WHERE _reason IS NULL
-            QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY _row) = 1
-        ), bounds AS (
-            SELECT min("timestamp") - {window} AS lo, max("timestamp") + {window} AS hi FROM good
-        ), seen AS (
-            SELECT e.event_id FROM events e, bounds
-            WHERE e."timestamp" BETWEEN bounds.lo AND bounds.hi
-        )
-        SELECT * FROM good WHERE event_id NOT IN (SELECT event_id FROM seen)
-        """
+        "CREATE OR REPLACE TEMP VIEW _good AS "
+        'SELECT user_id, anonymous_id, previous_id, "timestamp" FROM _v WHERE _reason IS NULL'
     )
-    (count,) = con.execute("SELECT count(*) FROM _new").fetchone() or (0,)
-    if not count:
-        return 0
-    assign_persons(con, "_new")
-    names = [n for n in EVENT_SCHEMA.names]
+    assign_persons(con, "_good")
+    con.execute("DROP VIEW _good")
     select = []
-    for name in names:
+    for name in EVENT_SCHEMA.names:
         if name == "received_at":
             select.append("$1")
         elif name == "channel":
-            select.append(channel_sql("n.utm_source", "n.utm_medium", "n.referrer", "n.page_url"))
+            select.append(channel_sql("v.utm_source", "v.utm_medium", "v.referrer", "v.page_url"))
         elif name == "source":
-            select.append("coalesce(n.source, $2)")
+            select.append("coalesce(v.source, $2)")
         elif name == "person_id":
-            select.append("n._person_id")
-        elif name == "raw_event":
-            select.append("n.raw_event")
-        elif name == "event":
-            select.append("n.event")
+            select.append("i.person_id")
         else:
-            select.append(f"n.{_q(name)}")
-    con.execute(
+            select.append(f"v.{_q(name)}")
+    row = con.execute(
         f"""
-        INSERT INTO events ({", ".join(_q(n) for n in names)}, seq)
+        INSERT INTO events ({", ".join(_q(n) for n in EVENT_SCHEMA.names)}, seq)
+        WITH bounds AS (
+            SELECT min("timestamp") - {window} AS lo, max("timestamp") + {window} AS hi
+            FROM _v WHERE _reason IS NULL
+        ), seen AS (
+            SELECT e.event_id FROM events e, bounds
+            WHERE e."timestamp" BETWEEN bounds.lo AND bounds.hi
+        ), keep AS (  -- narrow: windows over wide rows are what costs
+            SELECT _row FROM _v
+            WHERE _reason IS NULL AND event_id NOT IN (SELECT event_id FROM seen)
+            QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY _row) = 1
+        )
         SELECT {", ".join(select)},
-               (SELECT coalesce(max(seq), 0) FROM events) + row_number() OVER (ORDER BY n._row)
-        FROM _new n
+               (SELECT coalesce(max(seq), 0) + 1 FROM events) + v._row
+        FROM _v v SEMI JOIN keep USING (_row)
+        JOIN identities i ON i.distinct_id = coalesce(v.user_id, v.anonymous_id)
         """,
         [received_at, source],
-    )
-    return int(count)
+    ).fetchone()
+    return int(row[0]) if row else 0

@@ -38,7 +38,8 @@ def export_parquet(store: Store, out_dir: str | Path) -> dict[str, Path]:
             if table == "events":
                 query = (
                     "SELECT e.* REPLACE (m.canonical_id AS person_id) FROM events e "
-                    "JOIN person_map m USING (person_id) ORDER BY m.canonical_id, e.timestamp, e.seq"
+                    "JOIN person_map m USING (person_id) "
+                    "ORDER BY m.canonical_id, e.timestamp, e.seq"
                 )
             else:
                 query = f"SELECT * FROM {table}"

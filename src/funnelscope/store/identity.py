@@ -1,4 +1,4 @@
-"""Identity stitching: distinct ids -> dense person ids, merged when an identify or alias links them.
+"""Identity stitching: distinct ids -> dense person ids, merged when identify or alias links them.
 
 Rules (docs/data-model.md, "Identity"):
 
@@ -18,13 +18,17 @@ from __future__ import annotations
 
 import duckdb
 
-__all__ = ["assign_persons", "canonical_person_ids"]
+__all__ = ["PERSON_KEY", "assign_persons", "canonical_person_ids"]
+
+#: The id whose identity gives an event its person.
+PERSON_KEY = "coalesce(user_id, anonymous_id)"
 
 
 def assign_persons(con: duckdb.DuckDBPyConnection, table: str) -> None:
-    """Add ``_person_id`` to ``table`` (a temp table of staged events), updating identities.
+    """Register every id of ``table`` (staged events) in ``identities`` and apply its links.
 
-    Runs inside the caller's transaction.
+    Runs inside the caller's transaction. Afterwards each row's person is
+    ``identities.person_id`` of ``coalesce(user_id, anonymous_id)`` (see :data:`PERSON_KEY`).
     """
     con.execute(
         f"""
@@ -102,18 +106,13 @@ def assign_persons(con: duckdb.DuckDBPyConnection, table: str) -> None:
         con.execute(
             "UPDATE person_map SET canonical_id = ? WHERE canonical_id = ?", [to_id, from_id]
         )
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE {table} AS
-        SELECT t.*, i.person_id AS _person_id
-        FROM {table} t JOIN identities i ON i.distinct_id = coalesce(t.user_id, t.anonymous_id)
-        """
-    )
     for name in ("_links", "_fresh", "_new_persons"):
         con.execute(f"DROP TABLE IF EXISTS {name}")
 
 
-def canonical_person_ids(con: duckdb.DuckDBPyConnection) -> "list[int]":
+def canonical_person_ids(con: duckdb.DuckDBPyConnection) -> list[int]:
     """person_id -> canonical person id, as a dense list (index = person id)."""
-    rows = con.execute("SELECT person_id, canonical_id FROM person_map ORDER BY person_id").fetchall()
+    rows = con.execute(
+        "SELECT person_id, canonical_id FROM person_map ORDER BY person_id"
+    ).fetchall()
     return [int(c) for _, c in rows]

@@ -116,9 +116,7 @@ class Store:
                     cur.execute(sql)
                 except duckdb.Error as exc:
                     raise StoreError(f"migration {name} failed on {self.path}: {exc}") from exc
-                cur.execute(
-                    "INSERT INTO schema_migrations VALUES (?, ?, now())", [version, name]
-                )
+                cur.execute("INSERT INTO schema_migrations VALUES (?, ?, now())", [version, name])
 
     @property
     def schema_version(self) -> int:
