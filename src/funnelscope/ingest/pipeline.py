@@ -159,7 +159,11 @@ def _properties_expr(arrow_type: pa.DataType | None) -> tuple[str, str]:
     if pa.types.is_struct(arrow_type) or pa.types.is_map(arrow_type):
         return "CAST(to_json(s.properties) AS VARCHAR)", "TRUE"
     raw = "NULLIF(trim(CAST(s.properties AS VARCHAR)), '')"
-    valid = f"({raw} IS NULL OR (json_valid({raw}) AND json_type({raw}) = 'OBJECT'))"
+    # CASE, not AND: DuckDB may evaluate both sides of AND, and json_type fails on bad JSON
+    valid = (
+        f"({raw} IS NULL OR CASE WHEN json_valid({raw}) "
+        f"THEN json_type({raw}) = 'OBJECT' ELSE FALSE END)"
+    )
     return raw, valid
 
 
@@ -171,8 +175,8 @@ def _items_expr(arrow_type: pa.DataType | None) -> tuple[str, str]:
     raw = "NULLIF(trim(CAST(s.items AS VARCHAR)), '')"
     shape = _ITEM_JSON_SHAPE.replace("'", "''")
     parsed = (
-        f"CASE WHEN json_valid({raw}) AND json_type({raw}) = 'ARRAY' "
-        f"THEN TRY_CAST(json_transform({raw}, '{shape}') AS {_ITEM_SQL_TYPE}) END"
+        f"CASE WHEN json_valid({raw}) THEN CASE WHEN json_type({raw}) = 'ARRAY' "
+        f"THEN TRY_CAST(json_transform({raw}, '{shape}') AS {_ITEM_SQL_TYPE}) END END"
     )
     # json_transform turns a value it cannot cast into NULL: compare non-null counts to catch it
     kept = " AND ".join(
@@ -180,7 +184,7 @@ def _items_expr(arrow_type: pa.DataType | None) -> tuple[str, str]:
         f"= len(list_filter(({parsed}), lambda x: x.{f} IS NOT NULL))"
         for f in ("price", "quantity")
     )
-    valid = f"({raw} IS NULL OR (({parsed}) IS NOT NULL AND {kept}))"
+    valid = f"({raw} IS NULL OR CASE WHEN ({parsed}) IS NOT NULL THEN {kept} ELSE FALSE END)"
     return parsed, valid
 
 
