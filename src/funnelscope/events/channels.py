@@ -5,7 +5,7 @@ The rules, first match wins (docs/data-model.md shows the same table):
 1. medium is paid (cpc, ppc, paid, ...) and the source is a social network -> ``paid_social``
 2. medium is paid social (paid_social, paidsocial, ...)                     -> ``paid_social``
 3. medium is paid (cpc, ppc, paid, sem, ...)                               -> ``paid_search``
-4. medium is display, banner, cpm, programmatic                            -> ``display``
+4. medium is display, banner, cpm, programmatic, video                    -> ``display``
 5. medium is affiliate or partner                                          -> ``affiliate``
 6. medium or source is email / newsletter                                  -> ``email``
 7. medium is social, or source or referrer host is a social network        -> ``organic_social``
@@ -13,14 +13,16 @@ The rules, first match wins (docs/data-model.md shows the same table):
 9. any other referrer from another host than the page's                    -> ``referral``
 10. otherwise                                                              -> ``direct``
 
-Channel is computed once, in SQL at ingest, so every engine reads the same stored value.
+The rules run in Python once per distinct (source, medium, referrer host, internal) key of a
+batch; SQL only extracts the hosts (:func:`host_sql`). Channel is stored at ingest, so every
+engine reads the same value.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["CHANNELS", "channel_sql"]
+__all__ = ["CHANNELS", "derive_channel", "host_sql"]
 
 CHANNELS: Final = (
     "organic_search",
@@ -34,82 +36,74 @@ CHANNELS: Final = (
     "direct",
 )
 
-PAID_MEDIUMS: Final = ("cpc", "ppc", "paid", "paidsearch", "paid_search", "sem", "cpv", "cpa")
-PAID_SOCIAL_MEDIUMS: Final = (
-    "paid_social",
-    "paidsocial",
-    "social_paid",
-    "paid-social",
-    "social-paid",
+PAID_MEDIUMS: Final = frozenset(
+    {"cpc", "ppc", "paid", "paidsearch", "paid_search", "sem", "cpv", "cpa"}
 )
-DISPLAY_MEDIUMS: Final = ("display", "banner", "cpm", "programmatic", "video")
-AFFILIATE_MEDIUMS: Final = ("affiliate", "affiliates", "partner")
-EMAIL_WORDS: Final = ("email", "e-mail", "e_mail", "newsletter", "mail")
-SOCIAL_MEDIUMS: Final = (
-    "social",
-    "social-media",
-    "social_media",
-    "sm",
-    "social-network",
-    "organic_social",
+PAID_SOCIAL_MEDIUMS: Final = frozenset(
+    {"paid_social", "paidsocial", "social_paid", "paid-social", "social-paid"}
 )
-SOCIAL_HOSTS: Final = (
-    "facebook",
-    "instagram",
-    "tiktok",
-    "twitter",
-    "x",
-    "t",
-    "linkedin",
-    "pinterest",
-    "youtube",
-    "reddit",
-    "snapchat",
-    "whatsapp",
-    "threads",
-    "fb",
-    "lnkd",
+DISPLAY_MEDIUMS: Final = frozenset({"display", "banner", "cpm", "programmatic", "video"})
+AFFILIATE_MEDIUMS: Final = frozenset({"affiliate", "affiliates", "partner"})
+EMAIL_WORDS: Final = frozenset({"email", "e-mail", "e_mail", "newsletter", "mail"})
+SOCIAL_MEDIUMS: Final = frozenset(
+    {"social", "social-media", "social_media", "sm", "social-network", "organic_social"}
 )
-SEARCH_HOSTS: Final = (
-    "google",
-    "bing",
-    "yahoo",
-    "duckduckgo",
-    "baidu",
-    "yandex",
-    "ecosia",
-    "search",
+SOCIAL_HOSTS: Final = frozenset(
+    {
+        "facebook", "instagram", "tiktok", "twitter", "x", "t", "linkedin", "pinterest",
+        "youtube", "reddit", "snapchat", "whatsapp", "threads", "fb", "lnkd", "ig",
+    }
+)  # fmt: skip
+SEARCH_HOSTS: Final = frozenset(
+    {"google", "bing", "yahoo", "duckduckgo", "baidu", "yandex", "ecosia", "search"}
 )
 
 
-def _in(expr: str, values: tuple[str, ...]) -> str:
-    quoted = ", ".join("'" + v.replace("'", "''") + "'" for v in values)
-    return f"{expr} IN ({quoted})"
+def _names_in(value: str, names: frozenset[str]) -> bool:
+    """'www.google.co.uk' or 'google': any dot-separated label is a known name."""
+    return value in names or any(label in names for label in value.split("."))
 
 
-def _host_is(host_expr: str, names: tuple[str, ...]) -> str:
-    # 'www.google.co.uk' -> any dot-separated label equal to a known name
-    return f"list_has_any(string_split({host_expr}, '.'), [{', '.join(repr(n) for n in names)}])"
+def derive_channel(
+    source: str | None, medium: str | None, referrer_host: str | None, is_internal: bool
+) -> str:
+    """The channel of one touchpoint (see the module docstring for the rules).
+
+    Examples
+    --------
+    >>> derive_channel("google", "cpc", None, False)
+    'paid_search'
+    >>> derive_channel(None, None, "www.facebook.com", False)
+    'organic_social'
+    """
+    src = (source or "").strip().lower()
+    med = (medium or "").strip().lower()
+    ref = (referrer_host or "").strip().lower()
+    src_social = bool(src) and _names_in(src, SOCIAL_HOSTS)
+    if med in PAID_MEDIUMS and src_social:
+        return "paid_social"
+    if med in PAID_SOCIAL_MEDIUMS:
+        return "paid_social"
+    if med in PAID_MEDIUMS:
+        return "paid_search"
+    if med in DISPLAY_MEDIUMS:
+        return "display"
+    if med in AFFILIATE_MEDIUMS:
+        return "affiliate"
+    if med in EMAIL_WORDS or src in EMAIL_WORDS:
+        return "email"
+    if med in SOCIAL_MEDIUMS or src_social or (ref and _names_in(ref, SOCIAL_HOSTS)):
+        return "organic_social"
+    if med == "organic" or (ref and _names_in(ref, SEARCH_HOSTS)):
+        return "organic_search"
+    if ref and not is_internal:
+        return "referral"
+    return "direct"
 
 
-def channel_sql(source: str, medium: str, referrer: str, page_url: str) -> str:
-    """A DuckDB SQL CASE expression deriving the channel from the four given column expressions."""
-    src = f"lower(coalesce({source}, ''))"
-    med = f"lower(coalesce({medium}, ''))"
-    ref_host = f"lower(coalesce(regexp_extract({referrer}, '^[a-zA-Z]+://([^/:?#]+)', 1), ''))"
-    page_host = f"lower(coalesce(regexp_extract({page_url}, '^[a-zA-Z]+://([^/:?#]+)', 1), ''))"
-    src_social = f"({_in(src, SOCIAL_HOSTS)} OR {_host_is(src, SOCIAL_HOSTS)})"
-    return (
-        "CASE"
-        f" WHEN {_in(med, PAID_MEDIUMS)} AND {src_social} THEN 'paid_social'"
-        f" WHEN {_in(med, PAID_SOCIAL_MEDIUMS)} THEN 'paid_social'"
-        f" WHEN {_in(med, PAID_MEDIUMS)} THEN 'paid_search'"
-        f" WHEN {_in(med, DISPLAY_MEDIUMS)} THEN 'display'"
-        f" WHEN {_in(med, AFFILIATE_MEDIUMS)} THEN 'affiliate'"
-        f" WHEN {_in(med, EMAIL_WORDS)} OR {_in(src, EMAIL_WORDS)} THEN 'email'"
-        f" WHEN {_in(med, SOCIAL_MEDIUMS)} OR {src_social} OR {_host_is(ref_host, SOCIAL_HOSTS)}"
-        " THEN 'organic_social'"
-        f" WHEN med_is_organic OR {_host_is(ref_host, SEARCH_HOSTS)} THEN 'organic_search'"
-        f" WHEN {ref_host} <> '' AND {ref_host} <> {page_host} THEN 'referral'"
-        " ELSE 'direct' END"
-    ).replace("med_is_organic", f"{med} = 'organic'")
+def host_sql(url: str) -> str:
+    """SQL for the lower-cased host of a URL expression (NULL when there is none).
+
+    One regular expression: ``split_part`` is a macro whose nesting multiplies its work.
+    """
+    return f"NULLIF(lower(regexp_extract({url}, '^[a-zA-Z][a-zA-Z0-9+.-]*://([^/:?#]+)', 1)), '')"

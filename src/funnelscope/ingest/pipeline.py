@@ -25,7 +25,7 @@ from typing import Any, Final
 import duckdb
 import pyarrow as pa
 
-from funnelscope.events.channels import channel_sql
+from funnelscope.events.channels import derive_channel, host_sql
 from funnelscope.events.currency import ISO_CURRENCIES
 from funnelscope.events.schema import EVENT_SCHEMA, MAX_PROPERTIES_BYTES, STAGING_COLUMNS
 from funnelscope.events.vocabulary import canonical_event
@@ -188,8 +188,9 @@ def _items_expr(arrow_type: pa.DataType | None) -> tuple[str, str]:
     return parsed, valid
 
 
-def _typed_select(schema: pa.Schema, store_currency: str) -> str:
-    """SELECT typing every staging column and naming the first problem of each row."""
+def _typed_columns(schema: pa.Schema, store_currency: str) -> tuple[dict[str, str], str, str]:
+    """Typed expressions over ``stg s`` (joined to ``_evmap m``) for every column, plus the
+    CASE expressions naming each row's first problem (code and message) over those columns."""
     types = {f.name: f.type for f in schema}
     t = types.get
     cols: dict[str, str] = {c: _text(c, t(c)) for c in (*_TEXT_COLUMNS, "event_id")}
@@ -274,12 +275,40 @@ def _typed_select(schema: pa.Schema, store_currency: str) -> str:
         )
         + " END"
     )
+    return cols, reason, message
+
+
+# The typed columns the validation reads; the rest are typed only for rows that are inserted.
+_CHECKED: Final = (
+    "event_id",
+    "event",
+    "user_id",
+    "anonymous_id",
+    "previous_id",
+    "timestamp",
+    "properties",
+    "revenue",
+    "currency",
+    "_props_ok",
+    "_items_ok",
+    "_rev_raw",
+)
+# What is kept of a validated batch: narrow, because copying wide rows is what costs.
+_KEPT: Final = ("event_id", "user_id", "anonymous_id", "previous_id", "timestamp")
+
+
+def _from_staging(schema: pa.Schema, where: str = "") -> str:
+    event = _text("event", schema.field("event").type if "event" in schema.names else None)
+    return f"FROM stg s LEFT JOIN _evmap m ON m.raw = {event} {where}"
+
+
+def _validation_sql(schema: pa.Schema, store_currency: str) -> str:
+    cols, reason, message = _typed_columns(schema, store_currency)
+    typed = ",\n  ".join(f"{cols[c]} AS {_q(c)}" for c in _CHECKED)
+    kept = ", ".join(_q(c) for c in _KEPT)
     return (
-        f"WITH typed AS (SELECT s._row,\n  {fields}\n FROM stg s LEFT JOIN _evmap m "
-        f"ON m.raw = {_text('event', t('event'))}),\n"
-        f"checked AS (SELECT typed.*, {reason} AS _reason, {message} AS _message\n"
-        " FROM typed)\n"
-        "SELECT * FROM checked"
+        f"WITH typed AS (SELECT s._row,\n  {typed}\n {_from_staging(schema)})\n"
+        f"SELECT _row, {kept}, {reason} AS _reason, {message} AS _message FROM typed"
     )
 
 
@@ -330,25 +359,25 @@ def append_events(
         # registrations live on the write cursor, which is closed on error
         con.register("stg", staging)
         _register_event_names(con, staging)
-        sql = _typed_select(staging.schema, store.currency)
+        sql = _validation_sql(staging.schema, store.currency)
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE _v AS {sql.replace('$received_at', '$1')}",
             [received_at],
         )
-        con.unregister("stg")
-        _quarantine_sql_rejects(con, staging, source, received_at, report)
+        _quarantine_sql_rejects(con, source, received_at, report)
         _quarantine_parsed(con, pre_rejected, source, received_at, report)
         report.accepted = report.rows - report.rejected
-        report.inserted = _insert_new(con, received_at, source)
+        report.inserted = _insert_new(con, staging.schema, store.currency, received_at, source)
+        con.unregister("stg")
         report.duplicates = report.accepted - report.inserted
         con.execute("DROP TABLE IF EXISTS _v")
         con.execute("DROP TABLE IF EXISTS _evmap")
+        con.execute("DROP TABLE IF EXISTS _channels")
     return report
 
 
 def _quarantine_sql_rejects(
     con: duckdb.DuckDBPyConnection,
-    staging: pa.Table,
     source: str,
     received_at: datetime,
     report: IngestReport,
@@ -361,14 +390,12 @@ def _quarantine_sql_rejects(
     for code, n in counts:
         report.reasons[str(code)] += int(n)
         report.rejected += int(n)
-    con.register("stg", staging)
     con.execute(
         "INSERT INTO quarantine SELECT $1, $2, v._row, v._reason, v._message, "
         "encode(CAST(to_json(s) AS VARCHAR)) "
         "FROM _v v JOIN stg s USING (_row) WHERE v._reason IS NOT NULL",
         [received_at, source],
     )
-    con.unregister("stg")
     for row, code, message in con.execute(
         f"SELECT _row, _reason, _message FROM _v WHERE _reason IS NOT NULL ORDER BY _row "
         f"LIMIT {REPORTED_REJECTIONS}"
@@ -397,7 +424,55 @@ def _quarantine_parsed(
     report.rejections.sort(key=lambda r: r.row)
 
 
-def _insert_new(con: duckdb.DuckDBPyConnection, received_at: datetime, source: str) -> int:
+_CHANNEL_KEY: Final = ("src", "med", "ref_host", "internal")
+
+
+def _register_channels(
+    con: duckdb.DuckDBPyConnection, schema: pa.Schema, cols: dict[str, str]
+) -> str:
+    """Derive the channel once per distinct key of the batch; returns the join condition."""
+    # keys are never NULL ('' instead) so the join is a plain equi-join (a hash join)
+    ref_host = host_sql(cols["referrer"])
+    keys = {
+        "src": f"coalesce(lower({cols['utm_source']}), '')",
+        "med": f"coalesce(lower({cols['utm_medium']}), '')",
+        "ref_host": f"coalesce({ref_host}, '')",
+        "internal": f"CASE WHEN {cols['referrer']} IS NULL THEN FALSE "
+        f"ELSE coalesce({ref_host} = {host_sql(cols['page_url'])}, FALSE) END",
+    }
+    distinct = con.execute(
+        "SELECT DISTINCT "
+        + ", ".join(f"{expr} AS {name}" for name, expr in keys.items())
+        + f" {_from_staging(schema)}"
+    ).fetchall()
+    table = pa.table(
+        {
+            **{name: [row[i] for row in distinct] for i, name in enumerate(_CHANNEL_KEY)},
+            "channel": [derive_channel(s, m, h, bool(i)) for s, m, h, i in distinct],
+        },
+        schema=pa.schema(
+            [
+                ("src", pa.string()),
+                ("med", pa.string()),
+                ("ref_host", pa.string()),
+                ("internal", pa.bool_()),
+                ("channel", pa.string()),
+            ]
+        ),
+    )
+    con.register("_channels_src", table)
+    con.execute("CREATE OR REPLACE TEMP TABLE _channels AS SELECT * FROM _channels_src")
+    con.unregister("_channels_src")
+    return " AND ".join(f"ch.{name} = {keys[name]}" for name in _CHANNEL_KEY)
+
+
+def _insert_new(
+    con: duckdb.DuckDBPyConnection,
+    schema: pa.Schema,
+    store_currency: str,
+    received_at: datetime,
+    source: str,
+) -> int:
     """Stitch identities, then insert the batch's first row of each event_id not yet stored."""
     window = f"INTERVAL {int(DEDUP_WINDOW.total_seconds())} SECOND"
     con.execute(
@@ -406,18 +481,20 @@ def _insert_new(con: duckdb.DuckDBPyConnection, received_at: datetime, source: s
     )
     assign_persons(con, "_good")
     con.execute("DROP VIEW _good")
+    cols, _, _ = _typed_columns(schema, store_currency)
+    channel_key = _register_channels(con, schema, cols)
     select = []
     for name in EVENT_SCHEMA.names:
         if name == "received_at":
             select.append("$1")
         elif name == "channel":
-            select.append(channel_sql("v.utm_source", "v.utm_medium", "v.referrer", "v.page_url"))
+            select.append("coalesce(ch.channel, 'direct')")
         elif name == "source":
-            select.append("coalesce(v.source, $2)")
+            select.append(f"coalesce({cols['source']}, $2)")
         elif name == "person_id":
             select.append("i.person_id")
         else:
-            select.append(f"v.{_q(name)}")
+            select.append(cols[name])
     row = con.execute(
         f"""
         INSERT INTO events ({", ".join(_q(n) for n in EVENT_SCHEMA.names)}, seq)
@@ -427,15 +504,18 @@ def _insert_new(con: duckdb.DuckDBPyConnection, received_at: datetime, source: s
         ), seen AS (
             SELECT e.event_id FROM events e, bounds
             WHERE e."timestamp" BETWEEN bounds.lo AND bounds.hi
-        ), keep AS (  -- narrow: windows over wide rows are what costs
-            SELECT _row FROM _v
+        ), keep AS (
+            SELECT min(_row) AS _row, arg_min(coalesce(user_id, anonymous_id), _row) AS person_key
+            FROM _v
             WHERE _reason IS NULL AND event_id NOT IN (SELECT event_id FROM seen)
-            QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY _row) = 1
+            GROUP BY event_id
         )
         SELECT {", ".join(select)},
-               (SELECT coalesce(max(seq), 0) + 1 FROM events) + v._row
-        FROM _v v SEMI JOIN keep USING (_row)
-        JOIN identities i ON i.distinct_id = coalesce(v.user_id, v.anonymous_id)
+               (SELECT coalesce(max(seq), 0) + 1 FROM events) + s._row
+        {_from_staging(schema)}
+        JOIN keep k ON k._row = s._row
+        JOIN identities i ON i.distinct_id = k.person_key
+        LEFT JOIN _channels ch ON {channel_key}
         """,
         [received_at, source],
     ).fetchone()
