@@ -211,7 +211,6 @@ def _typed_columns(schema: pa.Schema, store_currency: str) -> tuple[dict[str, st
     cols["_props_ok"] = props_valid
     cols["_items_ok"] = items_valid
     cols["_rev_raw"] = rev_raw
-    fields = ",\n  ".join(f"{expr} AS {_q(name)}" for name, expr in cols.items())
     ts = '"timestamp"'
     checks = [
         (
