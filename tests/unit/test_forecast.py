@@ -117,3 +117,19 @@ def test_the_interval_widens_with_the_horizon() -> None:
     assert width(long) > width(short)
     assert long.interval95[0] < long.interval80[0] < long.median < long.interval80[1] \
         < long.interval95[1]
+
+
+def test_period_starting_before_the_history_is_covered_day_by_day() -> None:
+    """A goal period that begins before the first day of data (regression: shape mismatch)."""
+    from datetime import date
+
+    import pandas as pd
+
+    from funnelscope.models.forecast import period_forecast
+
+    days = pd.date_range("2024-03-05", "2024-03-20", freq="D")
+    history = pd.Series(10.0, index=days)
+    f = period_forecast(history, period_start=date(2024, 3, 1), period_end=date(2024, 3, 31))
+    assert f.observed_days == 20  # 1..20 March, the first four days missing (counted as 0)
+    assert f.observed_value == 160.0
+    assert 250.0 < f.mean < 370.0  # 160 observed + about 11 days of 10 a day

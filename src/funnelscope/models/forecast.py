@@ -344,6 +344,10 @@ def period_forecast(
     if period_end < period_start:
         raise ValueError("period_end is before period_start")
     y = _daily_index(history)
+    if y.index[0].date() > period_start:
+        # the period began before the history: its first days are observed as missing, so
+        # observed + forecast days always cover the whole period
+        y = y.reindex(pd.date_range(period_start, y.index[-1], freq="D"))
     days = pd.DatetimeIndex(y.index)
     last = days[-1].date()
     first_future = max(last + timedelta(days=1), period_start)
