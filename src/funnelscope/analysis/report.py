@@ -7,7 +7,10 @@ Semantics (docs/data-model.md, "Stage report"):
 * a person's stage is the highest stage of their events in the period; a person *reached* a
   stage when their stage is at or beyond it (someone who orders without a recorded ad
   impression was still aware): so the counts never increase along the stages;
-* conversion from the previous stage = reached(s) / reached(s - 1); Wilson 95% intervals.
+* conversion from the previous stage = reached(s) / reached(s - 1); Wilson 95% intervals;
+* each stage's main KPIs (:data:`~funnelscope.analysis.kpi_catalogue.MAIN_KPIS`, docs/kpis.md)
+  over the same window, with their value in the window of the same length just before and the
+  relative change (``StageRow.kpis``: name -> value, previous_value, change, unit, note).
 
 Persons are stitched (canonical) persons, so anonymous browsing before a sign-up counts once.
 """
@@ -22,7 +25,7 @@ from typing import Any, Final
 from funnelscope.engines.base import Engine
 from funnelscope.events.stages import DEFAULT_STAGE_MODEL, ORDER_EVENT, STAGES, Stage, StageModel
 
-__all__ = ["StageReport", "StageRow", "stage_report", "wilson_interval"]
+__all__ = ["StageReport", "StageRow", "stage_kpis", "stage_report", "wilson_interval"]
 
 Z95: Final = 1.959963984540054
 
@@ -101,14 +104,38 @@ def _staged_events_sql(model: StageModel) -> str:
     """
 
 
+def stage_kpis(engine: Engine, *, start: datetime, end: datetime) -> dict[Stage, dict[str, Any]]:
+    """Each stage's main KPIs over ``[start, end)`` with the change vs the previous period."""
+    from funnelscope.analysis.kpi_catalogue import MAIN_KPIS
+    from funnelscope.analysis.kpis import KpiSpec, compute_kpis
+
+    names = [n for stage in STAGES for n in MAIN_KPIS.get(stage, ())]
+    spec = KpiSpec.create(names, start, end, compare="previous_period")
+    by_stage: dict[Stage, dict[str, Any]] = {stage: {} for stage in STAGES}
+    for row in compute_kpis(engine, spec).rows:
+        by_stage[Stage[row.stage.upper()]][row.kpi] = {
+            "value": row.value,
+            "previous_value": row.previous_value,
+            "change": row.change,
+            "unit": row.unit,
+            "note": row.note,
+        }
+    return by_stage
+
+
 def stage_report(
     engine: Engine,
     *,
     start: datetime,
     end: datetime,
     model: StageModel = DEFAULT_STAGE_MODEL,
+    with_kpis: bool = True,
 ) -> StageReport:
-    """Persons reaching each stage in ``[start, end)``, with conversion between stages."""
+    """Persons reaching each stage in ``[start, end)``, with conversion between stages.
+
+    With ``with_kpis`` (the default) each row also carries its stage's main KPIs and their change
+    vs the previous period of the same length (:func:`stage_kpis`).
+    """
     params = {"start": start, "end": end}
     base = _staged_events_sql(model)
     per_stage = engine.sql(
@@ -131,6 +158,7 @@ def stage_report(
     ).to_pylist()
     active = {int(r["stage"]): (int(r["events"]), int(r["persons"])) for r in per_stage}
     at_top = {int(r["top"]): int(r["persons"]) for r in furthest}
+    kpis = stage_kpis(engine, start=start, end=end) if with_kpis else {}
     rows: list[StageRow] = []
     previous: int | None = None
     for stage in STAGES:
@@ -138,6 +166,7 @@ def stage_report(
         events, active_persons = active.get(int(stage), (0, 0))
         conv = reached / previous if previous else None
         interval = None if previous is None else wilson_interval(reached, previous)
-        rows.append(StageRow(stage, reached, active_persons, events, conv, interval))
+        rows.append(StageRow(stage, reached, active_persons, events, conv, interval,
+                             kpis=kpis.get(stage, {})))
         previous = reached
     return StageReport(start, end, tuple(rows))
