@@ -1,0 +1,345 @@
+"""Collector benchmark: sustained ingestion, latency at a fixed rate, memory over a soak.
+
+The server runs as its own process (``funnelscope serve`` on a fresh store); this script is the
+load generator, a separate process on loopback speaking HTTP/1.1 over asyncio sockets (a few
+microseconds of client CPU per request, so the client does not starve the server on 2 cores).
+Every request is a Segment ``/v1/batch`` of 100 events (``--route native`` for
+``/api/v1/events``), each event with a unique messageId, so everything is inserted.
+
+1. **Sustained throughput**: 32 connections in a closed loop; events acknowledged per second.
+2. **Latency at a fixed rate**: 20,000 events/s (200 requests/s) scheduled open-loop; latency
+   from the scheduled send time (no coordinated omission), p50 / p99 of the answered requests;
+   non-200 answers, and requests not answered within 10 s after the phase, are counted.
+3. **Soak**: a fixed 2,500 events/s for 5 minutes (20 s with ``--quick``); the server's RSS
+   sampled every second: start, end, peak and the slope over the second half, and the same
+   without DuckDB's buffer cache (``funnelscope_store_memory_bytes`` from ``/metrics``), which
+   grows with the data by design.
+
+Targets (issue 5): >= 50,000 events/s sustained; p99 <= 100 ms at 20,000 events/s; flat memory.
+
+Usage: ``python benchmarks/collector.py [--quick] [--route segment|native]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+BATCH = 100
+#: How long an open-loop phase waits for its last answers before counting them as not served.
+GRACE_S = 10.0
+#: The soak's rate: steady traffic the server keeps up with, so memory is measured at rest.
+SOAK_RATE = 2_500
+TARGETS = {"throughput": 50_000, "p99_ms": 100.0}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _template(route: str) -> tuple[str, bytes]:
+    """(path, body template) with ``@@@@@@@@@@`` where each request puts its unique number."""
+    ts = "2026-01-01T12:00:00.000Z"
+    if route == "native":
+        events = [{"event_id": f"@@@@@@@@@@-{i:03d}", "event": "Product Viewed",
+                   "user_id": f"user_{i % 37}", "timestamp": ts,
+                   "page_url": "https://shop.example.com/p/1?utm_source=google&utm_medium=cpc",
+                   "properties": {"price": 19.0, "name": "Mug"}} for i in range(BATCH)]
+        return "/api/v1/events", json.dumps({"events": events}).encode()
+    events = [{"type": "track", "event": "Product Viewed", "userId": f"user_{i % 37}",
+               "anonymousId": f"anon_{i % 53}", "messageId": f"@@@@@@@@@@-{i:03d}",
+               "timestamp": ts,
+               "properties": {"product_id": f"p_{i % 20}", "price": 19.0, "currency": "EUR",
+                              "name": "Mug", "category": "Kitchen"},
+               "context": {"page": {"url": "https://shop.example.com/p/1?utm_source=google"
+                                           "&utm_medium=cpc",
+                                    "referrer": "https://www.google.com/"},
+                           "userAgent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) "
+                                        "Chrome/124.0 Safari/537.36",
+                           "locale": "de-DE"}} for i in range(BATCH)]
+    return "/v1/batch", json.dumps({"batch": events, "sentAt": ts}).encode()
+
+
+class Loader:
+    """Requests with unique ids from a template, over keep-alive asyncio connections."""
+
+    def __init__(self, port: int, key: str, route: str) -> None:
+        self.port = port
+        self.path, self.body = _template(route)
+        self.auth = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
+        self.counter = 0
+
+    def request(self) -> bytes:
+        self.counter += 1
+        body = self.body.replace(b"@@@@@@@@@@", b"%010d" % self.counter)
+        head = (f"POST {self.path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Content-Type: application/json\r\nAuthorization: {self.auth}\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n")
+        return head.encode() + body
+
+    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_connection("127.0.0.1", self.port)
+
+    @staticmethod
+    async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                       data: bytes) -> int:
+        writer.write(data)
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        await reader.readexactly(length)
+        return status
+
+
+@dataclass
+class Phase:
+    ok: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    unserved: int = 0
+    latencies: list[float] | None = None
+
+
+async def closed_loop(loader: Loader, connections: int, seconds: float) -> Phase:
+    phase = Phase()
+    stop = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        reader, writer = await loader.connect()
+        while time.perf_counter() < stop:
+            status = await loader.exchange(reader, writer, loader.request())
+            if status == 200:
+                phase.ok += 1
+            else:
+                phase.failed += 1
+        writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    phase.seconds = time.perf_counter() - started
+    return phase
+
+
+async def open_loop(loader: Loader, rate_per_s: float, seconds: float,
+                    sample: Any = None) -> Phase:
+    """Requests scheduled at a fixed rate; latency measured from each scheduled time.
+
+    ``sample`` (if given) is called once a second while the phase runs.
+    """
+    phase = Phase(latencies=[])
+    pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    for _ in range(64):
+        pool.put_nowait(await loader.connect())
+    start = time.perf_counter()
+    total = int(rate_per_s * seconds)
+    tasks = []
+    done = asyncio.Event()
+
+    async def sampler() -> None:
+        while not done.is_set():
+            sample()
+            await asyncio.sleep(1.0)
+
+    async def one(scheduled: float) -> None:
+        conn = await pool.get()
+        try:
+            status = await loader.exchange(*conn, loader.request())
+        except (ConnectionError, asyncio.IncompleteReadError):
+            phase.failed += 1
+            conn = await loader.connect()
+        else:
+            assert phase.latencies is not None
+            if status == 200:
+                phase.ok += 1
+                phase.latencies.append(time.perf_counter() - scheduled)
+            else:
+                phase.failed += 1
+        pool.put_nowait(conn)
+
+    sampling = asyncio.create_task(sampler()) if sample is not None else None
+    for i in range(total):
+        scheduled = start + i / rate_per_s
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(scheduled)))
+    # requests still unanswered GRACE seconds after the phase are counted as not served:
+    # an overloaded server would otherwise stretch the phase without end
+    _, late = await asyncio.wait(tasks, timeout=GRACE_S) if tasks else (set(), set())
+    for task in late:
+        task.cancel()
+    phase.unserved = len(late)
+    phase.seconds = time.perf_counter() - start
+    done.set()
+    if sampling is not None:
+        await sampling
+    while not pool.empty():
+        pool.get_nowait()[1].close()
+    return phase
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def store_mb(port: int) -> float:
+    """DuckDB's buffer-manager memory in the server, from its /metrics."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn.request("GET", "/metrics")
+    for line in conn.getresponse().read().decode().splitlines():
+        if line.startswith("funnelscope_store_memory_bytes "):
+            return float(line.split()[1]) / 2**20
+    return float("nan")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def start_server(store: Path, port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from funnelscope.cli.main import main; main()", "serve",
+         "--store", str(store), "--port", str(port), "--log-level", "warning",
+         "--rate-limit", "0"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import http.client
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            conn.request("GET", "/readyz")
+            if conn.getresponse().status == 200:
+                return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("the server did not start")
+
+
+def run(quick: bool, route: str) -> dict[str, Any]:
+    import funnelscope
+    from funnelscope.keys import create_key
+
+    throughput_s, latency_s, soak_s = (5.0, 5.0, 20.0) if quick else (30.0, 30.0, 300.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Path(tmp) / "bench.duckdb"
+        with funnelscope.open(store) as ws:
+            from datetime import UTC, datetime
+
+            key = create_key(ws.store, "write", "bench", now=datetime.now(UTC)).token
+        port = _free_port()
+        server = start_server(store, port)
+        try:
+            loader = Loader(port, key, route)
+            sustained = asyncio.run(closed_loop(loader, 32, throughput_s))
+            fixed = asyncio.run(open_loop(loader, 20_000 / BATCH, latency_s))
+            samples: list[tuple[float, float, float]] = []
+            t0 = time.perf_counter()
+
+            def sample() -> None:
+                samples.append((time.perf_counter() - t0, rss_mb(server.pid), store_mb(port)))
+
+            soak = asyncio.run(open_loop(loader, SOAK_RATE / BATCH, soak_s, sample=sample))
+            sample()
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+    half = [s for s in samples if s[0] >= samples[-1][0] / 2]
+    minutes = max(half[-1][0] - half[0][0], 1e-9) / 60 if len(half) >= 2 else float("nan")
+    slope = (half[-1][1] - half[0][1]) / minutes
+    # the collector's own memory: RSS minus what DuckDB caches (which grows with the data)
+    own_slope = ((half[-1][1] - half[-1][2]) - (half[0][1] - half[0][2])) / minutes
+    lat = fixed.latencies or []
+    return {
+        "route": route,
+        "sustained_events_per_s": sustained.ok * BATCH / sustained.seconds,
+        "sustained_failed_requests": sustained.failed,
+        "fixed_rate_events_per_s": 20_000,
+        "fixed_achieved_events_per_s": fixed.ok * BATCH / fixed.seconds,
+        "fixed_failed_requests": fixed.failed,
+        "fixed_unserved_requests": fixed.unserved,
+        "fixed_seconds": fixed.seconds,
+        "p50_ms": percentile(lat, 0.50) * 1000,
+        "p99_ms": percentile(lat, 0.99) * 1000,
+        "soak_seconds": soak_s,
+        "soak_failed_requests": soak.failed,
+        "soak_unserved_requests": soak.unserved,
+        "soak_p99_ms": percentile(soak.latencies or [], 0.99) * 1000,
+        "load_average": os.getloadavg()[0],
+        "rss_start_mb": samples[0][1],
+        "rss_end_mb": samples[-1][1],
+        "rss_peak_mb": max(s[1] for s in samples),
+        "rss_slope_mb_per_min_second_half": slope,
+        "store_mb_start": samples[0][2],
+        "store_mb_end": samples[-1][2],
+        "rss_minus_store_slope_mb_per_min": own_slope,
+    }
+
+
+def report(result: dict[str, Any]) -> None:
+    rows = [
+        ("sustained events/s (100-event batches, 32 conns)",
+         f"{result['sustained_events_per_s']:,.0f}", f">= {TARGETS['throughput']:,}"),
+        ("  failed requests", str(result["sustained_failed_requests"]), "0"),
+        ("latency p50 at 20,000 events/s", f"{result['p50_ms']:.1f} ms", ""),
+        ("latency p99 at 20,000 events/s", f"{result['p99_ms']:.1f} ms",
+         f"<= {TARGETS['p99_ms']:.0f} ms"),
+        ("  served events/s (non-200 / not served in time)",
+         f"{result['fixed_achieved_events_per_s']:,.0f} ({result['fixed_failed_requests']} / "
+         f"{result['fixed_unserved_requests']})", "20,000"),
+        (f"soak RSS start -> end (peak), {result['soak_seconds']:.0f} s at {SOAK_RATE:,} events/s",
+         f"{result['rss_start_mb']:.0f} -> {result['rss_end_mb']:.0f} MB "
+         f"({result['rss_peak_mb']:.0f})", "flat"),
+        ("  soak p99 latency (non-200 / not served in time)",
+         f"{result['soak_p99_ms']:.1f} ms ({result['soak_failed_requests']} / "
+         f"{result['soak_unserved_requests']})", ""),
+        ("  RSS slope over the second half",
+         f"{result['rss_slope_mb_per_min_second_half']:+.1f} MB/min", ""),
+        ("  of which DuckDB's cache, start -> end",
+         f"{result['store_mb_start']:.0f} -> {result['store_mb_end']:.0f} MB", ""),
+        ("  RSS minus DuckDB's cache, slope (second half)",
+         f"{result['rss_minus_store_slope_mb_per_min']:+.1f} MB/min", "~0"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    print(f"collector benchmark, route {result['route']}, {os.cpu_count()} cores, "
+          f"load average {result['load_average']:.1f} at the end")
+    print(f"{'measure':<{width}}  {'value':>24}  target")
+    for name, value, target in rows:
+        print(f"{name:<{width}}  {value:>24}  {target}")
+
+
+def main(quick: bool = False, route: str = "segment") -> None:
+    """Run the three phases and print the table (``benchmarks/run.py`` calls this)."""
+    report(run(quick, route))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short phases, 20 s soak")
+    parser.add_argument("--route", choices=("segment", "native"), default="segment")
+    args = parser.parse_args()
+    main(args.quick, args.route)
