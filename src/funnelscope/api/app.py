@@ -71,12 +71,24 @@ def create_app(workspace: Workspace, settings: ApiSettings | None = None) -> Fas
         on_commit=on_commit,
     )
 
+    from funnelscope.api.schedule import Scheduler, default_jobs
+
+    jobs = default_jobs(
+        workspace,
+        webhooks_seconds=settings.webhooks_every_seconds,
+        segments_seconds=settings.segments_every_seconds,
+        goals_seconds=settings.goals_every_seconds,
+    )
+    scheduler = Scheduler([job for job in jobs if job.every_seconds > 0])
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         writer.start()
+        scheduler.start()
         try:
             yield
         finally:
+            scheduler.stop()
             writer.stop()
 
     from funnelscope import __version__
@@ -92,6 +104,7 @@ def create_app(workspace: Workspace, settings: ApiSettings | None = None) -> Fas
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.writer = writer
+    app.state.scheduler = scheduler
     app.state.keys = KeyRing(workspace.store, refresh_seconds=settings.key_refresh_seconds)
     app.state.rate_limits = TokenBuckets(settings.rate_limit_per_second, settings.rate_limit_burst)
     app.add_exception_handler(ApiError, api_error_handler)

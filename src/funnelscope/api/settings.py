@@ -55,3 +55,7 @@ class ApiSettings:
     live_interval_seconds: float = 1.0
     #: The dashboard's reporting time zone for "today" in the live view (IANA name).
     timezone: str = "UTC"
+    #: Background jobs (api/schedule.py): seconds between runs; 0 turns a job off.
+    webhooks_every_seconds: float = 60.0
+    segments_every_seconds: float = 900.0
+    goals_every_seconds: float = 900.0

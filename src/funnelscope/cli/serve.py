@@ -24,8 +24,14 @@ def _demo_keys(ws: object) -> tuple[str, str]:
     assert isinstance(ws, Workspace)
     store = ws.store
     now = datetime.now(UTC)
-    write = next((k.write_key for k in list_keys(store, include_revoked=False)
-                  if k.kind == "write" and k.source == DEMO_SOURCE and k.write_key), None)
+    write = next(
+        (
+            k.write_key
+            for k in list_keys(store, include_revoked=False)
+            if k.kind == "write" and k.source == DEMO_SOURCE and k.write_key
+        ),
+        None,
+    )
     if write is None:
         write = create_key(store, "write", DEMO_SOURCE, now=now).token
     read = store.get_meta(_DEMO_READ_META)
@@ -39,17 +45,39 @@ def serve(
     store: StoreOption = DEFAULT_STORE,
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
-    demo: Annotated[bool, typer.Option(
-        "--demo", help="Create (or reuse) a demo write key and read key and print them.")] = False,
-    cors_origin: Annotated[list[str] | None, typer.Option(
-        "--cors-origin", help="Allowed browser origin (repeatable); default: any origin.")] = None,
-    rate_limit: Annotated[float, typer.Option(
-        "--rate-limit", help="Requests per second per key (0 = no limit).")] = 1000.0,
-    timezone: Annotated[str, typer.Option(
-        "--timezone", help="IANA time zone of 'today' in the live view.")] = "UTC",
-    no_auth: Annotated[bool, typer.Option(
-        "--no-auth", help="Accept requests without keys (local experiments only).")] = False,
+    demo: Annotated[
+        bool,
+        typer.Option(
+            "--demo", help="Create (or reuse) a demo write key and read key and print them."
+        ),
+    ] = False,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--cors-origin", help="Allowed browser origin (repeatable); default: any origin."
+        ),
+    ] = None,
+    rate_limit: Annotated[
+        float, typer.Option("--rate-limit", help="Requests per second per key (0 = no limit).")
+    ] = 1000.0,
+    timezone: Annotated[
+        str, typer.Option("--timezone", help="IANA time zone of 'today' in the live view.")
+    ] = "UTC",
+    no_auth: Annotated[
+        bool,
+        typer.Option("--no-auth", help="Accept requests without keys (local experiments only)."),
+    ] = False,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning")] = "info",
+    webhooks_every: Annotated[
+        float,
+        typer.Option("--webhooks-every", help="Seconds between webhook deliveries (0 = off)."),
+    ] = 60.0,
+    segments_every: Annotated[
+        float, typer.Option("--segments-every", help="Seconds between segment refreshes (0 = off).")
+    ] = 900.0,
+    goals_every: Annotated[
+        float, typer.Option("--goals-every", help="Seconds between goal evaluations (0 = off).")
+    ] = 900.0,
 ) -> None:
     """Serve the collector (Segment, RudderStack, PostHog, Snowplow), live view, API and app."""
     import zoneinfo
@@ -63,16 +91,38 @@ def serve(
     try:
         zoneinfo.ZoneInfo(timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise InvalidInputError([Problem("serve.bad_timezone", "--timezone",
-                                         f"unknown time zone {timezone!r} (e.g. Europe/Berlin)")]
-                                ) from None
+        raise InvalidInputError(
+            [
+                Problem(
+                    "serve.bad_timezone",
+                    "--timezone",
+                    f"unknown time zone {timezone!r} (e.g. Europe/Berlin)",
+                )
+            ]
+        ) from None
     settings = ApiSettings(
         require_auth=not no_auth,
         cors_origins=tuple(cors_origin) if cors_origin else ("*",),
         rate_limit_per_second=rate_limit,
         rate_limit_burst=max(rate_limit * 2, 1.0),
         timezone=timezone,
+        webhooks_every_seconds=webhooks_every,
+        segments_every_seconds=segments_every,
+        goals_every_seconds=goals_every,
     )
+    for flag, value in (
+        ("--webhooks-every", webhooks_every),
+        ("--segments-every", segments_every),
+        ("--goals-every", goals_every),
+    ):
+        if value < 0:
+            raise InvalidInputError(
+                [
+                    Problem(
+                        "serve.bad_interval", flag, f"{flag} must be >= 0 seconds (0 turns it off)"
+                    )
+                ]
+            )
     configure_logging(log_level)
     ws = funnelscope.open(store)
     base = f"http://{host}:{port}"
@@ -81,14 +131,22 @@ def serve(
         console.print(f"[bold]funnelscope[/bold] serving {ws.path}", highlight=False)
         console.print(f"  dashboard  {base}/   (log in with the read key below)", highlight=False)
         console.print(f"  read key   {read}", highlight=False, soft_wrap=True)
-        console.print(f"  write key  {write}   (source '{DEMO_SOURCE}'; point SDKs at {base})",
-                      highlight=False, soft_wrap=True)
-        console.print(f"  try it     curl -u {write}: -H 'content-type: application/json' "
-                      f"-d '{{\"batch\":[{{\"type\":\"track\",\"event\":\"Product Viewed\","
-                      f"\"userId\":\"u1\"}}]}}' {base}/v1/batch", highlight=False, soft_wrap=True)
+        console.print(
+            f"  write key  {write}   (source '{DEMO_SOURCE}'; point SDKs at {base})",
+            highlight=False,
+            soft_wrap=True,
+        )
+        console.print(
+            f"  try it     curl -u {write}: -H 'content-type: application/json' "
+            f'-d \'{{"batch":[{{"type":"track","event":"Product Viewed",'
+            f'"userId":"u1"}}]}}\' {base}/v1/batch',
+            highlight=False,
+            soft_wrap=True,
+        )
     else:
-        console.print(f"funnelscope serving {ws.path} on {base} (docs: {base}/docs)",
-                      highlight=False)
+        console.print(
+            f"funnelscope serving {ws.path} on {base} (docs: {base}/docs)", highlight=False
+        )
     try:
         run(create_app(ws, settings), host=host, port=port, log_level=log_level)
     finally:
