@@ -24,6 +24,7 @@ from typing import Any, Final
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from funnelscope.events.channels import derive_channel, host_sql
 from funnelscope.events.currency import ISO_CURRENCIES
@@ -366,7 +367,12 @@ def append_events(
         _quarantine_sql_rejects(con, source, received_at, report)
         _quarantine_parsed(con, pre_rejected, source, received_at, report)
         report.accepted = report.rows - report.rejected
-        report.inserted = _insert_new(con, staging.schema, store.currency, received_at, source)
+        next_seq = store.next_seq(con)
+        report.inserted = _insert_new(
+            con, staging.schema, store.currency, received_at, source, next_seq
+        )
+        top = pc.max(staging["_row"]).as_py() if staging.num_rows else None
+        store.advance_seq(next_seq + (int(top) + 1 if top is not None else 0))
         con.unregister("stg")
         report.duplicates = report.accepted - report.inserted
         con.execute("DROP TABLE IF EXISTS _v")
@@ -471,6 +477,7 @@ def _insert_new(
     store_currency: str,
     received_at: datetime,
     source: str,
+    next_seq: int,
 ) -> int:
     """Stitch identities, then insert the batch's first row of each event_id not yet stored."""
     window = f"INTERVAL {int(DEDUP_WINDOW.total_seconds())} SECOND"
@@ -494,28 +501,31 @@ def _insert_new(
             select.append("i.person_id")
         else:
             select.append(cols[name])
-    row = con.execute(
+    lo, hi = con.execute(
+        f'SELECT min("timestamp") - {window}, max("timestamp") + {window} FROM _v '
+        "WHERE _reason IS NULL"
+    ).fetchall()[0]
+    if lo is None:
+        return 0
+    # bounds as constants: the scan of stored ids prunes row groups by their timestamp stats
+    inserted = con.execute(
         f"""
         INSERT INTO events ({", ".join(_q(n) for n in EVENT_SCHEMA.names)}, seq)
-        WITH bounds AS (
-            SELECT min("timestamp") - {window} AS lo, max("timestamp") + {window} AS hi
-            FROM _v WHERE _reason IS NULL
-        ), seen AS (
-            SELECT e.event_id FROM events e, bounds
-            WHERE e."timestamp" BETWEEN bounds.lo AND bounds.hi
-        ), keep AS (
+        WITH keep AS (
             SELECT min(_row) AS _row, arg_min(coalesce(user_id, anonymous_id), _row) AS person_key
-            FROM _v
-            WHERE _reason IS NULL AND event_id NOT IN (SELECT event_id FROM seen)
+            FROM _v v
+            WHERE _reason IS NULL AND NOT EXISTS (
+                SELECT 1 FROM events e
+                WHERE e.event_id = v.event_id AND e."timestamp" BETWEEN $3 AND $4
+            )
             GROUP BY event_id
         )
-        SELECT {", ".join(select)},
-               (SELECT coalesce(max(seq), 0) + 1 FROM events) + s._row
+        SELECT {", ".join(select)}, $5 + s._row
         {_from_staging(schema)}
         JOIN keep k ON k._row = s._row
         JOIN identities i ON i.distinct_id = k.person_key
         LEFT JOIN _channels ch ON {channel_key}
         """,
-        [received_at, source],
-    ).fetchone()
-    return int(row[0]) if row else 0
+        [received_at, source, lo, hi, next_seq],
+    ).fetchall()
+    return int(inserted[0][0]) if inserted else 0

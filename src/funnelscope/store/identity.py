@@ -86,8 +86,12 @@ def assign_persons(con: duckdb.DuckDBPyConnection, table: str) -> None:
         """
     )
     # Links whose anonymous id was known before, with an anonymous-only person: merge.
-    merges = con.execute(
-        """
+    has_links = con.execute("SELECT count(*) FROM _links").fetchone()
+    merges = (
+        []
+        if not has_links or not has_links[0]
+        else con.execute(
+            """
         WITH canon AS (
             SELECT i.distinct_id, i.is_user, m.canonical_id
             FROM identities i JOIN person_map m USING (person_id)
@@ -101,7 +105,8 @@ def assign_persons(con: duckdb.DuckDBPyConnection, table: str) -> None:
         WHERE a.canonical_id <> u.canonical_id
           AND a.canonical_id NOT IN (SELECT canonical_id FROM users_of)
         """
-    ).fetchall()
+        ).fetchall()
+    )
     for from_id, to_id in merges:
         con.execute(
             "UPDATE person_map SET canonical_id = ? WHERE canonical_id = ?", [to_id, from_id]

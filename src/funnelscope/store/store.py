@@ -51,6 +51,8 @@ class Store:
         self._lock = threading.RLock()
         #: bumped after every committed write; caches (the person layout) compare against it
         self.version = 0
+        self._next_seq: int | None = None
+        self._pending_seq: int | None = None
         try:
             if str(path) != ":memory:":
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -81,10 +83,13 @@ class Store:
             try:
                 yield cur
             except BaseException:
+                self._pending_seq = None
                 cur.execute("ROLLBACK")
                 raise
             else:
                 cur.execute("COMMIT")
+                if self._pending_seq is not None:
+                    self._next_seq, self._pending_seq = self._pending_seq, None
                 self.version += 1
             finally:
                 cur.close()
@@ -122,6 +127,28 @@ class Store:
     def schema_version(self) -> int:
         rows = self.query("SELECT coalesce(max(version), 0) FROM schema_migrations")
         return int(rows[0][0])
+
+    # -- arrival order ----------------------------------------------------------------------
+    def next_seq(self, con: duckdb.DuckDBPyConnection) -> int:
+        """The first free ``events.seq``, kept between writes instead of a max() per batch.
+
+        The check that nothing was written past it (another Store on the same file) reads only
+        the last row group: seq grows with storage order, so the others are pruned by stats.
+        """
+        if self._next_seq is not None:
+            row = con.execute(
+                "SELECT count(*) FROM events WHERE seq >= ?", [self._next_seq]
+            ).fetchall()[0]
+            if row and row[0]:
+                self._next_seq = None
+        if self._next_seq is None:
+            (top,) = con.execute("SELECT coalesce(max(seq), 0) + 1 FROM events").fetchall()[0]
+            self._next_seq = int(top)
+        return self._next_seq
+
+    def advance_seq(self, value: int) -> None:
+        """Called inside the write transaction; forgotten if that transaction rolls back."""
+        self._pending_seq = max(value, self._next_seq or 0)
 
     # -- settings kept in the store ---------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
