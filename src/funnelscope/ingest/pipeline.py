@@ -302,12 +302,25 @@ def _from_staging(schema: pa.Schema, where: str = "") -> str:
     return f"FROM stg s LEFT JOIN _evmap m ON m.raw = {event} {where}"
 
 
+def _channel_keys(cols: dict[str, str]) -> dict[str, str]:
+    """The channel's inputs per row; never NULL ('' instead) so joins on them are equi-joins."""
+    ref_host = host_sql(cols["referrer"])
+    return {
+        "_ch_src": f"coalesce(lower({cols['utm_source']}), '')",
+        "_ch_med": f"coalesce(lower({cols['utm_medium']}), '')",
+        "_ch_ref": f"coalesce({ref_host}, '')",
+        "_ch_internal": f"CASE WHEN {cols['referrer']} IS NULL THEN FALSE "
+        f"ELSE coalesce({ref_host} = {host_sql(cols['page_url'])}, FALSE) END",
+    }
+
+
 def _validation_sql(schema: pa.Schema, store_currency: str) -> str:
     cols, reason, message = _typed_columns(schema, store_currency)
     typed = ",\n  ".join(f"{cols[c]} AS {_q(c)}" for c in _CHECKED)
-    kept = ", ".join(_q(c) for c in _KEPT)
+    keys = ", ".join(f"{expr} AS {name}" for name, expr in _channel_keys(cols).items())
+    kept = ", ".join(_q(c) for c in (*_KEPT, *_CHANNEL_KEY))
     return (
-        f"WITH typed AS (SELECT s._row,\n  {typed}\n {_from_staging(schema)})\n"
+        f"WITH typed AS (SELECT s._row,\n  {typed},\n  {keys}\n {_from_staging(schema)})\n"
         f"SELECT _row, {kept}, {reason} AS _reason, {message} AS _message FROM typed"
     )
 
@@ -429,26 +442,13 @@ def _quarantine_parsed(
     report.rejections.sort(key=lambda r: r.row)
 
 
-_CHANNEL_KEY: Final = ("src", "med", "ref_host", "internal")
+_CHANNEL_KEY: Final = ("_ch_src", "_ch_med", "_ch_ref", "_ch_internal")
 
 
-def _register_channels(
-    con: duckdb.DuckDBPyConnection, schema: pa.Schema, cols: dict[str, str]
-) -> str:
-    """Derive the channel once per distinct key of the batch; returns the join condition."""
-    # keys are never NULL ('' instead) so the join is a plain equi-join (a hash join)
-    ref_host = host_sql(cols["referrer"])
-    keys = {
-        "src": f"coalesce(lower({cols['utm_source']}), '')",
-        "med": f"coalesce(lower({cols['utm_medium']}), '')",
-        "ref_host": f"coalesce({ref_host}, '')",
-        "internal": f"CASE WHEN {cols['referrer']} IS NULL THEN FALSE "
-        f"ELSE coalesce({ref_host} = {host_sql(cols['page_url'])}, FALSE) END",
-    }
+def _register_channels(con: duckdb.DuckDBPyConnection) -> None:
+    """Derive the channel once per distinct key of the batch (the keys are in ``_v``)."""
     distinct = con.execute(
-        "SELECT DISTINCT "
-        + ", ".join(f"{expr} AS {name}" for name, expr in keys.items())
-        + f" {_from_staging(schema)}"
+        f"SELECT DISTINCT {', '.join(_CHANNEL_KEY)} FROM _v WHERE _reason IS NULL"
     ).fetchall()
     table = pa.table(
         {
@@ -457,10 +457,10 @@ def _register_channels(
         },
         schema=pa.schema(
             [
-                ("src", pa.string()),
-                ("med", pa.string()),
-                ("ref_host", pa.string()),
-                ("internal", pa.bool_()),
+                ("_ch_src", pa.string()),
+                ("_ch_med", pa.string()),
+                ("_ch_ref", pa.string()),
+                ("_ch_internal", pa.bool_()),
                 ("channel", pa.string()),
             ]
         ),
@@ -468,7 +468,6 @@ def _register_channels(
     con.register("_channels_src", table)
     con.execute("CREATE OR REPLACE TEMP TABLE _channels AS SELECT * FROM _channels_src")
     con.unregister("_channels_src")
-    return " AND ".join(f"ch.{name} = {keys[name]}" for name in _CHANNEL_KEY)
 
 
 def _insert_new(
@@ -488,13 +487,13 @@ def _insert_new(
     assign_persons(con, "_good")
     con.execute("DROP VIEW _good")
     cols, _, _ = _typed_columns(schema, store_currency)
-    channel_key = _register_channels(con, schema, cols)
+    _register_channels(con)
     select = []
     for name in EVENT_SCHEMA.names:
         if name == "received_at":
             select.append("$1")
         elif name == "channel":
-            select.append("coalesce(ch.channel, 'direct')")
+            select.append("k.channel")
         elif name == "source":
             select.append(f"coalesce({cols['source']}, $2)")
         elif name == "person_id":
@@ -512,8 +511,9 @@ def _insert_new(
         f"""
         INSERT INTO events ({", ".join(_q(n) for n in EVENT_SCHEMA.names)}, seq)
         WITH keep AS (
-            SELECT min(_row) AS _row, arg_min(coalesce(user_id, anonymous_id), _row) AS person_key
-            FROM _v v
+            SELECT min(_row) AS _row, arg_min(coalesce(user_id, anonymous_id), _row) AS person_key,
+                   arg_min(ch.channel, _row) AS channel
+            FROM _v v JOIN _channels ch USING (_ch_src, _ch_med, _ch_ref, _ch_internal)
             WHERE _reason IS NULL AND NOT EXISTS (
                 SELECT 1 FROM events e
                 WHERE e.event_id = v.event_id AND e."timestamp" BETWEEN $3 AND $4
@@ -524,7 +524,6 @@ def _insert_new(
         {_from_staging(schema)}
         JOIN keep k ON k._row = s._row
         JOIN identities i ON i.distinct_id = k.person_key
-        LEFT JOIN _channels ch ON {channel_key}
         """,
         [received_at, source, lo, hi, next_seq],
     ).fetchall()
