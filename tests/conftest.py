@@ -25,6 +25,16 @@ def workspace(tmp_path: Path) -> Iterator[Workspace]:
     ws.close()
 
 
+@pytest.fixture(scope="session")
+def spark() -> Iterator[Any]:
+    """One local[2] Spark session for the whole test run (tests marked ``spark``)."""
+    from funnelscope.engines.spark import spark_session
+
+    session = spark_session("local[2]")
+    yield session
+    session.stop()
+
+
 def journey_rows(journeys: dict[str, list[tuple[Any, ...]]]) -> list[dict[str, Any]]:
     """Rows from ``{person: [(minutes after T0, event, {column: value...}), ...]}``.
 

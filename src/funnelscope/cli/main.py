@@ -27,7 +27,10 @@ app = typer.Typer(
 )
 
 #: Command modules; each defines ``register(app)``.
-COMMAND_MODULES: Final = ("funnelscope.cli.data",)
+COMMAND_MODULES: Final = ("funnelscope.cli.data", "funnelscope.cli.keys", "funnelscope.cli.serve",
+                          "funnelscope.cli.goals", "funnelscope.cli.customers",
+                          "funnelscope.cli.kpi", "funnelscope.cli.report",
+                          "funnelscope.cli.simulate", "funnelscope.cli.funnel")
 
 _state = {"debug": False}
 
@@ -83,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     except InvalidInputError as exc:
         if debug:
             raise
-        err_console.print(f"error: {exc}", highlight=False, soft_wrap=True)
+        # markup=False: problem codes are written "[goal.unknown_kpi]", not rich markup
+        err_console.print(f"error: {exc}", highlight=False, soft_wrap=True, markup=False)
         sys.exit(2)
     except FunnelscopeError as exc:
         if debug:
