@@ -28,6 +28,20 @@ from funnelscope.api.settings import ApiSettings
 from funnelscope.keys import create_key
 from funnelscope.workspace import Workspace
 
+
+def _wait_js(page: Any, expression: str, arg: Any = None, timeout: float = 30_000) -> None:
+    """Poll ``expression`` from Python until it is truthy.
+
+    Not ``page.wait_for_function``: that polls by evaluating a string inside the page, which the
+    dashboard's Content-Security-Policy (no 'unsafe-eval') rightly refuses. ``page.evaluate``
+    goes through the DevTools protocol, which the policy does not cover.
+    """
+    deadline = time.monotonic() + timeout / 1000
+    while not (page.evaluate(expression, arg) if arg is not None else page.evaluate(expression)):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} ms waiting for: {expression}")
+        time.sleep(0.02)
+
 playwright_api = pytest.importorskip("playwright.sync_api")
 
 pytestmark = [
@@ -167,7 +181,7 @@ def test_sign_in_refuses_a_write_key_and_accepts_a_read_key(browser: Any, shop: 
     page.wait_for_selector("dialog#login[open]")
     page.fill("[data-testid=login-key]", shop.write_key)
     page.click("[data-testid=login-submit]")
-    page.wait_for_function(
+    _wait_js(page,
         "document.querySelector('[data-testid=login-error]').textContent.includes('cannot read')")
     assert page.evaluate(f"sessionStorage.getItem({json.dumps(KEY_STORAGE)})") is None
     # The refusal is the server's 401, seen by the browser as a failed resource load.
@@ -227,7 +241,7 @@ def test_the_url_holds_dates_and_filters(signed_in: Watched, shop: Shop) -> None
                                     if k["name"] == "sessions")
     # A change of filter rewrites the URL, so the link can be shared, and reloads the numbers.
     page.select_option("[data-testid=filter-device]", "mobile")
-    page.wait_for_function("location.search.includes('device=mobile')")
+    _wait_js(page, "location.search.includes('device=mobile')")
     signed_in.ready()
     assert "channel=email" in page.url
     mobile = shop.api("/api/v1/report", **API_PERIOD, channel="email", device="mobile")
@@ -264,7 +278,7 @@ def test_kpis_page_shows_any_kpi_by_breakdown(signed_in: Watched, shop: Shop) ->
     signed_in.page.wait_for_selector("[data-testid=chart-kpi][data-rendered=true]")
     # Changing the KPI in the form changes the URL and the numbers.
     signed_in.page.select_option("[data-testid=kpi-breakdown]", "")
-    signed_in.page.wait_for_function("!location.search.includes('breakdown=channel')")
+    _wait_js(signed_in.page, "!location.search.includes('breakdown=channel')")
     signed_in.ready()
     total = shop.api("/api/v1/kpis", **API_PERIOD, names="aov", granularity="total",
                      compare="previous_period")["rows"][0]
@@ -272,7 +286,7 @@ def test_kpis_page_shows_any_kpi_by_breakdown(signed_in: Watched, shop: Shop) ->
     assert _float(signed_in.value("kpi-total-change-0")) == pytest.approx(total["change"])
     signed_in.page.wait_for_selector("[data-testid=chart-kpi][data-rendered=true]")
     signed_in.page.select_option("[data-testid=kpi-breakdown]", "device")
-    signed_in.page.wait_for_function("location.search.includes('breakdown=device')")
+    _wait_js(signed_in.page, "location.search.includes('breakdown=device')")
     signed_in.ready()
     signed_in.page.wait_for_selector("[data-testid=chart-kpi][data-rendered=true]")
     signed_in.shot("kpis")
@@ -298,10 +312,10 @@ def test_live_page_shows_an_event_within_two_seconds(signed_in: Watched, shop: S
     response = httpx.post(shop.url + "/api/v1/events", json={"events": [event]},
                           headers={"Authorization": f"Bearer {shop.write_key}"}, timeout=10)
     assert response.status_code == 200 and response.json()["accepted"] == 1, response.text
-    page.wait_for_function(
+    _wait_js(page,
         "n => Number(document.querySelector('[data-testid=live-events-last-minute]')"
         ".dataset.value) > n", arg=before, timeout=2000)
-    page.wait_for_function(
+    _wait_js(page,
         "n => [...document.querySelectorAll('[data-testid=live-event]')].some("
         "e => Number(e.dataset.seq) > n && e.dataset.event === 'order_completed')",
         arg=newest, timeout=max(1, 2000 - (time.monotonic() - sent) * 1000))
@@ -336,7 +350,7 @@ def test_data_page_lists_imports_quarantine_and_sources(signed_in: Watched, shop
     # Filter the quarantine by reason: the URL holds it.
     reason = quarantine["rows"][0]["reason_code"]
     page.select_option("[data-testid=quarantine-reason]", reason)
-    page.wait_for_function(f"location.search.includes('q_reason={reason}')")
+    _wait_js(page, f"location.search.includes('q_reason={reason}')")
     signed_in.ready()
     assert int(signed_in.value("quarantine-total")) == 1
     signed_in.shot("data")
@@ -433,7 +447,7 @@ def test_funnel_builder_gives_the_golden_counts(golden_page: Watched, golden: Sh
         page.locator("[data-testid=funnel-step-event]").last.select_option(event)
     page.select_option("[data-testid=funnel-window]", "14d")
     page.click("[data-testid=funnel-run]")
-    page.wait_for_function("location.search.includes('window=14d')")
+    _wait_js(page, "location.search.includes('window=14d')")
     golden_page.ready()
     assert _counts(golden_page, 3) == GOLDEN_COUNTS_14D
     assert _float(golden_page.value("funnel-conversion")) == pytest.approx(1 / 5)
@@ -444,7 +458,7 @@ def test_funnel_builder_gives_the_golden_counts(golden_page: Watched, golden: Sh
     # The 7-day window loses erin at step 2: the URL carries the change.
     page.select_option("[data-testid=funnel-window]", "7d")
     page.click("[data-testid=funnel-run]")
-    page.wait_for_function("location.search.includes('window=7d')")
+    _wait_js(page, "location.search.includes('window=7d')")
     golden_page.ready()
     assert _counts(golden_page, 3) == [5, 2, 1]
     golden_page.assert_clean()
@@ -469,7 +483,7 @@ def test_funnel_persons_download_and_explanation(golden_page: Watched, golden: S
     # The explanation of one of them, picked from the drop-off list.
     person = int(rows[0]["person_id"])
     page.click(f"[data-testid=explain-pick-{person}]")
-    page.wait_for_function(f"location.search.includes('person={person}')")
+    _wait_js(page, f"location.search.includes('person={person}')")
     golden_page.ready()
     assert golden_page.text("explain-text").strip() == result.explain(person).strip()
     assert int(golden_page.value("explain-furthest")) == 1
