@@ -9,9 +9,15 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from hypothesis import settings
 
 import funnelscope
 from funnelscope.workspace import Workspace
+
+# Property tests draw the same examples on every run (derandomize): CI must not fail on a
+# draw that no later run can reproduce. New counterexamples come from raising max_examples.
+settings.register_profile("funnelscope", derandomize=True, print_blob=True)
+settings.load_profile("funnelscope")
 
 T0 = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)  # a Monday
 NOW = datetime(2024, 7, 1, tzinfo=UTC)
