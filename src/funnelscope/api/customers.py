@@ -23,16 +23,15 @@ Routes::
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import Response
 
 from funnelscope.api.auth import require_read_key
+from funnelscope.api.problems import as_http
 from funnelscope.errors import InvalidInputError, Problem
 from funnelscope.workspace import Workspace
 
@@ -51,22 +50,6 @@ def _workspace(request: Request) -> Workspace:
 
 
 WorkspaceDep = Annotated[Workspace, Depends(_workspace)]
-
-
-def _detail(problem: Problem, prefix: str) -> dict[str, Any]:
-    loc: list[str | int] = [prefix]
-    for part in problem.location.replace("[", ".").replace("]", "").split("."):
-        if part:
-            loc.append(int(part) if part.isdigit() else part)
-    return {"type": problem.code, "loc": loc, "msg": problem.message}
-
-
-@contextmanager
-def _as_http(prefix: str = "query") -> Iterator[None]:
-    try:
-        yield
-    except InvalidInputError as exc:
-        raise HTTPException(422, [_detail(p, prefix) for p in exc.problems]) from exc
 
 
 def _now(text: str | None) -> datetime:
@@ -93,7 +76,7 @@ def _plain(value: Any) -> dict[str, Any]:
 def customers(
     ws: WorkspaceDep, now: str | None = None, limit: Limit = 100, offset: Offset = 0
 ) -> dict[str, Any]:
-    with _as_http():
+    with as_http():
         table = ws.customers(now=_now(now))
     data = table.to_dict()
     rows = data["customers"]
@@ -104,7 +87,7 @@ def customers(
 def rfm(
     ws: WorkspaceDep, now: str | None = None, limit: Limit = 100, offset: Offset = 0
 ) -> dict[str, Any]:
-    with _as_http():
+    with as_http():
         data = ws.rfm(now=_now(now)).to_dict()
     rows = data["customers"]
     return _plain({**data, "total": len(rows), "customers": rows[offset : offset + limit]})
@@ -118,7 +101,7 @@ def clv(
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> dict[str, Any]:
-    with _as_http():
+    with as_http():
         data = ws.clv(now=_now(now), horizon_weeks=horizon_weeks).to_dict()
     rows = data["customers"]
     return _plain({**data, "total": len(rows), "customers": rows[offset : offset + limit]})
@@ -126,7 +109,7 @@ def clv(
 
 @router.get("/customers/clusters")
 def clusters(ws: WorkspaceDep, now: str | None = None, seed: int = 0) -> dict[str, Any]:
-    with _as_http():
+    with as_http():
         return _plain(ws.clusters(now=_now(now), seed=seed).to_dict())
 
 
@@ -134,7 +117,7 @@ def clusters(ws: WorkspaceDep, now: str | None = None, seed: int = 0) -> dict[st
 def acquisition(
     ws: WorkspaceDep, now: str | None = None, margin: Annotated[float, Query(gt=0, le=1)] = 1.0
 ) -> dict[str, Any]:
-    with _as_http():
+    with as_http():
         return _plain(ws.acquisition(now=_now(now), margin=margin).to_dict())
 
 
@@ -151,7 +134,7 @@ def define_segment(
 ) -> dict[str, Any]:
     from funnelscope.analysis import segments
 
-    with _as_http("body"):
+    with as_http("body"):
         spec = segments.parse_segment(definition)
         at = _now(now)
         segments.save_segment(ws.store, spec, now=at)
@@ -163,7 +146,7 @@ def define_segment(
 def refresh(ws: WorkspaceDep, now: str | None = None) -> dict[str, Any]:
     from funnelscope.analysis import segments
 
-    with _as_http():
+    with as_http():
         results = segments.refresh_all(ws, _now(now))
     return {"refreshed": [r.to_dict() for r in results]}
 
@@ -172,7 +155,7 @@ def refresh(ws: WorkspaceDep, now: str | None = None) -> dict[str, Any]:
 def get_segment(ws: WorkspaceDep, name: str) -> dict[str, Any]:
     from funnelscope.analysis import segments
 
-    with _as_http():
+    with as_http():
         spec = segments.get_segment(ws.store, name)
         sizes = segments.segment_sizes(ws.store, name)
     return _plain({**spec.to_dict(), "sizes": sizes})
@@ -182,7 +165,7 @@ def get_segment(ws: WorkspaceDep, name: str) -> dict[str, Any]:
 def delete_segment(ws: WorkspaceDep, name: str) -> dict[str, Any]:
     from funnelscope.analysis import segments
 
-    with _as_http():
+    with as_http():
         segments.delete_segment(ws.store, name)
     return {"deleted": name}
 
@@ -191,7 +174,7 @@ def delete_segment(ws: WorkspaceDep, name: str) -> dict[str, Any]:
 def members(ws: WorkspaceDep, name: str, limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
     from funnelscope.analysis import segments
 
-    with _as_http():
+    with as_http():
         rows = segments.members(ws.store, name)
     return _plain({"segment": name, "total": len(rows), "members": rows[offset : offset + limit]})
 
@@ -200,7 +183,7 @@ def members(ws: WorkspaceDep, name: str, limit: Limit = 100, offset: Offset = 0)
 def export(ws: WorkspaceDep, name: str, format: str = "csv", now: str | None = None) -> Response:
     from funnelscope.analysis import segments
 
-    with _as_http(), tempfile.TemporaryDirectory() as folder:
+    with as_http(), tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / f"segment.{format}"
         segments.export_segment(ws.store, name, path, now=_now(now), format=format)
         content = path.read_bytes()
@@ -222,6 +205,6 @@ def subscribe(
 ) -> dict[str, Any]:
     from funnelscope.analysis import segments
 
-    with _as_http("body"):
+    with as_http("body"):
         segments.subscribe(ws.store, name, url, secret, now=datetime.now(UTC))
     return {"segment": name, "url": url}

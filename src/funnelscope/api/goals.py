@@ -24,7 +24,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 
 from funnelscope.api.auth import require_read_key
-from funnelscope.api.query import jsonable, problem_detail
+from funnelscope.api.problems import problem_detail
+from funnelscope.api.query import jsonable
 from funnelscope.errors import InvalidInputError, Problem
 from funnelscope.workspace import Workspace
 
@@ -56,8 +57,14 @@ def _now(text: str | None) -> datetime:
     try:
         at = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise HTTPException(422, [problem_detail(Problem(
-            "goal.bad_now", "now", f"{text!r} is not an ISO date or datetime"), "query")]
+        raise HTTPException(
+            422,
+            [
+                problem_detail(
+                    Problem("goal.bad_now", "now", f"{text!r} is not an ISO date or datetime"),
+                    "query",
+                )
+            ],
         ) from None
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 
@@ -66,18 +73,39 @@ def _now(text: str | None) -> datetime:
 def list_goals(ws: WorkspaceDep) -> list[dict[str, Any]]:
     from funnelscope.analysis.goals import list_goals as stored
 
-    return [jsonable({**g["goal"].to_dict(), "status": g["status"],
-                      "probability": g["probability"], "checked_at": g["checked_at"]})
-            for g in stored(ws.store)]
+    return [
+        jsonable(
+            {
+                **g["goal"].to_dict(),
+                "status": g["status"],
+                "probability": g["probability"],
+                "checked_at": g["checked_at"],
+            }
+        )
+        for g in stored(ws.store)
+    ]
 
 
 @router.post("/goals", status_code=201, summary="Add a goal (validated against the store's data)")
 def add_goal(
     ws: WorkspaceDep,
-    goal: Annotated[dict[str, Any], Body(examples=[{
-        "name": "q1-product-x", "kpi": "product_revenue", "target": "+15%",
-        "start": "2025-01-01", "deadline": "2025-03-31", "scope": {"product": "X"},
-        "initiative": "email_spring", "owner": "ana"}])],
+    goal: Annotated[
+        dict[str, Any],
+        Body(
+            examples=[
+                {
+                    "name": "q1-product-x",
+                    "kpi": "product_revenue",
+                    "target": "+15%",
+                    "start": "2025-01-01",
+                    "deadline": "2025-03-31",
+                    "scope": {"product": "X"},
+                    "initiative": "email_spring",
+                    "owner": "ana",
+                }
+            ]
+        ),
+    ],
     replace: Annotated[bool, Query(description="replace a goal of the same name")] = False,
     now: Annotated[str | None, Query(description="ISO datetime; default: now")] = None,
 ) -> dict[str, Any]:
@@ -86,8 +114,9 @@ def add_goal(
     return jsonable(spec.to_dict())  # type: ignore[no-any-return]
 
 
-@router.post("/goals/check", summary="Re-evaluate every goal; record status changes, queue "
-             "webhooks")
+@router.post(
+    "/goals/check", summary="Re-evaluate every goal; record status changes, queue webhooks"
+)
 def check_goals(
     ws: WorkspaceDep,
     now: Annotated[str | None, Query(description="ISO datetime; default: now")] = None,
@@ -97,8 +126,11 @@ def check_goals(
     return [jsonable(c.to_dict()) for c in checks]
 
 
-@router.get("/goals/{name}", summary="A goal's progress: value, pacing, forecast, probability, "
-            "status, SMART checks and the daily series")
+@router.get(
+    "/goals/{name}",
+    summary="A goal's progress: value, pacing, forecast, probability, "
+    "status, SMART checks and the daily series",
+)
 def goal_progress(
     ws: WorkspaceDep,
     name: str,

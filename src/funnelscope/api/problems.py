@@ -8,15 +8,23 @@ drop the batch (the payload will never succeed), 429/503 with ``Retry-After`` re
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, Final
 
-from fastapi import Request
+from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse
 
-from funnelscope.errors import InvalidInputError
+from funnelscope.errors import InvalidInputError, Problem
 
-__all__ = ["ApiError", "api_error_handler", "status_of", "to_api_error"]
+__all__ = [
+    "ApiError",
+    "api_error_handler",
+    "as_http",
+    "problem_detail",
+    "status_of",
+    "to_api_error",
+]
 
 #: Input error codes that are about size, not shape: 413 instead of 400.
 _TOO_LARGE: Final = frozenset({"body.too_large", "batch.too_many_events"})
@@ -54,12 +62,33 @@ def status_of(code: str) -> int:
 
 def to_api_error(exc: InvalidInputError) -> ApiError:
     """An input error as 400 (or 413 for size codes), keeping every problem."""
-    return ApiError(status_of(exc.code), exc.code, str(exc.problems[0].message if exc.problems
-                                                          else exc),
-                    problems=[p.to_dict() for p in exc.problems])
+    return ApiError(
+        status_of(exc.code),
+        exc.code,
+        str(exc.problems[0].message if exc.problems else exc),
+        problems=[p.to_dict() for p in exc.problems],
+    )
 
 
 async def api_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
     request.state.error_code = exc.code
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+def problem_detail(problem: Problem, prefix: str = "query") -> dict[str, Any]:
+    """A Problem in FastAPI's validation-error shape (``type`` is the stable code)."""
+    loc: list[str | int] = [prefix]
+    for part in problem.location.replace("[", ".").replace("]", "").split("."):
+        if part:
+            loc.append(int(part) if part.isdigit() else part)
+    return {"type": problem.code, "loc": loc, "msg": problem.message}
+
+
+@contextmanager
+def as_http(prefix: str = "query") -> Iterator[None]:
+    """Turn :class:`InvalidInputError` into a 422 carrying every problem (query routers)."""
+    try:
+        yield
+    except InvalidInputError as exc:
+        raise HTTPException(422, [problem_detail(p, prefix) for p in exc.problems]) from exc

@@ -30,9 +30,8 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Final, Literal
@@ -42,7 +41,8 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from funnelscope.api.auth import require_read_key
-from funnelscope.errors import InvalidInputError, Problem
+from funnelscope.api.problems import as_http, problem_detail
+from funnelscope.errors import Problem
 from funnelscope.workspace import Workspace
 
 __all__ = ["router"]
@@ -108,32 +108,15 @@ class ResultCache:
         return value
 
 
-def cached(request: Request, ws: Workspace, compute: Callable[[], dict[str, Any]],
-           *extra: Any) -> dict[str, Any]:
+def cached(
+    request: Request, ws: Workspace, compute: Callable[[], dict[str, Any]], *extra: Any
+) -> dict[str, Any]:
     """``compute()``, or its answer for the same route, query, body and store version."""
     cache = getattr(request.app.state, "query_cache", None)
     if cache is None:
         cache = request.app.state.query_cache = ResultCache()
     key = (ws.store.version, request.url.path, str(request.url.query), *extra)
     return cache.get(key, compute)
-
-
-def problem_detail(problem: Problem, prefix: str = "query") -> dict[str, Any]:
-    """A Problem in FastAPI's validation-error shape (``type`` is the stable code)."""
-    loc: list[str | int] = [prefix]
-    for part in problem.location.replace("[", ".").replace("]", "").split("."):
-        if part:
-            loc.append(int(part) if part.isdigit() else part)
-    return {"type": problem.code, "loc": loc, "msg": problem.message}
-
-
-@contextmanager
-def _as_http(prefix: str = "query") -> Iterator[None]:
-    """Turn :class:`InvalidInputError` into a 422 carrying every problem."""
-    try:
-        yield
-    except InvalidInputError as exc:
-        raise HTTPException(422, [problem_detail(p, prefix) for p in exc.problems]) from exc
 
 
 def jsonable(value: Any) -> Any:
@@ -169,8 +152,13 @@ def parse_instant(text: str, location: str, problems: list[Problem]) -> datetime
             return datetime.combine(date.fromisoformat(text), time(), tzinfo=UTC)
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        problems.append(Problem("query.bad_datetime", location,
-                                f"{text!r} is not an ISO date (2024-05-01) or datetime"))
+        problems.append(
+            Problem(
+                "query.bad_datetime",
+                location,
+                f"{text!r} is not an ISO date (2024-05-01) or datetime",
+            )
+        )
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
@@ -182,8 +170,9 @@ def parse_period(
     begin = parse_instant(start, "start", problems) if start else None
     finish = parse_instant(end, "end", problems) if end else None
     if begin and finish and finish <= begin:
-        problems.append(Problem("query.empty_period", "end",
-                                f"end ({end}) must be after start ({start})"))
+        problems.append(
+            Problem("query.empty_period", "end", f"end ({end}) must be after start ({start})")
+        )
     return begin, finish
 
 
@@ -191,9 +180,7 @@ def split_list(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
-def parse_filters(
-    params: dict[str, str | None], problems: list[Problem]
-) -> dict[str, list[str]]:
+def parse_filters(params: dict[str, str | None], problems: list[Problem]) -> dict[str, list[str]]:
     """The global filters as ``{column: [values]}`` (values OR-ed, columns AND-ed)."""
     filters: dict[str, list[str]] = {}
     for name, column in FILTER_PARAMS.items():
@@ -203,8 +190,13 @@ def parse_filters(
         if name == "customer":
             bad = [v for v in values if v not in CUSTOMER_TYPES]
             if bad:
-                problems.append(Problem("query.bad_customer_type", "customer",
-                                        f"{bad[0]!r} is not allowed; use new or returning"))
+                problems.append(
+                    Problem(
+                        "query.bad_customer_type",
+                        "customer",
+                        f"{bad[0]!r} is not allowed; use new or returning",
+                    )
+                )
                 continue
         filters[column] = values
     return filters
@@ -253,8 +245,11 @@ def _dataframe_rows(frame: Any) -> list[dict[str, Any]]:
 # -- store summary ---------------------------------------------------------------------------------
 
 #: Pages that exist only when their router is mounted: page -> the router module it needs.
-OPTIONAL_PAGES: Final = {"customers": "funnelscope.api.customers",
-                         "goals": "funnelscope.api.goals", "live": "funnelscope.api.live"}
+OPTIONAL_PAGES: Final = {
+    "customers": "funnelscope.api.customers",
+    "goals": "funnelscope.api.goals",
+    "live": "funnelscope.api.live",
+}
 
 
 @router.get("/info", summary="Store summary, filter values and the pages this server offers")
@@ -323,25 +318,42 @@ def quarantine(
         "SELECT reason_code, count(*) AS n, max(message) FROM quarantine "
         "GROUP BY reason_code ORDER BY n DESC, reason_code"
     )
-    return json_object({
-        "total": total,
-        "offset": offset,
-        "limit": limit,
-        "reasons": [{"reason_code": r, "count": int(n), "example": m} for r, n, m in reasons],
-        "rows": [
-            {"quarantined_at": at, "source": src, "row_number": row, "reason_code": code,
-             "message": msg, "payload": _payload_text(payload)}
-            for at, src, row, code, msg, payload in rows
-        ],
-    })
+    return json_object(
+        {
+            "total": total,
+            "offset": offset,
+            "limit": limit,
+            "reasons": [{"reason_code": r, "count": int(n), "example": m} for r, n, m in reasons],
+            "rows": [
+                {
+                    "quarantined_at": at,
+                    "source": src,
+                    "row_number": row,
+                    "reason_code": code,
+                    "message": msg,
+                    "payload": _payload_text(payload),
+                }
+                for at, src, row, code, msg, payload in rows
+            ],
+        }
+    )
 
 
 @router.get("/imports", summary="Import history, newest first")
 def imports(
     ws: WorkspaceDep, limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100
 ) -> dict[str, Any]:
-    cols = ("import_id", "started_at", "finished_at", "source", "kind", "rows", "accepted",
-            "rejected", "inserted")
+    cols = (
+        "import_id",
+        "started_at",
+        "finished_at",
+        "source",
+        "kind",
+        "rows",
+        "accepted",
+        "rejected",
+        "inserted",
+    )
     rows = ws.store.query(
         f"SELECT {', '.join(cols)} FROM imports ORDER BY started_at DESC LIMIT ?", [limit]
     )
@@ -355,7 +367,7 @@ def sources(ws: WorkspaceDep) -> dict[str, Any]:
     volumes = {
         src: (int(n), last, received)
         for src, n, last, received in ws.store.query(
-            'SELECT coalesce(source, \'unknown\'), count(*), max("timestamp"), max(received_at) '
+            "SELECT coalesce(source, 'unknown'), count(*), max(\"timestamp\"), max(received_at) "
             "FROM events GROUP BY 1"
         )
     }
@@ -363,24 +375,40 @@ def sources(ws: WorkspaceDep) -> dict[str, Any]:
     for key in list_keys(ws.store):
         # Only the displayed prefix: a read key's secret is not stored, and listing write keys
         # in full would turn a screen share into a leak of every source's key.
-        keys.setdefault(key.source, []).append({
-            "key_id": key.key_id, "kind": key.kind, "prefix": key.prefix,
-            "created_at": key.created_at, "revoked": key.revoked_at is not None,
-            "revoked_at": key.revoked_at,
-        })
+        keys.setdefault(key.source, []).append(
+            {
+                "key_id": key.key_id,
+                "kind": key.kind,
+                "prefix": key.prefix,
+                "created_at": key.created_at,
+                "revoked": key.revoked_at is not None,
+                "revoked_at": key.revoked_at,
+            }
+        )
     # The collector tags events "<wire>:<key source>" (native:web-shop, segment:web-shop):
     # list a key with the event sources it writes, and on its own only when it wrote nothing.
     owner = {src: src.partition(":")[2] or src for src in volumes}
     used = {owner[src] for src in volumes if owner[src] in keys}
     rows = [
-        {"source": src, "events": n, "last_event_at": last, "last_received_at": received,
-         "keys": keys.get(owner[src], [])}
+        {
+            "source": src,
+            "events": n,
+            "last_event_at": last,
+            "last_received_at": received,
+            "keys": keys.get(owner[src], []),
+        }
         for src, (n, last, received) in volumes.items()
     ]
     rows += [
-        {"source": name, "events": 0, "last_event_at": None, "last_received_at": None,
-         "keys": found}
-        for name, found in keys.items() if name not in used
+        {
+            "source": name,
+            "events": 0,
+            "last_event_at": None,
+            "last_received_at": None,
+            "keys": found,
+        }
+        for name, found in keys.items()
+        if name not in used
     ]
     rows.sort(key=lambda r: (-r["events"], r["source"]))
     return json_object({"sources": rows})
@@ -393,7 +421,8 @@ def _catalogue_entry(kpi: Any) -> dict[str, Any]:
     return {
         "name": kpi.name,
         "label": kpi.name.replace("_", " ").capitalize()
-        if kpi.name not in _ACRONYMS else kpi.name.upper(),
+        if kpi.name not in _ACRONYMS
+        else kpi.name.upper(),
         "stage": kpi.stage.name.lower(),
         "unit": kpi.unit,
         "description": kpi.description,
@@ -426,9 +455,16 @@ def _run_kpis(
 ) -> Any:
     from funnelscope.analysis.kpis import KpiSpec, compute_kpis
 
-    with _as_http():
-        spec = KpiSpec.create(names, start, end, breakdown=breakdown or (),
-                              granularity=granularity, compare=compare, filters=filters)
+    with as_http():
+        spec = KpiSpec.create(
+            names,
+            start,
+            end,
+            breakdown=breakdown or (),
+            granularity=granularity,
+            compare=compare,
+            filters=filters,
+        )
         return compute_kpis(ws.engine, spec)
 
 
@@ -460,11 +496,21 @@ def kpis(
 ) -> dict[str, Any]:
     problems: list[Problem] = []
     if granularity not in GRANULARITIES:
-        problems.append(Problem("query.bad_granularity", "granularity",
-                                f"{granularity!r} is not allowed; use {', '.join(GRANULARITIES)}"))
+        problems.append(
+            Problem(
+                "query.bad_granularity",
+                "granularity",
+                f"{granularity!r} is not allowed; use {', '.join(GRANULARITIES)}",
+            )
+        )
     if compare not in COMPARES:
-        problems.append(Problem("query.bad_compare", "compare",
-                                f"{compare!r} is not allowed; use {' or '.join(COMPARES)}"))
+        problems.append(
+            Problem(
+                "query.bad_compare",
+                "compare",
+                f"{compare!r} is not allowed; use {' or '.join(COMPARES)}",
+            )
+        )
     if not split_list(names):
         problems.append(Problem("query.no_kpis", "names", "name at least one KPI"))
     if problems:
@@ -473,9 +519,14 @@ def kpis(
     def compute() -> dict[str, Any]:
         start, end = _bounds(ws, common)
         result = _run_kpis(
-            ws, split_list(names), start, end, breakdown=split_list(breakdown),
+            ws,
+            split_list(names),
+            start,
+            end,
+            breakdown=split_list(breakdown),
             granularity=None if granularity == "total" else granularity,
-            compare=None if compare == "none" else compare, filters=common.filters,
+            compare=None if compare == "none" else compare,
+            filters=common.filters,
         )
         out: dict[str, Any] = result.to_dict()
         out["granularity"] = granularity
@@ -495,9 +546,13 @@ def _channels(ws: Workspace, common: Common) -> dict[str, Any]:
     if skipped:
         # Spend data is per channel and campaign only: a device or country filter cannot apply
         # to it, and an unfiltered table under a filter would mislead.
-        return {"currency": ws.store.currency, "channels": [],
-                "unavailable": "channel spend, CTR, CAC and ROAS "
-                + next(iter(skipped.values())) + "; clear that filter to see them"}
+        return {
+            "currency": ws.store.currency,
+            "channels": [],
+            "unavailable": "channel spend, CTR, CAC and ROAS "
+            + next(iter(skipped.values()))
+            + "; clear that filter to see them",
+        }
     result = _run_kpis(ws, usable, start, end, breakdown=["channel"], filters=common.filters)
     table: dict[str, dict[str, Any]] = {}
     for row in result.rows:
@@ -539,11 +594,13 @@ def _report(ws: Workspace, common: Common) -> dict[str, Any]:
     # Three independent scans: run together, so one waits on I/O while another computes.
     with ThreadPoolExecutor(3, thread_name_prefix="report") as pool:
         staged = pool.submit(ws.stage_report, start, end)
-        totals_job = pool.submit(_run_kpis, ws, usable, start, end, compare="previous_period",
-                                 filters=common.filters)
-        series_job = pool.submit(_run_kpis, ws, usable, start, end, granularity=granularity,
-                                 filters=common.filters)
-        with _as_http():
+        totals_job = pool.submit(
+            _run_kpis, ws, usable, start, end, compare="previous_period", filters=common.filters
+        )
+        series_job = pool.submit(
+            _run_kpis, ws, usable, start, end, granularity=granularity, filters=common.filters
+        )
+        with as_http():
             stage_result = staged.result()
         totals, series = totals_job.result(), series_job.result()
     stages = []
@@ -559,27 +616,47 @@ def _report(ws: Workspace, common: Common) -> dict[str, Any]:
     for name in names:
         entry = _catalogue_entry(kpi_by_name(name))
         row = by_name.get(name)
-        entry.update({
-            "value": row.value if row else None,
-            "previous_value": row.previous_value if row else None,
-            "change": row.change if row else None,
-            "note": row.note if row else None,
-            "unavailable": skipped.get(name),
-            "series": points.get(name, []),
-        })
+        entry.update(
+            {
+                "value": row.value if row else None,
+                "previous_value": row.previous_value if row else None,
+                "change": row.change if row else None,
+                "note": row.note if row else None,
+                "unavailable": skipped.get(name),
+                "series": points.get(name, []),
+            }
+        )
         cards.append(entry)
-    return json_object({
-        "start": start, "end": end, "currency": totals.currency, "granularity": granularity,
-        "stages": stages, "kpis": cards,
-        "stage_filters_applied": not common.filters,
-    })
+    return json_object(
+        {
+            "start": start,
+            "end": end,
+            "currency": totals.currency,
+            "granularity": granularity,
+            "stages": stages,
+            "kpis": cards,
+            "stage_filters_applied": not common.filters,
+        }
+    )
 
 
 # -- recent events (the Live page's stream) ---------------------------------------------------
 
-RECENT_COLUMNS: Final = ("seq", "timestamp", "received_at", "event", "person_id", "channel",
-                         "source", "page_path", "product_id", "revenue", "currency", "country",
-                         "device_type")
+RECENT_COLUMNS: Final = (
+    "seq",
+    "timestamp",
+    "received_at",
+    "event",
+    "person_id",
+    "channel",
+    "source",
+    "page_path",
+    "product_id",
+    "revenue",
+    "currency",
+    "country",
+    "device_type",
+)
 
 
 @router.get("/events/recent", summary="The latest events by arrival, after a sequence number")
@@ -608,14 +685,20 @@ def _funnel_spec(data: Any, prefix: str) -> Any:
     from funnelscope.analysis.funnel import FunnelSpec
 
     if not isinstance(data, dict):
-        raise HTTPException(422, [problem_detail(Problem(
-            "funnel.bad_spec", "", "the funnel spec must be a JSON object"), prefix)])
-    with _as_http(prefix):
+        raise HTTPException(
+            422,
+            [
+                problem_detail(
+                    Problem("funnel.bad_spec", "", "the funnel spec must be a JSON object"), prefix
+                )
+            ],
+        )
+    with as_http(prefix):
         return FunnelSpec.from_dict(data)
 
 
 def _run_funnel(ws: Workspace, spec: Any, prefix: str) -> Any:
-    with _as_http(prefix):
+    with as_http(prefix):
         return ws.funnel(spec)
 
 
@@ -623,17 +706,36 @@ def _run_funnel(ws: Workspace, spec: Any, prefix: str) -> Any:
 def funnel(
     request: Request,
     ws: WorkspaceDep,
-    spec: Annotated[dict[str, Any], Body(examples=[{
-        "steps": ["product_viewed", "product_added", {"event": "order_completed",
-                                                      "filters": ["revenue>=50"]}],
-        "window": "7d", "mode": "ordered", "breakdowns": ["channel"],
-        "start_at": "2024-01-01", "end_at": "2024-02-01", "trend_period": "day"}])],
+    spec: Annotated[
+        dict[str, Any],
+        Body(
+            examples=[
+                {
+                    "steps": [
+                        "product_viewed",
+                        "product_added",
+                        {"event": "order_completed", "filters": ["revenue>=50"]},
+                    ],
+                    "window": "7d",
+                    "mode": "ordered",
+                    "breakdowns": ["channel"],
+                    "start_at": "2024-01-01",
+                    "end_at": "2024-02-01",
+                    "trend_period": "day",
+                }
+            ]
+        ),
+    ],
 ) -> dict[str, Any]:
     """The body is a :class:`~funnelscope.analysis.funnel.FunnelSpec` as in docs/funnels.md
     (``steps``, ``window``, ``mode``, ``counting``, ``breakdowns``, ``filters``, ...)."""
     parsed = _funnel_spec(spec, "body")
-    return cached(request, ws, lambda: json_object(_run_funnel(ws, parsed, "body").to_dict()),
-                  json.dumps(spec, sort_keys=True, default=str))
+    return cached(
+        request,
+        ws,
+        lambda: json_object(_run_funnel(ws, parsed, "body").to_dict()),
+        json.dumps(spec, sort_keys=True, default=str),
+    )
 
 
 class PersonsRequest(BaseModel):
@@ -646,12 +748,15 @@ class PersonsRequest(BaseModel):
     limit: int | None = Field(None, ge=1, le=100_000, description="json only: first N rows")
 
 
-@router.post("/funnels/persons", summary="The persons at (or dropped at) step N, as CSV or JSON",
-             response_model=None)
+@router.post(
+    "/funnels/persons",
+    summary="The persons at (or dropped at) step N, as CSV or JSON",
+    response_model=None,
+)
 def funnel_persons(ws: WorkspaceDep, body: PersonsRequest) -> Response | dict[str, Any]:
     spec = _funnel_spec(body.spec, "body.spec")
     result = _run_funnel(ws, spec, "body.spec")
-    with _as_http("body"):
+    with as_http("body"):
         frame = result.persons(body.step, dropped=body.dropped)
     if body.format == "json":
         total = len(frame)
@@ -660,7 +765,8 @@ def funnel_persons(ws: WorkspaceDep, body: PersonsRequest) -> Response | dict[st
         return json_object({"total": total, "persons": _dataframe_rows(frame)})
     what = "all" if body.step is None else f"{'dropped' if body.dropped else 'at'}-step-{body.step}"
     return Response(
-        frame.to_csv(index=False), media_type="text/csv; charset=utf-8",
+        frame.to_csv(index=False),
+        media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="funnel-persons-{what}.csv"'},
     )
 
@@ -674,10 +780,16 @@ def funnel_explain(
     try:
         data = json.loads(spec)
     except json.JSONDecodeError as exc:
-        raise HTTPException(422, [problem_detail(Problem(
-            "funnel.bad_json", "spec", f"spec is not valid JSON: {exc.msg}"))]) from exc
+        raise HTTPException(
+            422,
+            [
+                problem_detail(
+                    Problem("funnel.bad_json", "spec", f"spec is not valid JSON: {exc.msg}")
+                )
+            ],
+        ) from exc
     result = _run_funnel(ws, _funnel_spec(data, "query.spec"), "query.spec")
-    with _as_http():
+    with as_http():
         text = result.explain(person)
     furthest = None
     rows = result.persons()

@@ -32,9 +32,8 @@ from funnelscope.events.currency import ISO_CURRENCIES
 from funnelscope.ingest.pipeline import (
     EARLIEST_TIMESTAMP,
     MAX_FUTURE_SKEW,
-    REPORTED_REJECTIONS,
     IngestReport,
-    Rejection,
+    quarantine_checked,
 )
 from funnelscope.store.store import Store
 
@@ -78,8 +77,13 @@ class FactColumn:
 
 
 def _col(
-    name: str, type_: str, meaning: str, *, required: bool = False,
-    non_negative: bool = False, default: str | None = None,
+    name: str,
+    type_: str,
+    meaning: str,
+    *,
+    required: bool = False,
+    non_negative: bool = False,
+    default: str | None = None,
 ) -> FactColumn:
     return FactColumn(name, type_, required, meaning, non_negative, default)
 
@@ -88,29 +92,53 @@ def _col(
 FACT_COLUMNS: Final[dict[FactKind, tuple[FactColumn, ...]]] = {
     FactKind.AD_SPEND: (
         _col("date", "date", "the day (UTC) the spend is for", required=True),
-        _col("channel", "channel", "one of the derived channels (paid_search, display...)",
-             required=True),
+        _col(
+            "channel",
+            "channel",
+            "one of the derived channels (paid_search, display...)",
+            required=True,
+        ),
         _col("source", "text", "the platform, as in utm_source (google, facebook...)"),
         _col("campaign", "text", "the campaign, as in utm_campaign"),
         _col("impressions", "integer", "ads shown", required=True, non_negative=True),
-        _col("clicks", "integer", "clicks on the ads; at most impressions", required=True,
-             non_negative=True),
-        _col("spend", "decimal", "cost of the day in `currency`", required=True,
-             non_negative=True),
-        _col("currency", "currency", "ISO 4217; empty means the store currency",
-             default="$store_currency"),
-        _col("reach", "integer", "distinct people reached, when the platform reports it",
-             non_negative=True),
+        _col(
+            "clicks",
+            "integer",
+            "clicks on the ads; at most impressions",
+            required=True,
+            non_negative=True,
+        ),
+        _col("spend", "decimal", "cost of the day in `currency`", required=True, non_negative=True),
+        _col(
+            "currency",
+            "currency",
+            "ISO 4217; empty means the store currency",
+            default="$store_currency",
+        ),
+        _col(
+            "reach",
+            "integer",
+            "distinct people reached, when the platform reports it",
+            non_negative=True,
+        ),
     ),
     FactKind.EMAIL_CAMPAIGNS: (
-        _col("campaign_id", "text", "the campaign's id, as in email events' properties",
-             required=True),
+        _col(
+            "campaign_id",
+            "text",
+            "the campaign's id, as in email events' properties",
+            required=True,
+        ),
         _col("name", "text", "the campaign's name, as in utm_campaign"),
         _col("sent_at", "timestamp", "when it was sent (UTC)", required=True),
-        _col("recipients", "integer", "addresses it was sent to", required=True,
-             non_negative=True),
-        _col("delivered", "integer", "emails delivered; at most recipients", required=True,
-             non_negative=True),
+        _col("recipients", "integer", "addresses it was sent to", required=True, non_negative=True),
+        _col(
+            "delivered",
+            "integer",
+            "emails delivered; at most recipients",
+            required=True,
+            non_negative=True,
+        ),
     ),
     FactKind.SURVEY_RESPONSES: (
         _col("response_id", "text", "the response's unique id", required=True),
@@ -128,14 +156,22 @@ FACT_COLUMNS: Final[dict[FactKind, tuple[FactColumn, ...]]] = {
         _col("category", "text", "category"),
         _col("brand", "text", "brand"),
         _col("price", "decimal", "list price in `currency`", non_negative=True),
-        _col("currency", "currency", "ISO 4217; empty means the store currency",
-             default="$store_currency"),
+        _col(
+            "currency",
+            "currency",
+            "ISO 4217; empty means the store currency",
+            default="$store_currency",
+        ),
     ),
     FactKind.CURRENCY_RATES: (
         _col("date", "date", "the rate holds from this day on", required=True),
         _col("currency", "currency", "ISO 4217 code of the foreign currency", required=True),
-        _col("rate", "double", "store-currency units for one unit of `currency`; above 0",
-             required=True),
+        _col(
+            "rate",
+            "double",
+            "store-currency units for one unit of `currency`; above 0",
+            required=True,
+        ),
     ),
 }
 
@@ -163,23 +199,29 @@ _INTEGER_PATTERN: Final = r"[+-]?[0-9]{1,18}(\.0*)?"
 # Kind-specific checks after the generic ones: (code suffix, condition on typed columns, message)
 _KIND_CHECKS: Final[dict[FactKind, tuple[tuple[str, str, str], ...]]] = {
     FactKind.AD_SPEND: (
-        ("clicks_exceed_impressions", "clicks > impressions",
-         "clicks must be at most impressions (0 <= clicks <= impressions)"),
-        ("reach_exceeds_impressions", "reach > impressions",
-         "reach must be at most impressions (0 <= reach <= impressions)"),
+        (
+            "clicks_exceed_impressions",
+            "clicks > impressions",
+            "clicks must be at most impressions (0 <= clicks <= impressions)",
+        ),
+        (
+            "reach_exceeds_impressions",
+            "reach > impressions",
+            "reach must be at most impressions (0 <= reach <= impressions)",
+        ),
     ),
     FactKind.EMAIL_CAMPAIGNS: (
-        ("delivered_exceed_recipients", "delivered > recipients",
-         "delivered must be at most recipients (0 <= delivered <= recipients)"),
+        (
+            "delivered_exceed_recipients",
+            "delivered > recipients",
+            "delivered must be at most recipients (0 <= delivered <= recipients)",
+        ),
     ),
     FactKind.SURVEY_RESPONSES: (
-        ("score_out_of_range", "score < 0 OR score > 10",
-         "score must be a whole number in 0..10"),
+        ("score_out_of_range", "score < 0 OR score > 10", "score must be a whole number in 0..10"),
     ),
     FactKind.PRODUCTS: (),
-    FactKind.CURRENCY_RATES: (
-        ("bad_rate", "rate <= 0", "rate must be a finite number above 0"),
-    ),
+    FactKind.CURRENCY_RATES: (("bad_rate", "rate <= 0", "rate must be a finite number above 0"),),
 }
 
 
@@ -196,8 +238,13 @@ def _parse_kind(kind: FactKind | str) -> FactKind:
         return FactKind(str(kind).strip().lower())
     except ValueError:
         raise InvalidInputError(
-            [Problem("fact.unknown_kind", "kind",
-                     f"unknown fact kind {kind!r}; allowed: {', '.join(FACT_KINDS)}")]
+            [
+                Problem(
+                    "fact.unknown_kind",
+                    "kind",
+                    f"unknown fact kind {kind!r}; allowed: {', '.join(FACT_KINDS)}",
+                )
+            ]
         ) from None
 
 
@@ -211,9 +258,14 @@ def _normalise_columns(kind: FactKind, table: pa.Table) -> pa.Table:
     if missing:
         allowed = ", ".join(c.name for c in FACT_COLUMNS[kind])
         raise InvalidInputError(
-            [Problem("fact.missing_column", f"{kind.value}.{name}",
-                     f"required column {name!r} is missing; {kind.value} columns: {allowed}")
-             for name in missing]
+            [
+                Problem(
+                    "fact.missing_column",
+                    f"{kind.value}.{name}",
+                    f"required column {name!r} is missing; {kind.value} columns: {allowed}",
+                )
+                for name in missing
+            ]
         )
     return table.select(keep)
 
@@ -260,39 +312,59 @@ def _checks(kind: FactKind) -> list[tuple[str, str, str]]:
     checks: list[tuple[str, str, str]] = []
     for c in columns:
         if c.required:
-            checks.append((f"{prefix}.missing_value", f"{_q('_raw_' + c.name)} IS NULL",
-                           f"{c.name} is missing: it is required"))
+            checks.append(
+                (
+                    f"{prefix}.missing_value",
+                    f"{_q('_raw_' + c.name)} IS NULL",
+                    f"{c.name} is missing: it is required",
+                )
+            )
     for c in columns:
         if c.type in _BAD_VALUE:
             suffix, text = _BAD_VALUE[c.type]
-            checks.append((f"{prefix}.{suffix}",
-                           f"{_q(c.name)} IS NULL AND {_q('_raw_' + c.name)} IS NOT NULL",
-                           f"{c.name} {text}"))
+            checks.append(
+                (
+                    f"{prefix}.{suffix}",
+                    f"{_q(c.name)} IS NULL AND {_q('_raw_' + c.name)} IS NOT NULL",
+                    f"{c.name} {text}",
+                )
+            )
     for c in columns:
         if c.type in ("date", "timestamp"):
             lo = f"TIMESTAMPTZ '{EARLIEST_TIMESTAMP}'"
             hi = f"$received_at + INTERVAL {int(MAX_FUTURE_SKEW.total_seconds())} SECOND"
-            checks.append((f"{prefix}.{'date' if c.type == 'date' else 'timestamp'}_out_of_range",
-                           f"{_q(c.name)} < {lo} OR {_q(c.name)} > {hi}",
-                           f"{c.name} is outside the accepted range "
-                           f"{EARLIEST_TIMESTAMP[:10]} .. received_at + 1 day"))
+            checks.append(
+                (
+                    f"{prefix}.{'date' if c.type == 'date' else 'timestamp'}_out_of_range",
+                    f"{_q(c.name)} < {lo} OR {_q(c.name)} > {hi}",
+                    f"{c.name} is outside the accepted range "
+                    f"{EARLIEST_TIMESTAMP[:10]} .. received_at + 1 day",
+                )
+            )
     for c in columns:
         if c.is_non_negative:
-            checks.append((f"{prefix}.negative_value", f"{_q(c.name)} < 0",
-                           f"{c.name} must be 0 or more"))
+            checks.append(
+                (f"{prefix}.negative_value", f"{_q(c.name)} < 0", f"{c.name} must be 0 or more")
+            )
     currencies = "[" + ", ".join(_lit(c) for c in sorted(ISO_CURRENCIES)) + "]"
     for c in columns:
         if c.type == "currency":
-            checks.append(("fact.unknown_currency",
-                           f"{_q(c.name)} IS NOT NULL AND NOT list_contains({currencies}, "
-                           f"{_q(c.name)})",
-                           f"{c.name} is not an ISO 4217 code (e.g. USD, EUR, GBP)"))
+            checks.append(
+                (
+                    "fact.unknown_currency",
+                    f"{_q(c.name)} IS NOT NULL AND NOT list_contains({currencies}, {_q(c.name)})",
+                    f"{c.name} is not an ISO 4217 code (e.g. USD, EUR, GBP)",
+                )
+            )
         if c.type == "channel":
             channels = "[" + ", ".join(_lit(ch) for ch in CHANNELS) + "]"
-            checks.append((f"{prefix}.unknown_channel",
-                           f"{_q(c.name)} IS NOT NULL AND NOT list_contains({channels}, "
-                           f"{_q(c.name)})",
-                           f"{c.name} must be one of {', '.join(CHANNELS)}"))
+            checks.append(
+                (
+                    f"{prefix}.unknown_channel",
+                    f"{_q(c.name)} IS NOT NULL AND NOT list_contains({channels}, {_q(c.name)})",
+                    f"{c.name} must be one of {', '.join(CHANNELS)}",
+                )
+            )
     checks.extend((f"{prefix}.{code}", cond, msg) for code, cond, msg in _KIND_CHECKS[kind])
     return checks
 
@@ -366,7 +438,7 @@ def append_facts(
         sql = sql.replace("$store_currency", _lit(store.currency)).replace("$received_at", "$1")
         params = [received_at] if "$1" in sql else []  # products have no dates to bound
         con.execute(f"CREATE OR REPLACE TEMP TABLE _fv AS {sql}", params)
-        _quarantine(con, source, received_at, report)
+        quarantine_checked(con, "_fv", source, received_at, report)
         con.unregister("stg")
         report.accepted = report.rows - report.rejected
         order = "_row DESC"  # the last row of a key in the batch wins
@@ -394,30 +466,6 @@ def append_facts(
         for name in ("_fv", "_fnew", "_fchanged"):
             con.execute(f"DROP TABLE IF EXISTS {name}")
     return report
-
-
-def _quarantine(
-    con: duckdb.DuckDBPyConnection, source: str, received_at: datetime, report: IngestReport
-) -> None:
-    counts = con.execute(
-        "SELECT _reason, count(*) FROM _fv WHERE _reason IS NOT NULL GROUP BY 1 ORDER BY 1"
-    ).fetchall()
-    if not counts:
-        return
-    for code, n in counts:
-        report.reasons[str(code)] += int(n)
-        report.rejected += int(n)
-    con.execute(
-        "INSERT INTO quarantine SELECT $1, $2, v._row, v._reason, v._message, "
-        "encode(CAST(to_json(s) AS VARCHAR)) "
-        "FROM _fv v JOIN stg s USING (_row) WHERE v._reason IS NOT NULL",
-        [received_at, source],
-    )
-    for row, code, message in con.execute(
-        "SELECT _row, _reason, _message FROM _fv WHERE _reason IS NOT NULL ORDER BY _row "
-        f"LIMIT {REPORTED_REJECTIONS}"
-    ).fetchall():
-        report.rejections.append(Rejection(int(row), str(code), str(message)))
 
 
 def _resolve_respondents(con: duckdb.DuckDBPyConnection) -> None:

@@ -39,6 +39,7 @@ __all__ = [
     "IngestReport",
     "Rejection",
     "append_events",
+    "quarantine_checked",
 ]
 
 #: Events older than this are rejected (``event.timestamp_out_of_range``).
@@ -377,7 +378,7 @@ def append_events(
             f"CREATE OR REPLACE TEMP TABLE _v AS {sql.replace('$received_at', '$1')}",
             [received_at],
         )
-        _quarantine_sql_rejects(con, source, received_at, report)
+        quarantine_checked(con, "_v", source, received_at, report)
         _quarantine_parsed(con, pre_rejected, source, received_at, report)
         report.accepted = report.rows - report.rejected
         next_seq = store.next_seq(con)
@@ -394,14 +395,17 @@ def append_events(
     return report
 
 
-def _quarantine_sql_rejects(
+def quarantine_checked(
     con: duckdb.DuckDBPyConnection,
+    checked: str,
     source: str,
     received_at: datetime,
     report: IngestReport,
 ) -> None:
+    """Quarantine the rows of ``checked`` (a validated temp table with ``_row``, ``_reason``,
+    ``_message``) that have a reason, with the staged row ``stg`` as payload; count them."""
     counts = con.execute(
-        "SELECT _reason, count(*) FROM _v WHERE _reason IS NOT NULL GROUP BY 1"
+        f"SELECT _reason, count(*) FROM {checked} WHERE _reason IS NOT NULL GROUP BY 1 ORDER BY 1"
     ).fetchall()
     if not counts:
         return
@@ -411,11 +415,11 @@ def _quarantine_sql_rejects(
     con.execute(
         "INSERT INTO quarantine SELECT $1, $2, v._row, v._reason, v._message, "
         "encode(CAST(to_json(s) AS VARCHAR)) "
-        "FROM _v v JOIN stg s USING (_row) WHERE v._reason IS NOT NULL",
+        f"FROM {checked} v JOIN stg s USING (_row) WHERE v._reason IS NOT NULL",
         [received_at, source],
     )
     for row, code, message in con.execute(
-        f"SELECT _row, _reason, _message FROM _v WHERE _reason IS NOT NULL ORDER BY _row "
+        f"SELECT _row, _reason, _message FROM {checked} WHERE _reason IS NOT NULL ORDER BY _row "
         f"LIMIT {REPORTED_REJECTIONS}"
     ).fetchall():
         report.rejections.append(Rejection(int(row), str(code), str(message)))
