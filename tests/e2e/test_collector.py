@@ -63,8 +63,11 @@ def event(n: int, name: str, ts: datetime, **extra: Any) -> dict[str, Any]:
 
 def test_live_numbers_right_after_the_acknowledgement(live: Live) -> None:
     now = datetime.now(UTC)
-    if now - now.replace(hour=0, minute=0, second=0, microsecond=0) < timedelta(seconds=30):
-        pytest.skip("within 30 s of midnight UTC: 'today' would split the journey")
+    since_midnight = now - now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if since_midnight < timedelta(seconds=30):
+        # 'today' would split the journey across two days: wait until the day has begun
+        time.sleep((timedelta(seconds=31) - since_midnight).total_seconds())
+        now = datetime.now(UTC)
     ts = now - timedelta(seconds=5)
     before = live.live()
     assert (before["orders"], before["active_visitors"], before["events_last_minute"]) == (0, 0, 0)
