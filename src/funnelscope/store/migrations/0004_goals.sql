@@ -1,5 +1,5 @@
 -- SMART goals, their last evaluation, status history and webhook subscriptions
--- (analysis/goals.py; docs/goals.md).
+-- (analysis/goals/; docs/goals.md).
 
 CREATE TABLE goals (
     name         VARCHAR NOT NULL,
