@@ -239,7 +239,7 @@ class Workspace:
 
         return acquisition(self.engine, self.customers(now=now), margin=margin)
 
-    # -- goals (analysis/goals.py, docs/goals.md) --------------------------------------------
+    # -- goals (analysis/goals/, docs/goals.md) ----------------------------------------------
     def add_goal(self, goal: Any, *, now: datetime, replace: bool = False) -> Any:
         """Validate a GoalSpec (or its dict form) against the store's data and store it."""
         from funnelscope.analysis.goals import GoalSpec, save_goal, validate_goal
