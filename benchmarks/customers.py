@@ -95,7 +95,7 @@ def build_store(path: Path, n: int, seed: int = 0) -> int:
     with funnelscope.open(path) as ws, ws.store.write() as cur:
         cur.register("bench_events", events)
         cur.execute(
-            "INSERT INTO events (event_id, \"timestamp\", received_at, event, raw_event, user_id, "
+            "INSERT INTO event_log (event_id, \"timestamp\", received_at, event, raw_event, user_id, "
             "person_id, channel, device_type, revenue, currency, order_id, source, seq) "
             "SELECT event_id, \"timestamp\", \"timestamp\", event, event, 'u' || person_id, "
             "person_id, channel, device_type, CAST(revenue AS DECIMAL(18, 4)), "

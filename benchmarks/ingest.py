@@ -5,7 +5,9 @@ a numpy generator writes events of the same columns. Each format is imported wit
 ``Workspace.ingest`` into a new DuckDB file and timed end to end (read, validate, dedup,
 stitch, insert, commit). Two reference rows separate reading from storing: "read only" parses
 the file with the same readers and discards the rows; "pipeline only" appends the in-memory
-Arrow table with ``append_events`` in the same chunks.
+Arrow table with ``append_events`` in the same chunks. The simulator's Parquet file is clean
+and canonical, so its import keeps it as a segment (ingest/bulk.py); CSV and JSON Lines take the
+pipeline into the native table.
 
 Targets on the 2-core reference machine (issue 2): Parquet >= 2M events/s, CSV >= 500k events/s.
 """

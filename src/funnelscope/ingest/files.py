@@ -660,10 +660,20 @@ def _parquet_file(path: Path) -> pq.ParquetFile:
 
 
 def _parquet_events(path: Path, sink: _Batcher, progress: Progress | None) -> None:
+    from funnelscope.ingest.bulk import import_parquet_segment
+
     file = _parquet_file(path)
     names = file.schema_arrow.names
     plan = _column_plan(names, str(path))
     total = file.metadata.num_rows
+    # a clean canonical file is kept as a segment instead of being rewritten (ingest/bulk.py)
+    bulk = import_parquet_segment(sink.store, path, plan, source=sink.source,
+                                  received_at=sink.received_at)
+    if bulk is not None:
+        sink.report.merge(bulk)
+        if progress is not None:
+            progress(total, total)
+        return
     row = 0
     try:
         for batch in file.iter_batches(batch_size=sink.chunk_rows, columns=list(plan.values()),

@@ -65,6 +65,7 @@ class Store:
         self._con.execute("SET TimeZone = 'UTC'")
         if not read_only:
             self._migrate()
+            self._open_segments()
 
     # -- connections -----------------------------------------------------------------------
     def reader(self) -> duckdb.DuckDBPyConnection:
@@ -123,6 +124,15 @@ class Store:
                     raise StoreError(f"migration {name} failed on {self.path}: {exc}") from exc
                 cur.execute("INSERT INTO schema_migrations VALUES (?, ?, now())", [version, name])
 
+    def _open_segments(self) -> None:
+        """Point the ``events`` view at this location's segment files (store/segments.py)."""
+        from funnelscope.store import segments
+
+        if self.query("SELECT count(*) FROM event_segments")[0][0]:
+            with self.write() as cur:
+                segments.refresh_views(cur, self.path)
+        segments.remove_orphan_files(self._con, self.path)
+
     @property
     def schema_version(self) -> int:
         rows = self.query("SELECT coalesce(max(version), 0) FROM schema_migrations")
@@ -137,12 +147,18 @@ class Store:
         """
         if self._next_seq is not None:
             row = con.execute(
-                "SELECT count(*) FROM events WHERE seq >= ?", [self._next_seq]
+                "SELECT (SELECT count(*) FROM event_log WHERE seq >= $1) "
+                "+ (SELECT count(*) FROM event_segments WHERE last_seq >= $1)",
+                [self._next_seq],
             ).fetchall()[0]
             if row and row[0]:
                 self._next_seq = None
         if self._next_seq is None:
-            (top,) = con.execute("SELECT coalesce(max(seq), 0) + 1 FROM events").fetchall()[0]
+            # segments' seq ranges are in event_segments: their side tables are not scanned
+            (top,) = con.execute(
+                "SELECT greatest((SELECT coalesce(max(seq), 0) FROM event_log), "
+                "(SELECT coalesce(max(last_seq), 0) FROM event_segments)) + 1"
+            ).fetchall()[0]
             self._next_seq = int(top)
         return self._next_seq
 

@@ -1,0 +1,252 @@
+"""Event segments: imported Parquet files kept as they are, read through the ``events`` view.
+
+Writing a wide event table costs far more than reading a Parquet file: a clean, canonical
+Parquet import therefore keeps the file itself (copied next to the store, never modified) and
+stores only what the import computes per row in a narrow native *side table*. The physical
+tables and views (docs/data-model.md, "Storage"):
+
+* ``event_log``: the native event table; the pipeline (collector, frames, CSV, JSON Lines and
+  any Parquet file that is not clean) inserts here;
+* ``event_segments``: one row per segment: its file (relative to the store's segments folder
+  ``<store file>.segments/``), its kind, the columns it maps, the import's source and time, and
+  its ``seq`` range;
+* ``event_segment_<id>``: per row of a *reference* segment, in file order: ``seq``,
+  ``person_id``, ``event`` (canonical) and ``channel``; the other stored columns are the file's;
+* ``events`` (view): ``event_log`` UNION ALL each segment (its Parquet file POSITIONAL JOIN its
+  side table); every reader reads this, with the same columns and types as ``event_log``;
+* ``event_keys`` (view): ``event_id, timestamp`` of every stored event, for deduplication;
+  segments contribute straight from their files, so Parquet row-group statistics prune the
+  lookup by time and no wide column is read.
+
+The views name segment files by absolute path, so they are rebuilt whenever a segment is added
+and each time a store is opened for writing (a store moved with its segments folder still
+works). A store opened read-only after a move cannot rebuild them: open it once for writing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final
+
+import duckdb
+
+from funnelscope.events.schema import EVENT_SCHEMA
+
+__all__ = [
+    "SEGMENT_KINDS",
+    "SegmentInfo",
+    "add_segment_file",
+    "compact_segments",
+    "list_segments",
+    "refresh_views",
+    "remove_orphan_files",
+    "segments_folder",
+    "side_table",
+]
+
+#: Kinds of segment: only ``reference`` (the imported file as it is, plus a side table) so far.
+SEGMENT_KINDS: Final = ("reference",)
+#: Columns a reference segment's side table holds, in this order.
+SIDE_COLUMNS: Final = ("seq", "person_id", "event", "channel")
+#: SQL types of the stored columns (``event_log``), for columns a segment's file lacks.
+_SQL_TYPES: Final = {
+    "timestamp": "TIMESTAMPTZ",
+    "received_at": "TIMESTAMPTZ",
+    "person_id": "INTEGER",
+    "properties": "JSON",
+    "revenue": "DECIMAL(18, 4)",
+    "items": "STRUCT(product_id VARCHAR, sku VARCHAR, name VARCHAR, category VARCHAR, "
+    "brand VARCHAR, variant VARCHAR, price DECIMAL(18, 4), quantity INTEGER)[]",
+    "seq": "BIGINT",
+}
+_STORED: Final = (*EVENT_SCHEMA.names, "seq")
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentInfo:
+    """One registered segment (a row of ``event_segments``)."""
+
+    segment_id: int
+    kind: str  # one of SEGMENT_KINDS
+    file: str
+    columns: dict[str, str]
+    source: str
+    received_at: datetime
+    row_count: int
+    first_seq: int
+    last_seq: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "segment_id": self.segment_id,
+            "kind": self.kind,
+            "file": self.file,
+            "columns": dict(self.columns),
+            "source": self.source,
+            "received_at": self.received_at.isoformat(),
+            "row_count": self.row_count,
+            "first_seq": self.first_seq,
+            "last_seq": self.last_seq,
+        }
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def segments_folder(store_path: Path) -> Path | None:
+    """``<store file>.segments``; None for an in-memory store (it keeps no segments)."""
+    if str(store_path) == ":memory:":
+        return None
+    return store_path.parent / (store_path.name + ".segments")
+
+
+def side_table(segment_id: int) -> str:
+    """The side table of a reference segment (an identifier; ``segment_id`` is an int)."""
+    return f"event_segment_{int(segment_id)}"
+
+
+def list_segments(con: duckdb.DuckDBPyConnection) -> list[SegmentInfo]:
+    rows = con.execute(
+        "SELECT segment_id, kind, file, columns, source, received_at, row_count, first_seq, "
+        "last_seq FROM main.event_segments ORDER BY segment_id"
+    ).fetchall()
+    return [
+        SegmentInfo(int(r[0]), str(r[1]), str(r[2]), dict(json.loads(r[3])), str(r[4]), r[5],
+                    int(r[6]), int(r[7]), int(r[8]))
+        for r in rows
+    ]
+
+
+def _branch(info: SegmentInfo, folder: Path) -> tuple[str, str]:
+    """(SELECT of the segment's events, SELECT of its event keys)."""
+    path = _literal(str((folder / info.file).resolve()))
+    meta = f"(SELECT received_at, source FROM event_segments WHERE segment_id = {info.segment_id})"
+    cols = info.columns
+    exprs = []
+    for name in _STORED:
+        if name in SIDE_COLUMNS:
+            expr = f"s.{_q(name)}"
+        elif name == "received_at":
+            expr = "g.received_at"
+        elif name == "source":
+            expr = (f"coalesce(p.{_q(cols['source'])}, g.source)" if "source" in cols
+                    else "g.source")
+        elif name == "raw_event":
+            expr = f"p.{_q(cols['event'])}"
+        elif name in cols:
+            expr = f"CAST(p.{_q(cols[name])} AS {_SQL_TYPES.get(name, 'VARCHAR')})"
+        else:
+            expr = f"CAST(NULL AS {_SQL_TYPES.get(name, 'VARCHAR')})"
+        exprs.append(f"{expr} AS {_q(name)}")
+    events = (f"SELECT {', '.join(exprs)} FROM read_parquet({path}) p "
+              f"POSITIONAL JOIN {side_table(info.segment_id)} s CROSS JOIN {meta} g")
+    keys = (f"SELECT {_q(cols['event_id'])} AS event_id, "
+            f"CAST({_q(cols['timestamp'])} AS TIMESTAMPTZ) AS \"timestamp\" "
+            f"FROM read_parquet({path})")
+    return events, keys
+
+
+def refresh_views(con: duckdb.DuckDBPyConnection, store_path: Path) -> None:
+    """(Re)create ``events`` and ``event_keys`` over ``event_log`` and every segment."""
+    folder = segments_folder(store_path)
+    segments = list_segments(con) if folder is not None else []
+    events = ["SELECT * FROM event_log"]
+    keys = ['SELECT event_id, "timestamp" FROM event_log']
+    for info in segments:
+        assert folder is not None
+        ev, k = _branch(info, folder)
+        events.append(ev)
+        keys.append(k)
+    con.execute("CREATE OR REPLACE VIEW events AS " + "\nUNION ALL BY NAME\n".join(events))
+    con.execute("CREATE OR REPLACE VIEW event_keys AS " + "\nUNION ALL\n".join(keys))
+
+
+def add_segment_file(folder: Path, source_file: Path, segment_id: int) -> Path:
+    """Copy ``source_file`` into ``folder`` as ``<segment_id>.parquet`` (write, then rename).
+
+    A copy, not a hard link: a link would change if the user rewrote the original in place.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{int(segment_id)}.parquet"
+    partial = folder / f".{int(segment_id)}.parquet.partial"
+    shutil.copyfile(source_file, partial)
+    os.replace(partial, target)
+    return target
+
+
+def remove_orphan_files(con: duckdb.DuckDBPyConnection, store_path: Path) -> list[Path]:
+    """Delete files of the segments folder that no segment references (a crashed import)."""
+    folder = segments_folder(store_path)
+    if folder is None or not folder.is_dir():
+        return []
+    known = {info.file for info in list_segments(con)}
+    removed = []
+    for entry in folder.iterdir():
+        if entry.is_file() and entry.name not in known:
+            entry.unlink()
+            removed.append(entry)
+    return removed
+
+
+def next_segment_id(con: duckdb.DuckDBPyConnection) -> int:
+    row = con.execute("SELECT coalesce(max(segment_id), 0) + 1 FROM event_segments").fetchone()
+    return int(row[0]) if row else 1
+
+
+def register_segment(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    segment_id: int,
+    kind: str,
+    columns: dict[str, str],
+    source: str,
+    received_at: datetime,
+    row_count: int,
+    first_seq: int,
+    last_seq: int,
+    store_path: Path,
+) -> None:
+    """Record a segment whose file (and side table) exist, and rebuild the views."""
+    con.execute(
+        "INSERT INTO event_segments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [segment_id, kind, f"{int(segment_id)}.parquet", json.dumps(columns), source,
+         received_at, row_count, first_seq, last_seq, received_at],
+    )
+    refresh_views(con, store_path)
+
+
+def compact_segments(
+    con: duckdb.DuckDBPyConnection, store_path: Path, segment_ids: Sequence[int] | None = None
+) -> int:
+    """Copy segments' events into ``event_log`` and drop the segments; returns rows moved.
+
+    Runs inside the caller's write transaction; the segment files are deleted by the caller
+    after the commit (:func:`remove_orphan_files`).
+    """
+    folder = segments_folder(store_path)
+    if folder is None:
+        return 0
+    chosen = [s for s in list_segments(con)
+              if segment_ids is None or s.segment_id in set(segment_ids)]
+    moved = 0
+    names = ", ".join(_q(c) for c in _STORED)
+    for info in chosen:
+        events, _ = _branch(info, folder)
+        con.execute(f"INSERT INTO event_log ({names}) SELECT {names} FROM ({events})")
+        moved += info.row_count
+        con.execute("DELETE FROM event_segments WHERE segment_id = ?", [info.segment_id])
+    refresh_views(con, store_path)  # before the drops: the views name the side tables
+    for info in chosen:
+        con.execute(f"DROP TABLE IF EXISTS {side_table(info.segment_id)}")
+    return moved

@@ -1,0 +1,205 @@
+"""Parquet reference segments (ingest/bulk.py, store/segments.py): a clean canonical Parquet
+file is kept as it is and read through the ``events`` view, with the same events, persons,
+dedup and quarantine as the pipeline gives."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import funnelscope
+from funnelscope.events.schema import ITEM_TYPE
+from funnelscope.ingest.bulk import MIN_SEGMENT_ROWS
+from funnelscope.store.segments import compact_segments, segments_folder
+from funnelscope.workspace import Workspace
+
+RECEIVED = datetime(2024, 7, 1, tzinfo=UTC)
+N = MIN_SEGMENT_ROWS
+START = datetime(2024, 5, 1, tzinfo=UTC)
+
+
+def _table(n: int = N, *, prefix: str = "e") -> pa.Table:
+    """n events of n // 4 persons: anonymous a<k> on every row, user u<k> on every 4th."""
+    events = ["Product Viewed", "page_viewed", "Order Completed", "add_to_cart"]
+    order = [i % 4 == 2 for i in range(n)]
+    return pa.table({
+        "event_id": [f"{prefix}{i}" for i in range(n)],
+        "timestamp": pa.array([START + timedelta(seconds=i) for i in range(n)],
+                              pa.timestamp("us", tz="UTC")),
+        "event": [events[i % 4] for i in range(n)],
+        "user_id": [f"u{i % (n // 4)}" if i % 4 == 3 else None for i in range(n)],
+        "anonymous_id": [f"a{i % (n // 4)}" for i in range(n)],
+        "utm_source": ["google" if i % 5 == 0 else None for i in range(n)],
+        "utm_medium": ["cpc" if i % 5 == 0 else None for i in range(n)],
+        "referrer": ["https://www.bing.com/search" if i % 7 == 0 else None for i in range(n)],
+        "properties": ['{"k": 1}' if i % 3 == 0 else None for i in range(n)],
+        "revenue": pa.array([Decimal("12.5") if o else None for o in order],
+                            pa.decimal128(18, 4)),
+        "currency": ["EUR" if o else None for o in order],
+        "items": pa.array([[{"product_id": "p1", "sku": None, "name": "Mug", "category": "home",
+                             "brand": None, "variant": None, "price": Decimal("12.5"),
+                             "quantity": 1}] if o else None for o in order],
+                          pa.list_(ITEM_TYPE)),
+    })
+
+
+def _write(table: pa.Table, path: Path) -> Path:
+    pq.write_table(table, path)
+    return path
+
+
+def _rows(ws: Workspace) -> list[tuple[Any, ...]]:
+    return ws.store.query("SELECT * EXCLUDE (source) FROM events ORDER BY seq")
+
+
+def _segments(ws: Workspace) -> int:
+    return int(ws.store.query("SELECT count(*) FROM event_segments")[0][0])
+
+
+def test_clean_parquet_is_kept_as_a_segment_with_the_pipelines_events(tmp_path: Path) -> None:
+    path = _write(_table(), tmp_path / "events.parquet")
+    with funnelscope.open(tmp_path / "seg.duckdb") as seg, funnelscope.open(":memory:") as ref:
+        report = seg.ingest(path, received_at=RECEIVED)
+        expected = ref.ingest(path, received_at=RECEIVED)  # in memory: always the pipeline
+        assert (report.rows, report.accepted, report.inserted) == (N, N, N)
+        assert _segments(seg) == 1 and _segments(ref) == 0
+        assert seg.store.query("SELECT count(*) FROM event_log")[0][0] == 0
+        assert expected.inserted == N
+        assert _rows(seg) == _rows(ref)
+        # the stored types are the native table's: readers cannot tell the two apart
+        described = "SELECT column_name, column_type FROM (DESCRIBE events)"
+        assert seg.store.query(described) == ref.store.query(described)
+        assert seg.store.query("SELECT DISTINCT source FROM events") == [(f"import:{path}",)]
+        # canonical names and derived channels come from the side table
+        assert seg.store.query(
+            "SELECT event, raw_event, channel, count(*) FROM events WHERE seq <= 4 "
+            "GROUP BY ALL ORDER BY 1, 3"
+        ) == [("order_completed", "Order Completed", "direct", 1),
+              ("page_viewed", "page_viewed", "direct", 1),
+              ("product_added", "add_to_cart", "direct", 1),
+              ("product_viewed", "Product Viewed", "paid_search", 1)]
+        assert seg.info()["persons"] == ref.info()["persons"] == N // 4
+
+
+def test_reimport_adds_nothing_and_counts_duplicates(tmp_path: Path) -> None:
+    path = _write(_table(), tmp_path / "events.parquet")
+    with funnelscope.open(tmp_path / "s.duckdb") as ws:
+        ws.ingest(path, received_at=RECEIVED)
+        again = ws.ingest(path, received_at=RECEIVED + timedelta(days=1))
+        assert (again.rows, again.accepted, again.inserted, again.duplicates) == (N, N, 0, N)
+        assert ws.info()["events"] == N
+        assert _segments(ws) == 1
+        # a CSV export of the same events is deduplicated against the segment too
+        ws.export(tmp_path / "out")
+        csv = tmp_path / "again.csv"
+        ws.store.query(f"COPY (SELECT * FROM events) TO '{csv}' (HEADER)")
+        assert ws.ingest(csv, received_at=RECEIVED).inserted == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "column", "value"),
+    [
+        ("padded", "utm_source", " google"),  # stored trimmed by the pipeline
+        ("empty", "referrer", ""),  # stored as NULL by the pipeline
+        ("lower currency", "currency", "eur"),  # stored upper case
+    ],
+)
+def test_unclean_values_take_the_pipeline(
+    tmp_path: Path, change: str, column: str, value: str
+) -> None:
+    table = _table()
+    values = table.column(column).to_pylist()
+    values[2] = value
+    table = table.set_column(table.schema.get_field_index(column), column,
+                             pa.array(values, pa.string()))
+    path = _write(table, tmp_path / "events.parquet")
+    with funnelscope.open(tmp_path / "s.duckdb") as ws, funnelscope.open(":memory:") as ref:
+        assert ws.ingest(path, received_at=RECEIVED).inserted == N
+        ref.ingest(path, received_at=RECEIVED)
+        assert _segments(ws) == 0, change
+        assert _rows(ws) == _rows(ref)
+
+
+def test_a_bad_row_is_quarantined_and_the_rest_imported(tmp_path: Path) -> None:
+    table = _table()
+    ids = table.column("event_id").to_pylist()
+    ids[5] = None
+    table = table.set_column(0, "event_id", pa.array(ids, pa.string()))
+    path = _write(table, tmp_path / "events.parquet")
+    with funnelscope.open(tmp_path / "s.duckdb") as ws:
+        report = ws.ingest(path, received_at=RECEIVED)
+        assert (report.rows, report.accepted, report.rejected) == (N, N - 1, 1)
+        assert ws.store.query("SELECT row_number, reason_code FROM quarantine") == [
+            (5, "event.missing_id")]
+        assert ws.info()["events"] == N - 1
+
+
+def test_partly_stored_file_inserts_only_the_new_rows(tmp_path: Path) -> None:
+    table = _table()
+    first = _write(table.slice(0, N // 2), tmp_path / "half.parquet")
+    whole = _write(table, tmp_path / "whole.parquet")
+    with funnelscope.open(tmp_path / "s.duckdb") as ws:
+        ws.ingest(first, received_at=RECEIVED)  # below MIN_SEGMENT_ROWS: the pipeline
+        report = ws.ingest(whole, received_at=RECEIVED)
+        assert (report.inserted, report.duplicates) == (N - N // 2, N // 2)
+        assert ws.info()["events"] == N
+
+
+def test_identity_links_across_a_segment_and_later_events(tmp_path: Path) -> None:
+    path = _write(_table(), tmp_path / "events.parquet")
+    with funnelscope.open(tmp_path / "s.duckdb") as ws:
+        ws.ingest(path, received_at=RECEIVED)
+        # u3 is linked to a3 in the segment; a1 is anonymous only there. Later: a new visitor
+        # x9 signs in as u3, and a1 signs up as u_new. Each group is then one person, the
+        # segment's earlier events of a1 included.
+        ws.append_staging(pa.table({
+            "event_id": ["n1", "n2", "n3"], "timestamp": ["2024-06-01T00:00:00Z"] * 3,
+            "event": ["page_viewed", "signed_in", "signed_up"],
+            "anonymous_id": ["x9", "x9", "a1"], "user_id": [None, "u3", "u_new"],
+        }), source="live", received_at=RECEIVED)
+        persons = ws.engine.sql(
+            "SELECT count(DISTINCT person_id) FROM events WHERE anonymous_id IN ('a3', 'x9') "
+            "UNION ALL SELECT count(DISTINCT person_id) FROM events "
+            "WHERE anonymous_id = 'a1' OR user_id = 'u_new'").column(0).to_pylist()
+        assert persons == [1, 1]
+        assert ws.store.query(
+            "SELECT count(*) FROM events WHERE anonymous_id = 'a1'")[0][0] == N // 2500 + 1
+        assert ws.info()["persons"] == N // 4
+        # the live rows continue the segment's arrival order
+        assert ws.store.query("SELECT min(seq) FROM event_log")[0][0] == N + 1
+
+
+def test_a_moved_store_reads_its_segments(tmp_path: Path) -> None:
+    path = _write(_table(), tmp_path / "events.parquet")
+    old = tmp_path / "a" / "s.duckdb"
+    with funnelscope.open(old) as ws:
+        ws.ingest(path, received_at=RECEIVED)
+        before = _rows(ws)
+    new = tmp_path / "b" / "t.duckdb"
+    new.parent.mkdir()
+    shutil.move(old, new)
+    old_folder, new_folder = segments_folder(old), segments_folder(new)
+    assert old_folder is not None and new_folder is not None
+    shutil.move(old_folder, new_folder)
+    path.unlink()  # the store never reads the original file
+    with funnelscope.open(new) as ws:
+        assert _rows(ws) == before
+
+
+def test_compact_moves_segments_into_the_native_table(tmp_path: Path) -> None:
+    path = _write(_table(), tmp_path / "events.parquet")
+    with funnelscope.open(tmp_path / "s.duckdb") as ws:
+        ws.ingest(path, received_at=RECEIVED)
+        before = _rows(ws)
+        with ws.store.write() as con:
+            assert compact_segments(con, ws.store.path) == N
+        assert _segments(ws) == 0
+        assert ws.store.query("SELECT count(*) FROM event_log")[0][0] == N
+        assert _rows(ws) == before
