@@ -168,7 +168,8 @@ def test_posthog_js_gzip_js_array_with_token_in_properties(api: Api) -> None:
     assert api.count() == 3
 
 
-@pytest.mark.parametrize("route", ["/i/v0/e/", "/capture/", "/e", "/capture", "/batch"])
+@pytest.mark.parametrize(
+    "route", ["/i/v0/e/", "/capture/", "/e", "/capture", "/batch", "/track/", "/engage"])
 def test_posthog_routes_form_base64(api: Api, route: str) -> None:
     data = base64.b64encode(json.dumps([ph_event(9, api_key=api.key)]).encode()).decode()
     r = api.http.post(route, content=f"data={quote(data)}",

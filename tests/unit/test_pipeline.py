@@ -171,3 +171,32 @@ def test_revenue_without_currency_takes_the_store_currency(workspace: Workspace)
     assert workspace.store.query("SELECT CAST(revenue AS VARCHAR), currency FROM events") == [
         ("30.0000", "USD")
     ]
+
+
+def test_links_between_known_ids_still_stitch_across_batches(workspace: Workspace) -> None:
+    """Batches whose ids are all known take the stitching shortcut only when no link would
+    merge: a later link from a known anonymous-only person to a known user merges them, and a
+    shared device (an anonymous id already in a user's person) does not merge two users."""
+    store = workspace.store
+
+    def send(n: int, **ids: str) -> None:
+        row = {"event_id": f"e{n}", "timestamp": "2024-05-06T09:00:00Z", "event": "page",
+               **ids}
+        report = append_events(store, staging_table([row]), source="t", received_at=NOW)
+        assert report.inserted == 1
+
+    def canonical(distinct_id: str) -> int:
+        return int(store.query(
+            "SELECT m.canonical_id FROM identities i JOIN person_map m USING (person_id) "
+            "WHERE i.distinct_id = ?", [distinct_id])[0][0])
+
+    send(1, anonymous_id="a1")
+    send(2, user_id="u1")
+    send(3, user_id="u2")
+    assert len({canonical("a1"), canonical("u1"), canonical("u2")}) == 3
+    send(4, user_id="u1", anonymous_id="a1")  # all ids known; the link merges a1 into u1
+    assert canonical("a1") == canonical("u1")
+    send(5, user_id="u2", anonymous_id="a1")  # shared device: u1 and u2 stay apart
+    assert canonical("a1") == canonical("u1") != canonical("u2")
+    send(6, user_id="u1", anonymous_id="a1")  # nothing to do: the shortcut
+    assert canonical("a1") == canonical("u1")

@@ -456,6 +456,9 @@ _POSTHOG_ROUTES: Final = (  # (path, methods, in the OpenAPI schema)
     ("/e/", ("GET", "POST"), True), ("/e", ("GET", "POST"), False),
     ("/i/v0/e/", ("GET", "POST"), True), ("/i/v0/e", ("GET", "POST"), False),
     ("/capture/", ("GET", "POST"), True), ("/capture", ("GET", "POST"), False),
+    # legacy aliases older posthog-js / mixpanel-style clients still call: same payloads
+    ("/track/", ("GET", "POST"), False), ("/track", ("GET", "POST"), False),
+    ("/engage/", ("GET", "POST"), False), ("/engage", ("GET", "POST"), False),
 )
 _DATA_PARAMETER: Final = {"parameters": [
     {"name": "data", "in": "query", "required": True,

@@ -227,22 +227,22 @@ class GroupWriter:
         return now
 
     def _commit(self, group: list[_Job]) -> list[BatchOutcome]:
-        columns: dict[str, list[str | None]] = {c: [] for c in STAGING_COLUMNS}
+        rows: list[dict[str, str | None]] = []
         row_ids: list[int] = []
         pre_rejected: list[Rejection] = []
         base = 0
         for job in group:
             job.base = base
-            for row in job.rows:
-                for name, values in columns.items():
-                    values.append(row.get(name))
-            row_ids.extend(base + i for i in job.indices)
+            rows.extend(job.rows)
+            row_ids.extend([base + i for i in job.indices])
             pre_rejected.extend(
                 Rejection(base + r.row, r.code, r.message, r.payload) for r in job.rejected)
             base += job.size
+        # column by column: one comprehension per column beats one loop per row
+        columns = {c: [row.get(c) for row in rows] for c in STAGING_COLUMNS}
         # columns no event of the group uses are left out: the pipeline then types them as
         # NULL without validating them, which makes a commit of a few hundred events ~3x faster
-        used = [c for c in STAGING_COLUMNS if any(v is not None for v in columns[c])]
+        used = [c for c in STAGING_COLUMNS if columns[c].count(None) != len(rows)]
         arrays = [pa.array(columns[c], pa.string()) for c in used]
         arrays.append(pa.array(row_ids, pa.int64()))
         table = pa.Table.from_arrays(arrays, names=[*used, "_row"])

@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any, Final
 
 import duckdb
@@ -130,6 +131,10 @@ _TEXT_COLUMNS = tuple(
 )
 
 
+#: The ISO 4217 codes as a SQL list literal, built once (it is planned into every batch's SQL).
+_CURRENCY_LIST: Final = "[" + ", ".join(f"'{c}'" for c in sorted(ISO_CURRENCIES)) + "]"
+
+
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -206,7 +211,6 @@ def _typed_columns(schema: pa.Schema, store_currency: str) -> tuple[dict[str, st
     rev_raw = _text("revenue", t("revenue"))
     cols["revenue"] = f"TRY_CAST({rev_raw} AS DECIMAL(18, 4))"
     cur_raw = f"upper({_text('currency', t('currency'))})"
-    currencies = "[" + ", ".join(f"'{c}'" for c in sorted(ISO_CURRENCIES)) + "]"
     cols["currency"] = (
         f"COALESCE({cur_raw}, CASE WHEN {rev_raw} IS NOT NULL THEN '{store_currency}' END)"
     )
@@ -214,7 +218,21 @@ def _typed_columns(schema: pa.Schema, store_currency: str) -> tuple[dict[str, st
     cols["_items_ok"] = items_valid
     cols["_rev_raw"] = rev_raw
     ts = '"timestamp"'
-    checks = [
+    checks = _checks(ts)
+    reason = "CASE " + " ".join(f"WHEN {cond} THEN '{code}'" for code, cond, _ in checks) + " END"
+    message = (
+        "CASE "
+        + " ".join(
+            f"WHEN {cond} THEN '{msg.replace(chr(39), chr(39) * 2)}'" for _, cond, msg in checks
+        )
+        + " END"
+    )
+    return cols, reason, message
+
+
+def _checks(ts: str) -> list[tuple[str, str, str]]:
+    """(reason code, SQL condition over the typed columns, message), first match wins."""
+    return [
         (
             "event.missing_id",
             "event_id IS NULL",
@@ -257,7 +275,7 @@ def _typed_columns(schema: pa.Schema, store_currency: str) -> tuple[dict[str, st
         ),
         (
             "event.unknown_currency",
-            f"currency IS NOT NULL AND NOT list_contains({currencies}, currency)",
+            f"currency IS NOT NULL AND NOT list_contains({_CURRENCY_LIST}, currency)",
             "currency is not an ISO 4217 code (e.g. USD, EUR, GBP)",
         ),
         (
@@ -268,15 +286,17 @@ def _typed_columns(schema: pa.Schema, store_currency: str) -> tuple[dict[str, st
             "with numeric price and integer quantity",
         ),
     ]
-    reason = "CASE " + " ".join(f"WHEN {cond} THEN '{code}'" for code, cond, _ in checks) + " END"
-    message = (
-        "CASE "
-        + " ".join(
-            f"WHEN {cond} THEN '{msg.replace(chr(39), chr(39) * 2)}'" for _, cond, msg in checks
-        )
-        + " END"
+
+
+#: The message of each reason code, as a CASE over ``_reason`` (conditions are planned once).
+_MESSAGE_BY_CODE: Final = (
+    "CASE _reason "
+    + " ".join(
+        f"WHEN '{code}' THEN '{msg.replace(chr(39), chr(39) * 2)}'"
+        for code, _, msg in _checks('"timestamp"')
     )
-    return cols, reason, message
+    + " END"
+)
 
 
 # The typed columns the validation reads; the rest are typed only for rows that are inserted.
@@ -315,32 +335,38 @@ def _channel_keys(cols: dict[str, str]) -> dict[str, str]:
     }
 
 
+@lru_cache(maxsize=64)  # a collector sends the same few staging schemas over and over
 def _validation_sql(schema: pa.Schema, store_currency: str) -> str:
-    cols, reason, message = _typed_columns(schema, store_currency)
+    cols, reason, _ = _typed_columns(schema, store_currency)
     typed = ",\n  ".join(f"{cols[c]} AS {_q(c)}" for c in _CHECKED)
     keys = ", ".join(f"{expr} AS {name}" for name, expr in _channel_keys(cols).items())
     kept = ", ".join(_q(c) for c in (*_KEPT, *_CHANNEL_KEY))
     return (
-        f"WITH typed AS (SELECT s._row,\n  {typed},\n  {keys}\n {_from_staging(schema)})\n"
-        f"SELECT _row, {kept}, {reason} AS _reason, {message} AS _message FROM typed"
+        f"WITH typed AS (SELECT s._row,\n  {typed},\n  {keys}\n {_from_staging(schema)}),\n"
+        f"checked AS (SELECT _row, {kept}, {reason} AS _reason FROM typed)\n"
+        f"SELECT *, {_MESSAGE_BY_CODE} AS _message FROM checked"
     )
 
 
 def _register_event_names(con: duckdb.DuckDBPyConnection, staging: pa.Table) -> None:
-    """Canonical names for the batch's distinct raw names (few), computed once in Python."""
+    """Canonical names for the batch's distinct raw names (few), computed once in Python, as
+    the temp table ``_evmap`` (raw, canonical) that :func:`_validation_sql` joins."""
+    con.register("_evmap_src", _event_names(con, staging))
+    con.execute("CREATE OR REPLACE TEMP TABLE _evmap AS SELECT * FROM _evmap_src")
+    con.unregister("_evmap_src")
+
+
+def _event_names(con: duckdb.DuckDBPyConnection, staging: pa.Table) -> pa.Table:
     raw: list[str] = []
     if "event" in staging.column_names and not pa.types.is_null(staging.schema.field("event").type):
         rows = con.execute(
             "SELECT DISTINCT NULLIF(trim(CAST(event AS VARCHAR)), '') FROM stg"
         ).fetchall()
         raw = [r[0] for r in rows if r[0] is not None]
-    mapping = pa.table(
+    return pa.table(
         {"raw": pa.array(raw, pa.string()), "canonical": [canonical_event(n) for n in raw]},
         schema=pa.schema([("raw", pa.string()), ("canonical", pa.string())]),
     )
-    con.register("_evmap_src", mapping)
-    con.execute("CREATE OR REPLACE TEMP TABLE _evmap AS SELECT * FROM _evmap_src")
-    con.unregister("_evmap_src")
 
 
 def _prepare(staging: pa.Table, row_offset: int) -> pa.Table:
@@ -372,7 +398,8 @@ def append_events(
     with store.write() as con:
         # registrations live on the write cursor, which is closed on error
         con.register("stg", staging)
-        _register_event_names(con, staging)
+        # the lookups are registered Arrow tables, not temp tables: no catalog writes
+        con.register("_evmap", _event_names(con, staging))
         sql = _validation_sql(staging.schema, store.currency)
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE _v AS {sql.replace('$received_at', '$1')}",
@@ -387,11 +414,10 @@ def append_events(
         )
         top = pc.max(staging["_row"]).as_py() if staging.num_rows else None
         store.advance_seq(next_seq + (int(top) + 1 if top is not None else 0))
-        con.unregister("stg")
+        for name in ("stg", "_evmap", "_channels"):
+            con.unregister(name)
         report.duplicates = report.accepted - report.inserted
         con.execute("DROP TABLE IF EXISTS _v")
-        con.execute("DROP TABLE IF EXISTS _evmap")
-        con.execute("DROP TABLE IF EXISTS _channels")
     return report
 
 
@@ -450,11 +476,18 @@ _CHANNEL_KEY: Final = ("_ch_src", "_ch_med", "_ch_ref", "_ch_internal")
 
 
 def _register_channels(con: duckdb.DuckDBPyConnection) -> None:
-    """Derive the channel once per distinct key of the batch (the keys are in ``_v``)."""
+    """Derive the channel once per distinct key of the batch (the keys are in ``_v``), as the
+    temp table ``_channels``."""
+    con.register("_channels_src", _channel_table(con))
+    con.execute("CREATE OR REPLACE TEMP TABLE _channels AS SELECT * FROM _channels_src")
+    con.unregister("_channels_src")
+
+
+def _channel_table(con: duckdb.DuckDBPyConnection) -> pa.Table:
     distinct = con.execute(
         f"SELECT DISTINCT {', '.join(_CHANNEL_KEY)} FROM _v WHERE _reason IS NULL"
     ).fetchall()
-    table = pa.table(
+    return pa.table(
         {
             **{name: [row[i] for row in distinct] for i, name in enumerate(_CHANNEL_KEY)},
             "channel": [derive_channel(s, m, h, bool(i)) for s, m, h, i in distinct],
@@ -469,9 +502,48 @@ def _register_channels(con: duckdb.DuckDBPyConnection) -> None:
             ]
         ),
     )
-    con.register("_channels_src", table)
-    con.execute("CREATE OR REPLACE TEMP TABLE _channels AS SELECT * FROM _channels_src")
-    con.unregister("_channels_src")
+
+
+#: True unless every id of the batch's good rows is known and no link (anonymous or previous
+#: id -> user id) would merge (it already joins one person, or the anonymous id's person has a
+#: user: a shared device): then stitching has nothing to do, which is the steady state of a
+#: collector (returning visitors), and one query replaces a dozen.
+_IDENTITIES_CHANGE: Final = """
+WITH g AS (SELECT user_id, anonymous_id, previous_id FROM _v WHERE _reason IS NULL),
+ids AS (
+    SELECT user_id AS id FROM g WHERE user_id IS NOT NULL
+    UNION SELECT anonymous_id FROM g WHERE anonymous_id IS NOT NULL
+    UNION SELECT previous_id FROM g WHERE previous_id IS NOT NULL
+),
+known AS (
+    SELECT i.distinct_id, m.canonical_id
+    FROM identities i JOIN person_map m USING (person_id)
+    WHERE i.distinct_id IN (SELECT id FROM ids)
+),
+links AS (
+    SELECT anonymous_id AS anon, user_id FROM g
+    WHERE anonymous_id IS NOT NULL AND user_id IS NOT NULL AND anonymous_id <> user_id
+    UNION SELECT previous_id, user_id FROM g
+    WHERE previous_id IS NOT NULL AND user_id IS NOT NULL AND previous_id <> user_id
+)
+SELECT (SELECT count(*) FROM ids) <> (SELECT count(DISTINCT distinct_id) FROM known)
+    OR EXISTS (
+        SELECT 1 FROM links l
+        JOIN known a ON a.distinct_id = l.anon
+        JOIN known u ON u.distinct_id = l.user_id
+        WHERE a.canonical_id <> u.canonical_id
+          -- a shared device: an anonymous id already in a user's person is never merged
+          AND NOT EXISTS (
+              SELECT 1 FROM person_map m2 JOIN identities i2 USING (person_id)
+              WHERE m2.canonical_id = a.canonical_id AND i2.is_user
+          )
+    )
+"""
+
+
+def _identities_change(con: duckdb.DuckDBPyConnection) -> bool:
+    row = con.execute(_IDENTITIES_CHANGE).fetchone()
+    return bool(row is None or row[0])
 
 
 def _insert_new(
@@ -484,14 +556,15 @@ def _insert_new(
 ) -> int:
     """Stitch identities, then insert the batch's first row of each event_id not yet stored."""
     window = f"INTERVAL {int(DEDUP_WINDOW.total_seconds())} SECOND"
-    con.execute(
-        "CREATE OR REPLACE TEMP VIEW _good AS "
-        'SELECT user_id, anonymous_id, previous_id, "timestamp" FROM _v WHERE _reason IS NULL'
-    )
-    assign_persons(con, "_good")
-    con.execute("DROP VIEW _good")
+    if _identities_change(con):
+        con.execute(
+            "CREATE OR REPLACE TEMP VIEW _good AS "
+            'SELECT user_id, anonymous_id, previous_id, "timestamp" FROM _v WHERE _reason IS NULL'
+        )
+        assign_persons(con, "_good")
+        con.execute("DROP VIEW _good")
     cols, _, _ = _typed_columns(schema, store_currency)
-    _register_channels(con)
+    con.register("_channels", _channel_table(con))
     select = []
     for name in EVENT_SCHEMA.names:
         if name == "received_at":
@@ -513,13 +586,13 @@ def _insert_new(
     # bounds as constants: the scan of stored ids prunes row groups by their timestamp stats
     inserted = con.execute(
         f"""
-        INSERT INTO events ({", ".join(_q(n) for n in EVENT_SCHEMA.names)}, seq)
+        INSERT INTO event_log ({", ".join(_q(n) for n in EVENT_SCHEMA.names)}, seq)
         WITH keep AS (
             SELECT min(_row) AS _row, arg_min(coalesce(user_id, anonymous_id), _row) AS person_key,
                    arg_min(ch.channel, _row) AS channel
             FROM _v v JOIN _channels ch USING (_ch_src, _ch_med, _ch_ref, _ch_internal)
             WHERE _reason IS NULL AND NOT EXISTS (
-                SELECT 1 FROM events e
+                SELECT 1 FROM event_keys e
                 WHERE e.event_id = v.event_id AND e."timestamp" BETWEEN $3 AND $4
             )
             GROUP BY event_id
