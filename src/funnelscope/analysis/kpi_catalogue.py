@@ -449,25 +449,12 @@ def render_markdown() -> str:
 
 # -- base relations, written once as SQL -------------------------------------------------------
 
-_ORDER_EVENTS = """
-    SELECT person_id, event_id, ts, order_key, revenue, currency, items FROM (
-        SELECT person_id, event_id, "timestamp" AS ts, coalesce(order_id, event_id) AS order_key,
-               revenue, currency, items,
-               row_number() OVER (PARTITION BY coalesce(order_id, event_id)
-                                  ORDER BY "timestamp", event_id) AS dup
-        FROM events WHERE event = 'order_completed'
-    ) WHERE dup = 1
-"""
 _RATES = """
     SELECT currency, valid_from, rate,
            lead(valid_from) OVER (PARTITION BY currency ORDER BY valid_from) AS valid_to
     FROM (SELECT currency, CAST("date" AS TIMESTAMPTZ) AS valid_from, max(rate) AS rate
           FROM currency_rates GROUP BY currency, "date")
 """
-# An event belongs to the session whose (first, last) events enclose it in (ts, event_id) order.
-_IN_SESSION = """s.person_id = {a}.person_id
-    AND ({a}.ts > s.started_at OR ({a}.ts = s.started_at AND {a}.event_id >= s.first_event_id))
-    AND ({a}.ts < s.ended_at OR ({a}.ts = s.ended_at AND {a}.event_id <= s.last_event_id))"""
 _RATE_JOIN = """LEFT JOIN _rates r ON r.currency = {a}.currency
     AND {a}.currency <> $store_currency AND {ts} >= r.valid_from
     AND (r.valid_to IS NULL OR {ts} < r.valid_to)"""
@@ -501,7 +488,8 @@ class BasePlan:
         if name in self._have:
             return
         self._have.add(name)
-        if name == "sessions":  # inline CTEs, or nothing when the table is materialised
+        # the relations of sessions.journey_ctes: inline CTEs, or nothing when materialised
+        if name == "sessions":
             self.ctes.update(self._session_ctes)
             return
         build: Callable[[], None] = getattr(self, f"_{name.lstrip('_')}")
@@ -527,10 +515,9 @@ class BasePlan:
     def _rates(self) -> None:
         self._add("_rates", _RATES)
 
-    def _order_events(self) -> None:
-        self._add("_order_events", _ORDER_EVENTS)
-
     def _orders_all(self) -> None:
+        # attributed_orders: one row per order with its session's channel... and order rank
+        # (materialised with the sessions on the embedded engine; sessions.order_ctes)
         body = f"""
             SELECT o.person_id, o.event_id, o.ts, o.order_key, o.currency, o.items,
                    {_RATE.format(a="o")} AS rate,
@@ -539,14 +526,11 @@ class BasePlan:
                    CAST(o.revenue * {_RATE.format(a="o")} AS DECIMAL(18, 4)) AS revenue,
                    CASE WHEN o.revenue IS NOT NULL AND o.currency <> $store_currency
                         AND r.rate IS NULL THEN 1 ELSE 0 END AS unconverted,
-                   row_number() OVER (PARTITION BY o.person_id ORDER BY o.ts, o.order_key)
-                     AS order_rank,
-                   {_SESSION_COLS}
-            FROM _order_events o
+                   o.order_rank, o.channel, o.campaign, o.device, o.country
+            FROM attributed_orders o
             {_RATE_JOIN.format(a="o", ts="o.ts")}
-            LEFT JOIN sessions s ON {_IN_SESSION.format(a="o")}
         """
-        self._add("_orders_all", body, "_order_events", "_rates", "sessions")
+        self._add("_orders_all", body, "_rates", "sessions")
 
     def _first_orders(self) -> None:
         self._add("_first_orders", "SELECT person_id, channel, country FROM _orders_all "
@@ -565,20 +549,15 @@ class BasePlan:
         self._add("traffic", body, "sessions")
 
     def _site_events(self) -> None:
+        # site_facts: the events of SITE_FACT_EVENTS, properties extracted (sessions.py)
         events = ", ".join("'" + e.replace("'", "''") + "'" for e in self._event_names) or "''"
         body = f"""
-            SELECT "timestamp" AS ts, person_id, event, channel, utm_campaign AS campaign,
-                   device_type AS device, country, product_id AS product, page_path AS page,
-                   CASE WHEN event = 'social_engaged' THEN lower(coalesce(
-                       properties->>'$.action', properties->>'$.type')) END AS social_action,
-                   CASE WHEN event = 'content_engaged'
-                        THEN TRY_CAST(properties->>'$.scroll_depth' AS DOUBLE) END AS scroll_depth,
-                   CASE WHEN event = 'page_viewed'
-                        THEN TRY_CAST(properties->>'$.load_time_ms' AS DOUBLE) END AS load_ms
-            FROM events
-            WHERE {_IN_WINDOW.format(ts='"timestamp"')} AND event IN ({events})
+            SELECT ts, person_id, event, channel, campaign, device, country, product, page,
+                   social_action, scroll_depth, load_ms
+            FROM site_facts
+            WHERE {_IN_WINDOW.format(ts="ts")} AND event IN ({events})
         """
-        self._add("site_events", body)
+        self._add("site_events", body, "sessions")
 
     def _spend(self) -> None:
         body = f"""
@@ -603,17 +582,14 @@ class BasePlan:
         self._add("email_sends", body, "_email_campaigns")
 
     def _email_engagement(self) -> None:
+        # email_touches: one row per person and campaign key opened or clicked (sessions.py)
         body = f"""
-            SELECT c.sent_at AS ts, 'email' AS channel, c.campaign_id AS campaign, e.person_id,
-                   1 AS opened, max(CASE WHEN e.event = 'email_clicked' THEN 1 ELSE 0 END)
-                     AS clicked
-            FROM events e JOIN _email_campaigns c
-              ON c.campaign_id = coalesce(e.properties->>'$.campaign_id', e.utm_campaign)
-            WHERE e.event IN ('email_opened', 'email_clicked')
-              AND {_IN_WINDOW.format(ts="c.sent_at")}
-            GROUP BY c.sent_at, c.campaign_id, e.person_id
+            SELECT c.sent_at AS ts, 'email' AS channel, c.campaign_id AS campaign, t.person_id,
+                   1 AS opened, t.clicked
+            FROM email_touches t JOIN _email_campaigns c ON c.campaign_id = t.campaign_key
+            WHERE {_IN_WINDOW.format(ts="c.sent_at")}
         """
-        self._add("email_engagement", body, "_email_campaigns")
+        self._add("email_engagement", body, "_email_campaigns", "sessions")
 
     def _orders(self) -> None:
         body = f"""
@@ -649,26 +625,23 @@ class BasePlan:
         """
         self._add("order_items", body, "_orders_all")
 
-    def _abandonment(self, name: str, at: str) -> None:
+    def _abandonment(self, name: str, at: str, order_at: str) -> None:
+        # cart_sessions: each cart session with the person's first order at or after its first
+        # add (checkout start); abandoned = no such order within the cart window (sessions.py)
         body = f"""
-            SELECT c.ts, c.person_id, c.channel, c.campaign, c.device, c.country,
-                   c.new_vs_returning, count(o.order_key) = 0 AS is_abandoned
-            FROM (SELECT person_id, session_number, {at} AS ts, {_SESSION_COLS},
-                         CASE WHEN is_new_visitor THEN 'new' ELSE 'returning' END
-                           AS new_vs_returning
-                  FROM sessions s WHERE {_IN_WINDOW.format(ts=at)}) c
-            LEFT JOIN _order_events o ON o.person_id = c.person_id AND o.ts >= c.ts
-                 AND date_diff('microsecond', c.ts, o.ts) <= $cart_window_us
-            GROUP BY c.ts, c.person_id, c.session_number, c.channel, c.campaign, c.device,
-                     c.country, c.new_vs_returning
+            SELECT {at} AS ts, person_id, channel, campaign, device, country,
+                   CASE WHEN is_new_visitor THEN 'new' ELSE 'returning' END AS new_vs_returning,
+                   ({order_at} IS NULL OR date_diff('microsecond', {at}, {order_at})
+                                          > $cart_window_us) AS is_abandoned
+            FROM cart_sessions WHERE {_IN_WINDOW.format(ts=at)}
         """
-        self._add(name, body, "sessions", "_order_events")
+        self._add(name, body, "sessions")
 
     def _carts(self) -> None:
-        self._abandonment("carts", "first_add_at")
+        self._abandonment("carts", "first_add_at", "add_order_at")
 
     def _checkouts(self) -> None:
-        self._abandonment("checkouts", "first_checkout_at")
+        self._abandonment("checkouts", "first_checkout_at", "checkout_order_at")
 
     def _customers(self) -> None:
         order = "PARTITION BY person_id ORDER BY ts, order_key"

@@ -359,10 +359,14 @@ def _run_window(
     """Every measure for one window: one query per base (and per quantile expression)."""
     dims = [_q(d) for d in spec.breakdown]
     out: dict[str, _MeasureValues] = {}
-    by_group: dict[tuple[str, str | None], list[Measure]] = {}
+    by_group: dict[tuple[str, str | None, tuple[str, ...]], list[Measure]] = {}
     for m in measures:
-        by_group.setdefault((m.base, m.expr if m.quantile is not None else None), []).append(m)
-    for (base, quantile_expr), group in by_group.items():
+        # A distinct count over a few event names gets its own narrow scan: grouped with the
+        # others it would hash every row the others read.
+        narrow = m.events if "distinct" in m.expr.lower() else ()
+        key = (m.base, m.expr if m.quantile is not None else None, narrow)
+        by_group.setdefault(key, []).append(m)
+    for (base, quantile_expr, _), group in by_group.items():
         site_events = [e for m in group for e in m.events]
         plan = BasePlan(granularity=spec.granularity, session=spec.session,
                         session_ctes=session_ctes, site_events=site_events)
@@ -507,9 +511,10 @@ def compute_kpis(engine: Engine, spec: KpiSpec) -> KpiResult:
     spec.validate()
     kpis = spec.kpis
     measures = _measures_of(kpis)
+    # sessions, attributed_orders, email_touches, site_facts: materialised, or inline CTEs
     session_ctes = (sessions_relation(engine, spec.session)
-                    if any(m.base not in ("spend", "email_sends", "email_engagement", "surveys",
-                                          "site_events") for m in measures) else [])
+                    if any(m.base not in ("spend", "email_sends", "surveys") for m in measures)
+                    else [])
     currency_rows = engine.sql("SELECT value FROM meta WHERE key = 'store_currency'").to_pylist()
     currency = str(currency_rows[0]["value"]) if currency_rows else "USD"
 

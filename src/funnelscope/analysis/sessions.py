@@ -23,9 +23,12 @@ The definition (docs/sessions.md has the long form and examples):
 Persons are stitched persons, so anonymous browsing later linked to a login belongs to the same
 person, and that person's first (anonymous) session is their only new-visitor session.
 
-On the embedded engine, sessions with the default timeout are materialised in the ``sessions``
-table (migration 0005) and rebuilt when the events or the stitching change; other engines and
-other timeouts run the same SQL inline as common table expressions.
+Orders are attributed to the session they were placed in (:func:`order_ctes`, last touch).
+
+On the embedded engine, sessions with the default timeout and the attributed orders are
+materialised in the ``sessions`` and ``attributed_orders`` tables and refreshed incrementally
+(:func:`refresh_sessions`: only persons touched since the last refresh are recomputed); other
+engines and other timeouts run the same SQL inline as common table expressions.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final, Literal
 
+import duckdb
 import pyarrow as pa
 
 from funnelscope.engines.base import Engine
@@ -42,12 +46,17 @@ from funnelscope.errors import InvalidSpecError, Problem
 from funnelscope.store.store import Store
 
 __all__ = [
+    "CACHE_VERSION",
     "DEFAULT_ENGAGEMENT_WINDOW",
     "DEFAULT_SESSION_TIMEOUT",
+    "IN_SESSION",
     "OFF_SITE_EVENTS",
+    "SITE_FACT_EVENTS",
     "VIEW_EVENTS",
     "SessionSpec",
     "bounce_sql",
+    "journey_ctes",
+    "order_ctes",
     "refresh_sessions",
     "session_ctes",
     "session_table",
@@ -216,45 +225,279 @@ def bounce_sql(spec: SessionSpec, alias: str = "") -> str:
     return f"({prefix}page_count <= 1 AND {prefix}interactions = 0)"
 
 
-# -- the materialised table (embedded engine) --------------------------------------------------
+# -- orders, attributed to the session they were placed in --------------------------------------
 
-_FINGERPRINT_SQL = """
-    SELECT (SELECT count(*) FROM main.events) || ':' ||
-           (SELECT coalesce(max(seq), -1) FROM main.events) || ':' ||
-           (SELECT count(*) FROM main.person_map) || ':' ||
-           (SELECT coalesce(bit_xor(hash(person_id, canonical_id)), 0) FROM main.person_map)
+# Orders are order_completed events, one per order_id (the first by time, then event_id).
+_ORDER_EVENTS = """
+    SELECT person_id, event_id, ts, order_key, revenue, currency, items FROM (
+        SELECT person_id, event_id, "timestamp" AS ts, coalesce(order_id, event_id) AS order_key,
+               revenue, currency, items,
+               row_number() OVER (PARTITION BY coalesce(order_id, event_id)
+                                  ORDER BY "timestamp", event_id) AS dup
+        FROM {source} WHERE event = 'order_completed'
+    ) WHERE dup = 1
 """
-# The stitched events, as the engine's ``events`` view shows them (a temp view cannot be used
-# inside the write transaction: there ``main.events`` would bind to the view itself).
-_CANONICAL_EVENTS = """(
-    SELECT e.* REPLACE (m.canonical_id AS person_id)
+# An event belongs to the session whose (first, last) events enclose it in (ts, event_id) order.
+IN_SESSION: Final = """s.person_id = {a}.person_id
+    AND ({a}.ts > s.started_at OR ({a}.ts = s.started_at AND {a}.event_id >= s.first_event_id))
+    AND ({a}.ts < s.ended_at OR ({a}.ts = s.ended_at AND {a}.event_id <= s.last_event_id))"""
+_ATTRIBUTED_ORDERS = f"""
+    SELECT o.person_id, o.event_id, o.ts, o.order_key, o.revenue, o.currency, o.items,
+           row_number() OVER (PARTITION BY o.person_id ORDER BY o.ts, o.order_key) AS order_rank,
+           s.channel, s.utm_campaign AS campaign, s.device_type AS device, s.country
+    FROM _order_events o LEFT JOIN sessions s ON {IN_SESSION.format(a="o")}
+"""
+
+
+def order_ctes(*, source: str = "events") -> list[tuple[str, str]]:
+    """Orders with the session they were placed in, as CTEs over ``events`` and ``sessions``.
+
+    ``attributed_orders`` has one row per order (``order_key``) with its person's order rank
+    (1 = first order ever, by time then order key) and the channel, campaign, device and
+    country of its session (last touch). ``cart_sessions`` has one row per session with an
+    add-to-cart or a checkout start and the person's first order at or after each.
+    """
+    return [("_order_events", _ORDER_EVENTS.format(source=source)),
+            ("attributed_orders", _ATTRIBUTED_ORDERS), ("cart_sessions", _CART_SESSIONS)]
+
+
+# Email opens and clicks per person and campaign (matched to email_campaigns at query time).
+_EMAIL_TOUCHES = """
+    SELECT person_id, coalesce(properties->>'$.campaign_id', utm_campaign) AS campaign_key,
+           max(CASE WHEN event = 'email_clicked' THEN 1 ELSE 0 END) AS clicked
+    FROM {source}
+    WHERE event IN ('email_opened', 'email_clicked')
+      AND coalesce(properties->>'$.campaign_id', utm_campaign) IS NOT NULL
+    GROUP BY person_id, coalesce(properties->>'$.campaign_id', utm_campaign)
+"""
+
+
+# Sessions with an add-to-cart or a checkout start, and the person's first order at or after
+# each (whether that is within the cart window is decided at query time).
+_CART_SESSIONS = """
+    SELECT s.person_id, s.session_number, s.first_add_at, s.first_checkout_at,
+           min(o.ts) FILTER (WHERE o.ts >= s.first_add_at) AS add_order_at,
+           min(o.ts) FILTER (WHERE o.ts >= s.first_checkout_at) AS checkout_order_at,
+           s.channel, s.utm_campaign AS campaign, s.device_type AS device, s.country,
+           s.is_new_visitor
+    FROM sessions s LEFT JOIN attributed_orders o ON o.person_id = s.person_id
+    WHERE s.first_add_at IS NOT NULL OR s.first_checkout_at IS NOT NULL
+    GROUP BY s.person_id, s.session_number, s.first_add_at, s.first_checkout_at, s.channel,
+             s.utm_campaign, s.device_type, s.country, s.is_new_visitor
+"""
+#: Events the ``site_facts`` relation keeps (page views only where a load time is tracked).
+SITE_FACT_EVENTS: Final = ("ad_impression", "social_engaged", "product_viewed",
+                           "content_engaged", "page_viewed")
+# The events KPIs count one by one, with their tracked properties extracted once.
+_SITE_FACTS = """
+    SELECT ts, person_id, event, channel, campaign, device, country, product, page,
+           social_action, scroll_depth, load_ms FROM (
+        SELECT "timestamp" AS ts, person_id, event, channel, utm_campaign AS campaign,
+               device_type AS device, country, product_id AS product, page_path AS page,
+               CASE WHEN event = 'social_engaged' THEN lower(coalesce(
+                   properties->>'$.action', properties->>'$.type')) END AS social_action,
+               CASE WHEN event = 'content_engaged'
+                    THEN TRY_CAST(properties->>'$.scroll_depth' AS DOUBLE) END AS scroll_depth,
+               CASE WHEN event = 'page_viewed'
+                    THEN TRY_CAST(properties->>'$.load_time_ms' AS DOUBLE) END AS load_ms
+        FROM {source}
+        WHERE event IN ('ad_impression', 'social_engaged', 'product_viewed', 'content_engaged',
+                        'page_viewed')
+    ) WHERE event <> 'page_viewed' OR load_ms IS NOT NULL
+"""
+
+
+def journey_ctes(
+    spec: SessionSpec = SessionSpec(), *, source: str = "events"
+) -> list[tuple[str, str]]:
+    """``sessions``, ``attributed_orders``, ``email_touches`` (a person's opened or clicked
+    email campaigns) and ``site_facts`` (the events of :data:`SITE_FACT_EVENTS` with their
+    tracked properties) inline: what the materialised tables hold."""
+    return [*session_ctes(spec, source=source), *order_ctes(source=source),
+            ("email_touches", _EMAIL_TOUCHES.format(source=source)),
+            ("site_facts", _SITE_FACTS.format(source=source))]
+
+
+# -- the materialised tables (embedded engine) -------------------------------------------------
+
+#: Bumped when the cached tables' definition changes: the next refresh rebuilds them.
+CACHE_VERSION: Final = 5
+_STATE_COLUMNS = ("cache_version", "timeout_us", "watermark_seq", "events_seen")
+# The cache's own tables. They are created here rather than by a migration because they belong
+# to this code: a new definition (CACHE_VERSION) rebuilds them, and dropping them loses nothing.
+_CACHE_DDL = (
+    """CREATE TABLE IF NOT EXISTS main.attributed_orders (
+        person_id INTEGER NOT NULL, event_id VARCHAR NOT NULL, ts TIMESTAMPTZ NOT NULL,
+        order_key VARCHAR NOT NULL, revenue DECIMAL(18, 4), currency VARCHAR,
+        items STRUCT(product_id VARCHAR, sku VARCHAR, name VARCHAR, category VARCHAR,
+                     brand VARCHAR, variant VARCHAR, price DECIMAL(18, 4), quantity INTEGER)[],
+        order_rank BIGINT NOT NULL, channel VARCHAR, campaign VARCHAR, device VARCHAR,
+        country VARCHAR)""",
+    "CREATE TABLE IF NOT EXISTS main.email_touches "
+    "(person_id INTEGER NOT NULL, campaign_key VARCHAR NOT NULL, clicked INTEGER NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS main.cart_sessions (
+        person_id INTEGER NOT NULL, session_number BIGINT NOT NULL, first_add_at TIMESTAMPTZ,
+        first_checkout_at TIMESTAMPTZ, add_order_at TIMESTAMPTZ, checkout_order_at TIMESTAMPTZ,
+        channel VARCHAR, campaign VARCHAR, device VARCHAR, country VARCHAR,
+        is_new_visitor BOOLEAN NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS main.site_facts (
+        ts TIMESTAMPTZ NOT NULL, person_id INTEGER NOT NULL, event VARCHAR NOT NULL,
+        channel VARCHAR, campaign VARCHAR, device VARCHAR, country VARCHAR, product VARCHAR,
+        page VARCHAR, social_action VARCHAR, scroll_depth DOUBLE, load_ms DOUBLE)""",
+    # person_map as the cached rows saw it: a changed row is a merge to re-sessionise
+    "CREATE TABLE IF NOT EXISTS main.sessions_person_map "
+    "(person_id INTEGER NOT NULL, canonical_id INTEGER NOT NULL)",
+)
+
+
+def _canonical_events(where: str = "") -> str:
+    # The stitched events, as the engine's ``events`` view shows them (a temp view cannot be
+    # used inside the write transaction: there ``main.events`` would bind to the view itself).
+    return f"""(
+        SELECT e.* REPLACE (m.canonical_id AS person_id)
+        FROM main.events e JOIN main.person_map m ON m.person_id = e.person_id {where}
+    )"""
+
+
+# The persons whose cached rows may be stale after events with seq > $wm arrived:
+# persons with new events, both sides of every changed stitching, and the owners of orders
+# whose order_id a new order_completed re-uses (the first such event wins the order).
+_AFFECTED_SQL = """
+    CREATE OR REPLACE TEMP TABLE _affected AS
+    SELECT m.canonical_id AS person_id
+    FROM main.events e JOIN main.person_map m ON m.person_id = e.person_id WHERE e.seq > $wm
+    UNION SELECT new_id FROM _remapped
+    UNION SELECT old_id FROM _remapped WHERE old_id IS NOT NULL
+    UNION SELECT a.person_id FROM main.attributed_orders a
+          WHERE a.order_key IN (SELECT coalesce(order_id, event_id) FROM main.events
+                                WHERE seq > $wm AND event = 'order_completed')
+"""
+_REMAPPED_SQL = """
+    CREATE OR REPLACE TEMP TABLE _remapped AS
+    SELECT m.person_id, m.canonical_id AS new_id, p.canonical_id AS old_id
+    FROM main.person_map m LEFT JOIN main.sessions_person_map p ON p.person_id = m.person_id
+    WHERE p.canonical_id IS DISTINCT FROM m.canonical_id
+"""
+_AFFECTED_KEYS_SQL = """
+    CREATE OR REPLACE TEMP TABLE _affected_keys AS
+    SELECT DISTINCT coalesce(e.order_id, e.event_id) AS order_key
     FROM main.events e JOIN main.person_map m ON m.person_id = e.person_id
-)"""
-# store -> (store.version, timeout_us) last seen fresh, so unchanged stores skip the fingerprint
+    WHERE e.event = 'order_completed' AND m.canonical_id IN (SELECT person_id FROM _affected)
+"""
+# store -> (store.version, timeout_us) last seen fresh, so unchanged stores skip the checks
 _fresh: weakref.WeakKeyDictionary[Store, tuple[int, int]] = weakref.WeakKeyDictionary()
 
 
-def refresh_sessions(store: Store, spec: SessionSpec = SessionSpec()) -> bool:
-    """Rebuild the ``sessions`` table if the events or the stitching changed; True if rebuilt.
+def _ensure_cache_tables(cur: duckdb.DuckDBPyConnection) -> None:
+    columns = tuple(r[0] for r in cur.execute(
+        "SELECT column_name FROM duckdb_columns() WHERE schema_name = 'main' "
+        "AND table_name = 'sessions_state' ORDER BY column_index").fetchall())
+    if columns != _STATE_COLUMNS:  # migration 0005's (timeout_us, fingerprint), or none
+        cur.execute("DROP TABLE IF EXISTS main.sessions_state")
+        cur.execute("CREATE TABLE main.sessions_state (cache_version INTEGER NOT NULL, "
+                    "timeout_us BIGINT NOT NULL, watermark_seq BIGINT NOT NULL, "
+                    "events_seen BIGINT NOT NULL)")
+    for ddl in _CACHE_DDL:
+        cur.execute(ddl)
 
-    The table always holds sessions cut with ``spec.timeout``; the bounce rule is applied at query
+
+def _rebuild(cur: duckdb.DuckDBPyConnection, spec: SessionSpec, *, persons: bool) -> None:
+    """Recompute the cached rows: of the persons in ``_affected`` only, or of everyone."""
+    person_filter = "WHERE m.canonical_id IN (SELECT person_id FROM _affected)" if persons else ""
+    if persons:
+        cur.execute("DELETE FROM main.sessions "
+                    "WHERE person_id IN (SELECT person_id FROM _affected)")
+        cur.execute("DELETE FROM main.attributed_orders "
+                    "WHERE person_id IN (SELECT person_id FROM _affected)")
+        cur.execute("DELETE FROM main.email_touches "
+                    "WHERE person_id IN (SELECT person_id FROM _affected)")
+        cur.execute("DELETE FROM main.site_facts "
+                    "WHERE person_id IN (SELECT person_id FROM _affected)")
+        cur.execute("DELETE FROM main.cart_sessions "
+                    "WHERE person_id IN (SELECT person_id FROM _affected)")
+    else:
+        cur.execute("DELETE FROM main.sessions")
+        cur.execute("DELETE FROM main.attributed_orders")
+        cur.execute("DELETE FROM main.email_touches")
+        cur.execute("DELETE FROM main.site_facts")
+        cur.execute("DELETE FROM main.cart_sessions")
+    source = _canonical_events(person_filter)
+    ctes = session_ctes(spec, source=source)
+    cur.execute("INSERT INTO main.sessions " + _with(ctes, "SELECT * FROM sessions"))
+    cur.execute("INSERT INTO main.email_touches " + _EMAIL_TOUCHES.format(source=source))
+    cur.execute("INSERT INTO main.site_facts " + _SITE_FACTS.format(source=source))
+    # Which order event wins an order_id is decided over every person's events with that id.
+    order_source = _canonical_events("WHERE e.event = 'order_completed'")
+    keep = ""
+    if persons:
+        cur.execute(_AFFECTED_KEYS_SQL)
+        order_source = _canonical_events(
+            "WHERE e.event = 'order_completed' AND coalesce(e.order_id, e.event_id) IN "
+            "(SELECT order_key FROM _affected_keys)")
+        keep = " WHERE person_id IN (SELECT person_id FROM _affected)"
+    # ``sessions`` here is main.sessions, just refreshed
+    cur.execute("INSERT INTO main.attributed_orders "
+                + _with(order_ctes(source=order_source)[:2],
+                        "SELECT * FROM attributed_orders" + keep))
+    # ``sessions`` and ``attributed_orders`` here are the tables, both refreshed
+    cur.execute("INSERT INTO main.cart_sessions " + _CART_SESSIONS
+                + (" HAVING s.person_id IN (SELECT person_id FROM _affected)" if persons else ""))
+
+
+def refresh_sessions(store: Store, spec: SessionSpec = SessionSpec()) -> bool:
+    """Bring the cached tables of :func:`journey_ctes` up to date; True if they changed.
+
+    Incremental: only the persons touched since the last refresh are re-sessionised (persons
+    with events of a higher ``seq`` than the watermark, persons merged by stitching, owners of
+    re-used order ids), so the cost follows the new events, not the store. The tables are
+    rebuilt in full the first time, for another timeout, for a new :data:`CACHE_VERSION`, or
+    when rows appeared or vanished below the watermark. The bounce rule is applied at query
     time. Read-only stores cannot be refreshed (callers then run the SQL inline).
+
+    Examples
+    --------
+    >>> import funnelscope
+    >>> ws = funnelscope.open(":memory:")
+    >>> refresh_sessions(ws.store), refresh_sessions(ws.store)
+    (True, False)
     """
     if _fresh.get(store) == (store.version, spec.timeout_us):
         return False
-    fingerprint = str(store.query(_FINGERPRINT_SQL)[0][0])
-    state = store.query("SELECT timeout_us, fingerprint FROM sessions_state")
-    if state and (int(state[0][0]), str(state[0][1])) == (spec.timeout_us, fingerprint):
-        _fresh[store] = (store.version, spec.timeout_us)
-        return False
+    changed = True
     with store.write() as cur:
-        cur.execute("DELETE FROM main.sessions")
-        ctes = session_ctes(spec, source=_CANONICAL_EVENTS)
-        cur.execute("INSERT INTO main.sessions " + _with(ctes, "SELECT * FROM sessions"))
-        cur.execute("DELETE FROM sessions_state")
-        cur.execute("INSERT INTO sessions_state VALUES (?, ?)", [spec.timeout_us, fingerprint])
+        _ensure_cache_tables(cur)
+        state = cur.execute("SELECT cache_version, timeout_us, watermark_seq, events_seen "
+                            "FROM main.sessions_state").fetchall()
+        top, total = cur.execute(
+            "SELECT coalesce(max(seq), -1), count(*) FROM main.events").fetchall()[0]
+        incremental = bool(state) and tuple(state[0][:2]) == (CACHE_VERSION, spec.timeout_us)
+        if incremental:
+            watermark, seen = int(state[0][2]), int(state[0][3])
+            below = cur.execute("SELECT count(*) FROM main.events WHERE seq <= ?",
+                                [watermark]).fetchall()[0][0]
+            incremental = int(below) == seen
+        if incremental:
+            cur.execute(_REMAPPED_SQL)
+            cur.execute(_AFFECTED_SQL, {"wm": watermark})
+            changed = bool(cur.execute("SELECT count(*) FROM _affected").fetchall()[0][0])
+            if changed:
+                _rebuild(cur, spec, persons=True)
+            cur.execute("DELETE FROM main.sessions_person_map "
+                        "WHERE person_id IN (SELECT person_id FROM _remapped)")
+            cur.execute("INSERT INTO main.sessions_person_map "
+                        "SELECT person_id, new_id FROM _remapped")
+        else:
+            _rebuild(cur, spec, persons=False)
+            cur.execute("DELETE FROM main.sessions_person_map")
+            cur.execute("INSERT INTO main.sessions_person_map SELECT person_id, canonical_id "
+                        "FROM main.person_map")
+        cur.execute("DELETE FROM main.sessions_state")
+        cur.execute("INSERT INTO main.sessions_state VALUES (?, ?, ?, ?)",
+                    [CACHE_VERSION, spec.timeout_us, int(top), int(total)])
+        for name in ("_remapped", "_affected", "_affected_keys"):
+            cur.execute(f"DROP TABLE IF EXISTS {name}")
     _fresh[store] = (store.version, spec.timeout_us)
-    return True
+    return changed
 
 
 def _materialised_store(engine: Engine) -> Store | None:
@@ -264,7 +507,7 @@ def _materialised_store(engine: Engine) -> Store | None:
         return None
     store = engine.store
     has_table = store.query(
-        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'sessions_state' "
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'sessions' "
         "AND schema_name = 'main'"
     )[0][0]
     read_only = bool(store.query("SELECT current_setting('access_mode') = 'read_only'")[0][0])
@@ -272,14 +515,17 @@ def _materialised_store(engine: Engine) -> Store | None:
 
 
 def sessions_relation(engine: Engine, spec: SessionSpec = SessionSpec()) -> list[tuple[str, str]]:
-    """The CTEs a query needs before it can read ``sessions``: none when materialised."""
+    """The CTEs a query needs before it can read the relations of :func:`journey_ctes`
+    (``sessions``, ``attributed_orders``, ``cart_sessions``, ``email_touches``, ``site_facts``):
+    none when they
+    are materialised (embedded engine, default timeout, writable store)."""
     spec.validate()
     if spec.is_default_cut:
         store = _materialised_store(engine)
         if store is not None:
             refresh_sessions(store, spec)
             return []
-    return session_ctes(spec)
+    return journey_ctes(spec)
 
 
 def session_table(
