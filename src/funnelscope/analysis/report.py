@@ -19,15 +19,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Final
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final
+
+import numpy as np
 
 from funnelscope.engines.base import Engine
 from funnelscope.events.stages import DEFAULT_STAGE_MODEL, ORDER_EVENT, STAGES, Stage, StageModel
 
-__all__ = ["StageReport", "StageRow", "stage_kpis", "stage_report", "wilson_interval"]
+if TYPE_CHECKING:
+    from funnelscope.store.layout import PersonLayout
+
+__all__ = [
+    "StageReport", "StageRow", "stage_counts", "stage_kpis", "stage_report", "wilson_interval",
+]
 
 Z95: Final = 1.959963984540054
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def wilson_interval(successes: int, trials: int, z: float = Z95) -> tuple[float, float] | None:
@@ -104,6 +112,83 @@ def _staged_events_sql(model: StageModel) -> str:
     """
 
 
+#: Per stage: (events, persons with one or more of its events); per top stage: persons.
+StageCounts = tuple[dict[int, tuple[int, int]], dict[int, int]]
+
+
+def _stage_counts_sql(engine: Engine, model: StageModel, start: datetime,
+                      end: datetime) -> StageCounts:
+    """One query: each person's events per stage and top stage, then summed per top stage."""
+    # Plain CASE sums (no FILTER clause): the same SQL runs transpiled on Spark.
+    per_person = ", ".join(
+        f"sum(CASE WHEN stage = {int(s)} THEN 1 ELSE 0 END) AS e{int(s)}" for s in STAGES)
+    totals = ", ".join(
+        f"sum(e{int(s)}) AS events{int(s)}, "
+        f"sum(CASE WHEN e{int(s)} > 0 THEN 1 ELSE 0 END) AS persons{int(s)}"
+        for s in STAGES)
+    rows = engine.sql(
+        _staged_events_sql(model)
+        + f"""
+        SELECT top, count(*) AS persons, {totals} FROM (
+            SELECT person_id, max(stage) AS top, {per_person}
+            FROM staged WHERE stage IS NOT NULL GROUP BY person_id
+        ) GROUP BY top
+        """,
+        {"start": start, "end": end},
+    ).to_pylist()
+    active = {
+        int(s): (sum(int(r[f"events{int(s)}"] or 0) for r in rows),
+                 sum(int(r[f"persons{int(s)}"] or 0) for r in rows))
+        for s in STAGES
+    }
+    return active, {int(r["top"]): int(r["persons"]) for r in rows}
+
+
+def _stage_counts_layout(layout: PersonLayout, model: StageModel, start: datetime,
+                         end: datetime) -> StageCounts:
+    """The same counts from the in-memory person layout, in one pass (no SQL).
+
+    Rows are grouped by (canonical) person and time-ordered inside each person, so an order's
+    rank is a running count of the person's orders. Orders at the same instant may be ranked
+    either way round, which changes no count: both are inside or both outside the period.
+    """
+    from funnelscope.kernels.stages import stage_counts_kernel
+
+    stage_of_code = np.zeros(max(len(layout.event_names), 1), np.int8)
+    for code, name in enumerate(layout.event_names):
+        stage_of_code[code] = int(model.events.get(name, 0))
+    order_code = layout.code_of(ORDER_EVENT)
+    events, persons, tops = stage_counts_kernel(
+        layout.offsets, layout.ts, layout.codes, stage_of_code,
+        order_code=-1 if order_code is None else order_code,
+        retention=int(Stage.RETENTION) if model.repeat_order_is_retention else 0,
+        start_us=_micros(start), end_us=_micros(end), n_stages=len(STAGES),
+    )
+    active = {int(s): (int(events[int(s)]), int(persons[int(s)])) for s in STAGES}
+    return active, {int(s): int(tops[int(s)]) for s in STAGES if tops[int(s)]}
+
+
+def _micros(at: datetime) -> int:
+    delta = at - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def stage_counts(engine: Engine, *, start: datetime, end: datetime,
+                 model: StageModel = DEFAULT_STAGE_MODEL,
+                 use_layout: bool = True) -> StageCounts:
+    """Per stage ``(events, active persons)`` and per top stage the persons, in ``[start, end)``.
+
+    The embedded engine counts from its person layout (kept in memory and refreshed with each
+    commit) unless ``use_layout`` is False (the server's choice while the layout is first being
+    built); other engines run one SQL query. Both give the same numbers.
+    """
+    from funnelscope.engines.embedded import EmbeddedEngine
+
+    if use_layout and isinstance(engine, EmbeddedEngine):
+        return _stage_counts_layout(engine.person_layout(), model, start, end)
+    return _stage_counts_sql(engine, model, start, end)
+
+
 def stage_kpis(engine: Engine, *, start: datetime, end: datetime) -> dict[Stage, dict[str, Any]]:
     """Each stage's main KPIs over ``[start, end)`` with the change vs the previous period."""
     from funnelscope.analysis.kpi_catalogue import MAIN_KPIS
@@ -130,34 +215,16 @@ def stage_report(
     end: datetime,
     model: StageModel = DEFAULT_STAGE_MODEL,
     with_kpis: bool = True,
+    use_layout: bool = True,
 ) -> StageReport:
     """Persons reaching each stage in ``[start, end)``, with conversion between stages.
 
     With ``with_kpis`` (the default) each row also carries its stage's main KPIs and their change
-    vs the previous period of the same length (:func:`stage_kpis`).
+    vs the previous period of the same length (:func:`stage_kpis`). ``use_layout``: see
+    :func:`stage_counts`.
     """
-    params = {"start": start, "end": end}
-    base = _staged_events_sql(model)
-    per_stage = engine.sql(
-        base
-        + """
-        SELECT stage, count(*) AS events, count(DISTINCT person_id) AS persons
-        FROM staged WHERE stage IS NOT NULL GROUP BY stage
-        """,
-        params,
-    ).to_pylist()
-    furthest = engine.sql(
-        base
-        + """
-        SELECT top, count(*) AS persons FROM (
-            SELECT person_id, max(stage) AS top FROM staged WHERE stage IS NOT NULL
-            GROUP BY person_id
-        ) GROUP BY top
-        """,
-        params,
-    ).to_pylist()
-    active = {int(r["stage"]): (int(r["events"]), int(r["persons"])) for r in per_stage}
-    at_top = {int(r["top"]): int(r["persons"]) for r in furthest}
+    active, at_top = stage_counts(engine, start=start, end=end, model=model,
+                                  use_layout=use_layout)
     kpis = stage_kpis(engine, start=start, end=end) if with_kpis else {}
     rows: list[StageRow] = []
     previous: int | None = None

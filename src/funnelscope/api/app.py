@@ -41,6 +41,7 @@ ROUTERS: Final = (
     "funnelscope.api.collect",
     "funnelscope.api.live",
     "funnelscope.api.query",
+    "funnelscope.api.overview",
     "funnelscope.api.customers",
     "funnelscope.api.goals",
     "funnelscope.web.routes",

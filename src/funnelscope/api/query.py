@@ -10,16 +10,14 @@ UTC) or ISO datetimes (UTC when no offset is given). The global filters are ``ch
 ``device``, ``country`` and ``customer`` (``new`` or ``returning``); each takes one value or a
 comma-separated list.
 
-Routes::
+Routes (the Overview's ``/api/v1/info``, ``/report`` and ``/channels`` are in
+:mod:`funnelscope.api.overview`, which computes them ahead of the first look)::
 
-    GET  /api/v1/info                 store summary, filter values, pages this server offers
-    GET  /api/v1/report               stage funnel + the stage KPI cards (value, change, series)
     POST /api/v1/funnels              a FunnelSpec as JSON -> the FunnelResult as JSON
     POST /api/v1/funnels/persons      CSV of the persons at, or dropped at, step N
     GET  /api/v1/funnels/explain      why one person is counted where they are
     GET  /api/v1/kpis                 any KPIs over time, with breakdown and comparison
     GET  /api/v1/kpis/catalogue       every KPI: name, stage, unit, formula, description
-    GET  /api/v1/channels             spend, CTR, CAC and ROAS per channel
     GET  /api/v1/quarantine           rejected rows with reasons, paged
     GET  /api/v1/imports              import history
     GET  /api/v1/sources              sources with their keys (never the secrets) and volumes
@@ -31,7 +29,6 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Final, Literal
@@ -60,12 +57,7 @@ CUSTOMER_TYPES: Final = ("new", "returning")
 #: ``total`` is one value for the whole period (no time buckets).
 GRANULARITIES: Final = ("day", "week", "month", "total")
 COMPARES: Final = ("previous_period", "none")
-#: The channel table: spend = cac's numerator, impressions and clicks = ctr's parts.
-CHANNEL_KPIS: Final = ("ctr", "cac", "roas", "orders", "revenue")
-CHANNEL_COLUMNS: Final = (*CHANNEL_KPIS, "spend", "impressions", "clicks", "new_customers")
 MAX_PAGE: Final = 500
-#: Values of each filter offered in the dashboard's selects (most frequent first).
-MAX_DIMENSION_VALUES: Final = 60
 MAX_PAYLOAD_CHARS: Final = 4000
 #: Answers kept by the result cache (each a few KB to a few hundred KB of JSON-able data).
 MAX_CACHED: Final = 64
@@ -88,35 +80,62 @@ class ResultCache:
 
     Every committed write bumps ``Store.version``, so a cached answer is never older than the
     data: the dashboard's second look at a page costs nothing, and a new event invalidates all.
+    A key being computed is computed once: a second caller (another tab, or the Overview's
+    background warm-up, api/overview.py) waits for that answer instead of computing it again.
     """
 
     def __init__(self, size: int = MAX_CACHED) -> None:
         self._size = size
         self._lock = threading.Lock()
         self._items: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
+        self._pending: dict[tuple[Any, ...], threading.Event] = {}
+        #: answers computed here (not served from the cache): tells warm-up from a request
+        self.computed = 0
+
+    def peek(self, key: tuple[Any, ...]) -> dict[str, Any] | None:
+        """The cached answer for ``key``, or None (never computes)."""
+        with self._lock:
+            return self._items.get(key)
 
     def get(self, key: tuple[Any, ...], compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-        value = compute()
-        with self._lock:
-            self._items[key] = value
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
-        return value
+        while True:
+            with self._lock:
+                if key in self._items:
+                    self._items.move_to_end(key)
+                    return self._items[key]
+                running = self._pending.get(key)
+                if running is None:
+                    done = self._pending[key] = threading.Event()
+                    break
+            running.wait()  # then take its answer, or compute ourselves if it failed
+        try:
+            value = compute()
+            with self._lock:
+                self.computed += 1
+                self._items[key] = value
+                while len(self._items) > self._size:
+                    self._items.popitem(last=False)
+            return value
+        finally:
+            with self._lock:
+                del self._pending[key]
+            done.set()
+
+
+def answer_cache(request: Request) -> ResultCache:
+    """The app's answer cache (created on first use)."""
+    cache: ResultCache | None = getattr(request.app.state, "query_cache", None)
+    if cache is None:
+        cache = request.app.state.query_cache = ResultCache()
+    return cache
 
 
 def cached(
     request: Request, ws: Workspace, compute: Callable[[], dict[str, Any]], *extra: Any
 ) -> dict[str, Any]:
     """``compute()``, or its answer for the same route, query, body and store version."""
-    cache = getattr(request.app.state, "query_cache", None)
-    if cache is None:
-        cache = request.app.state.query_cache = ResultCache()
     key = (ws.store.version, request.url.path, str(request.url.query), *extra)
-    return cache.get(key, compute)
+    return answer_cache(request).get(key, compute)
 
 
 def jsonable(value: Any) -> Any:
@@ -240,45 +259,6 @@ def _dataframe_rows(frame: Any) -> list[dict[str, Any]]:
     """A pandas DataFrame's rows as JSON-able dicts."""
     records: list[dict[str, Any]] = frame.to_dict(orient="records")
     return [jsonable(r) for r in records]
-
-
-# -- store summary ---------------------------------------------------------------------------------
-
-#: Pages that exist only when their router is mounted: page -> the router module it needs.
-OPTIONAL_PAGES: Final = {
-    "customers": "funnelscope.api.customers",
-    "goals": "funnelscope.api.goals",
-    "live": "funnelscope.api.live",
-}
-
-
-@router.get("/info", summary="Store summary, filter values and the pages this server offers")
-def info(request: Request, ws: WorkspaceDep) -> dict[str, Any]:
-    return cached(request, ws, lambda: _info(ws))
-
-
-def _info(ws: Workspace) -> dict[str, Any]:
-    from funnelscope.api.app import ROUTERS
-
-    summary = ws.info()
-    rows = ws.store.query(
-        """
-        SELECT channel, device_type, country, event, count(*) AS n
-        FROM events
-        GROUP BY GROUPING SETS ((channel), (device_type), (country), (event))
-        ORDER BY n DESC
-        """
-    )
-    dims: dict[str, list[str]] = {"channel": [], "device": [], "country": []}
-    events: list[dict[str, Any]] = []
-    for channel, device, country, event, n in rows:
-        if event is not None:
-            events.append({"event": event, "count": int(n)})
-        for key, value in (("channel", channel), ("device", device), ("country", country)):
-            if value is not None and len(dims[key]) < MAX_DIMENSION_VALUES:
-                dims[key].append(value)
-    features = {page: module in ROUTERS for page, module in OPTIONAL_PAGES.items()}
-    return json_object({**summary, "dimensions": dims, "event_names": events, "features": features})
 
 
 # -- data: quarantine, imports, sources ----------------------------------------------------------
@@ -533,111 +513,6 @@ def kpis(
         return json_object(out)
 
     return cached(request, ws, compute)
-
-
-@router.get("/channels", summary="Spend, CTR, CAC and ROAS per channel, from the KPI catalogue")
-def channels(request: Request, ws: WorkspaceDep, common: CommonDep) -> dict[str, Any]:
-    return cached(request, ws, lambda: _channels(ws, common))
-
-
-def _channels(ws: Workspace, common: Common) -> dict[str, Any]:
-    start, end = _bounds(ws, common)
-    usable, skipped = _filterable(list(CHANNEL_KPIS), common.filters)
-    if skipped:
-        # Spend data is per channel and campaign only: a device or country filter cannot apply
-        # to it, and an unfiltered table under a filter would mislead.
-        return {
-            "currency": ws.store.currency,
-            "channels": [],
-            "unavailable": "channel spend, CTR, CAC and ROAS "
-            + next(iter(skipped.values()))
-            + "; clear that filter to see them",
-        }
-    result = _run_kpis(ws, usable, start, end, breakdown=["channel"], filters=common.filters)
-    table: dict[str, dict[str, Any]] = {}
-    for row in result.rows:
-        channel = dict(row.breakdown).get("channel") or "(none)"
-        item = table.setdefault(channel, {"channel": channel, **dict.fromkeys(CHANNEL_COLUMNS)})
-        item[row.kpi] = row.value
-        if row.kpi == "ctr":
-            item["clicks"], item["impressions"] = row.numerator, row.denominator
-        elif row.kpi == "cac":
-            item["spend"], item["new_customers"] = row.numerator, row.denominator
-    rows = sorted(table.values(), key=lambda r: (-(r.get("revenue") or 0), r["channel"]))
-    return json_object({"currency": result.currency, "channels": rows})
-
-
-# -- the stage report ------------------------------------------------------------------------------
-
-
-def _sparkline_granularity(start: datetime, end: datetime) -> str:
-    days = (end - start).days
-    return "day" if days <= 120 else "week" if days <= 730 else "month"
-
-
-@router.get("/report", summary="The stage funnel and each stage's KPI cards")
-def report(request: Request, ws: WorkspaceDep, common: CommonDep) -> dict[str, Any]:
-    """Stage counts, then per stage its main KPIs: the period's value, the previous period's,
-    the change, and a series (day, week or month by the period's length) for a sparkline.
-    KPIs that cannot be filtered by an active filter come back with ``value: null`` and
-    ``unavailable`` saying why."""
-    return cached(request, ws, lambda: _report(ws, common))
-
-
-def _report(ws: Workspace, common: Common) -> dict[str, Any]:
-    from funnelscope.analysis.kpi_catalogue import MAIN_KPIS, kpi_by_name
-
-    start, end = _bounds(ws, common)
-    names = [n for stage in MAIN_KPIS for n in MAIN_KPIS[stage]]
-    usable, skipped = _filterable(names, common.filters)
-    granularity = _sparkline_granularity(start, end)
-    # Three independent scans: run together, so one waits on I/O while another computes.
-    with ThreadPoolExecutor(3, thread_name_prefix="report") as pool:
-        staged = pool.submit(ws.stage_report, start, end)
-        totals_job = pool.submit(
-            _run_kpis, ws, usable, start, end, compare="previous_period", filters=common.filters
-        )
-        series_job = pool.submit(
-            _run_kpis, ws, usable, start, end, granularity=granularity, filters=common.filters
-        )
-        with as_http():
-            stage_result = staged.result()
-        totals, series = totals_job.result(), series_job.result()
-    stages = []
-    for row in stage_result.rows:
-        item = row.to_dict()
-        item["label"] = row.stage.label
-        stages.append(item)
-    points: dict[str, list[dict[str, Any]]] = {}
-    for r in series.rows:
-        points.setdefault(r.kpi, []).append({"period": r.period, "value": r.value})
-    by_name = {r.kpi: r for r in totals.rows}
-    cards = []
-    for name in names:
-        entry = _catalogue_entry(kpi_by_name(name))
-        row = by_name.get(name)
-        entry.update(
-            {
-                "value": row.value if row else None,
-                "previous_value": row.previous_value if row else None,
-                "change": row.change if row else None,
-                "note": row.note if row else None,
-                "unavailable": skipped.get(name),
-                "series": points.get(name, []),
-            }
-        )
-        cards.append(entry)
-    return json_object(
-        {
-            "start": start,
-            "end": end,
-            "currency": totals.currency,
-            "granularity": granularity,
-            "stages": stages,
-            "kpis": cards,
-            "stage_filters_applied": not common.filters,
-        }
-    )
 
 
 # -- recent events (the Live page's stream) ---------------------------------------------------

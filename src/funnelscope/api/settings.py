@@ -59,3 +59,6 @@ class ApiSettings:
     webhooks_every_seconds: float = 60.0
     segments_every_seconds: float = 900.0
     goals_every_seconds: float = 900.0
+    #: The Overview's answers are computed ahead (api/overview.py) at start and after new data,
+    #: at most this often; 0 turns the warm-up off.
+    overview_warm_seconds: float = 10.0

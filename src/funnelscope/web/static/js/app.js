@@ -2,7 +2,6 @@
 // and rendering the page module named by the path. The page reads everything else from the URL.
 
 import { api, ApiError, clearKey, getKey, setKey } from "./api.js";
-import { loadPlotly } from "./charts.js";
 import { errorBox, h, label, stateBox } from "./format.js";
 import { apiParams, FILTER_KEYS, getState, hrefFor, resolveRange, setState } from "./state.js";
 
@@ -201,7 +200,9 @@ function navigate(event) {
 }
 
 function boot() {
-  loadPlotly().catch(() => {}); // start parsing the charting library while the data loads
+  // plotly.js is fetched early by index.html's preload link but run only when a page draws its
+  // first chart: running it holds the main thread for a second or more, and the numbers of a
+  // page must not wait behind it.
   document.body.addEventListener("click", navigate);
   window.addEventListener("popstate", render);
   document.addEventListener("fs:state", render);

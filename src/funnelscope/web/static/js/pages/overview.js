@@ -1,6 +1,8 @@
 // Overview: the stage funnel, KPI cards per stage (sparkline + change vs the previous period),
 // revenue and orders over time, and the channel table. Each section loads on its own, so a
-// slow or failing one does not hide the others.
+// slow or failing one does not hide the others. Charts are drawn only once every number is in
+// the page: running plotly's 4 MB script takes the main thread for a second or more, and
+// numbers arriving meanwhile would wait for it.
 
 import { api } from "../api.js";
 import { plot, sparkline, STAGE_COLOURS } from "../charts.js";
@@ -32,9 +34,8 @@ function stageStrip(report) {
         : `${percent(s.conversion_from_previous)} of ${report.stages[i - 1].label}`))));
 }
 
-function funnelChart(report) {
-  const el = h("div", { class: "chart", testid: "chart-stage-funnel" });
-  plot(el, [{
+function funnelChart(el, report) {
+  return plot(el, [{
     type: "funnel",
     y: report.stages.map((s) => s.label),
     x: report.stages.map((s) => s.persons),
@@ -44,7 +45,6 @@ function funnelChart(report) {
     hovertemplate: "%{y}: %{x:,} persons<br>%{percentPrevious:.1%} of previous stage"
       + "<extra></extra>",
   }], { margin: { l: 90, r: 16, t: 6, b: 6 }, hovermode: "closest", height: 250 });
-  return el;
 }
 
 function kpiCard(kpi, currency) {
@@ -80,20 +80,23 @@ function kpiCards(report) {
 async function journeySection(section, trend, ctx) {
   const report = await api("/api/v1/report", { params: ctx.params, signal: ctx.signal });
   const reached = report.stages.some((s) => s.persons > 0);
+  const funnel = h("div", { class: "chart", testid: "chart-stage-funnel" });
   section.replaceChildren(
     h("div", { class: "panel" },
       h("div", { class: "page-head" }, h("h2", {}, "Journey"),
         h("span", { class: "muted small" }, report.stage_filters_applied
           ? "Persons who reached each stage in the period; conversion from the previous stage"
           : "Stage counts are for all visitors: the filters apply to the KPI cards")),
-      reached ? [stageStrip(report), funnelChart(report)] : noData(ctx)),
+      reached ? [stageStrip(report), funnel] : noData(ctx)),
     reached && report.kpis.length ? kpiCards(report) : "",
   );
-  // Wrapped, so awaiting the numbers does not wait for the chart.
-  return { drawn: trendSection(trend, report) };
+  const draw = trendSection(trend, report);
+  // The charts, for later: see the note at the top.
+  return () => Promise.all([reached ? funnelChart(funnel, report) : null, draw()]);
 }
 
-async function trendSection(section, report) {
+/** Fills the revenue and orders section; returns the function that draws its chart. */
+function trendSection(section, report) {
   // Revenue and orders come with the report's KPI series: one query instead of two.
   const series = (name) => report.kpis.find((k) => k.name === name)?.series || [];
   const revenue = series("revenue");
@@ -104,8 +107,8 @@ async function trendSection(section, report) {
     h("span", { class: "muted small" }, `per ${report.granularity}, in ${report.currency}`)),
   hasOrders ? chart
     : stateBox("empty", "No orders in this period", "Pick a longer period or clear the filters."));
-  if (!hasOrders) return;
-  await plot(chart, [
+  if (!hasOrders) return async () => {};
+  return () => plot(chart, [
     { type: "bar", name: `Revenue (${report.currency})`, x: revenue.map((r) => r.period),
       y: revenue.map((r) => r.value), marker: { color: "#9cc3e8" } },
     { type: "scatter", mode: "lines+markers", name: "Orders", x: orders.map((r) => r.period),
@@ -168,11 +171,11 @@ export async function render(root, ctx) {
     if (section === journey) trend.replaceChildren(errorBox(err, "revenue and orders"));
     return null;
   };
-  // The sections fill in with numbers first; the charts are drawn once plotly has parsed.
-  const [loaded] = await Promise.all([
+  // Numbers first, in every section; then the charts (see the note at the top).
+  const [drawCharts] = await Promise.all([
     journeySection(journey, trend, ctx).catch(failed(journey, "the journey")),
     channelSection(channels, ctx).catch(failed(channels, "the channels")),
   ]);
   performance.mark("fs:numbers:overview");
-  if (loaded) await loaded.drawn.catch(failed(trend, "revenue and orders"));
+  if (drawCharts) await drawCharts().catch(failed(trend, "revenue and orders"));
 }
