@@ -3,9 +3,12 @@
 Generated logs stress the tie rules: few distinct seconds (many equal timestamps), windows that
 land exactly on later events (``t = t0 + window``), several step-1 events per person, persons
 with only later steps, and unrelated events. ``ordered`` is compared with the default mode on
-every log; ``strict`` with ``'strict_order', 'strict_deduplication'`` on persons with one step-1
-event, where ClickHouse's scan-stops-at-first-violation rule and funnelscope's "best attempt"
-rule coincide (docs/funnels.md, "Differences from ClickHouse").
+every log. With repeated step names (``a, b, a``) ClickHouse's default mode lets one event fill
+several steps and funnelscope does not: there it is compared with ``'strict_once'`` (which
+tracks rows, so one event fills one step) on logs of very few distinct seconds. ``strict`` is
+compared with ``'strict_order', 'strict_deduplication'`` on persons with one step-1 event, where
+ClickHouse's scan-stops-at-first-violation rule and funnelscope's "best attempt" rule coincide
+(docs/funnels.md, "Differences from ClickHouse").
 """
 
 from __future__ import annotations
@@ -38,10 +41,11 @@ def _flatten(persons: list[list[tuple[int, int]]]) -> Log:
     return [(p, t, e) for p, events in enumerate(persons) for t, e in events]
 
 
-def chdb_levels(log: Log, window: int, modes: tuple[str, ...] = ()) -> dict[int, int]:
+def chdb_levels(log: Log, window: int, modes: tuple[str, ...] = (),
+                steps: tuple[str, ...] = STEPS) -> dict[int, int]:
     rows = ", ".join(f"({p}, {t}, '{NAMES[e]}')" for p, t, e in log)
     params = ", ".join([str(window), *(f"'{m}'" for m in modes)])
-    conds = ", ".join(f"e = '{s}'" for s in STEPS)
+    conds = ", ".join(f"e = '{s}'" for s in steps)
     query = (
         f"SELECT p, windowFunnel({params})(t, {conds}) AS level "
         f"FROM values('p UInt32, t UInt32, e String', {rows}) GROUP BY p ORDER BY p"
@@ -50,8 +54,8 @@ def chdb_levels(log: Log, window: int, modes: tuple[str, ...] = ()) -> dict[int,
     return {int(line.split(",")[0]): int(line.split(",")[1]) for line in out}
 
 
-def our_levels(log: Log, window: int, mode: str, *,
-               shuffle_seed: int | None = None) -> dict[int, int]:
+def our_levels(log: Log, window: int, mode: str, *, shuffle_seed: int | None = None,
+               steps: tuple[str, ...] = STEPS) -> dict[int, int]:
     rows = list(log)
     if shuffle_seed is not None:
         random.Random(shuffle_seed).shuffle(rows)
@@ -59,7 +63,7 @@ def our_levels(log: Log, window: int, mode: str, *,
     ts = np.array([t * 1_000_000 for _, t, _ in rows], np.int64)
     codes = np.array([e for _, _, e in rows], np.int64)
     layout = PersonLayout.from_arrays(person, ts, codes, NAMES)
-    spec = FunnelSpec.of(*STEPS, window=timedelta(seconds=window), mode=mode)
+    spec = FunnelSpec.of(*steps, window=timedelta(seconds=window), mode=mode)
     out = compute_outcomes(spec, layout)
     return dict(zip(out.column("person_id").to_pylist(), out.column("level").to_pylist(),
                     strict=True))
@@ -74,6 +78,24 @@ def test_ordered_equals_window_funnel(persons: list[list[tuple[int, int]]], wind
     assert our_levels(log, window, "ordered") == expected
     # input row order never matters (equal timestamps are ordered by step)
     assert our_levels(log, window, "ordered", shuffle_seed=seed) == expected
+
+
+# repeated step names, and most events of a person at the same few seconds
+REPEATED = (("a", "b", "a"), ("a", "a", "b"), ("a", "b", "a", "b"), ("a", "b", "c", "a", "b"),
+            ("b", "a", "a", "b"), ("a", "a", "a"))
+_crowded = st.lists(st.lists(st.tuples(st.integers(0, 3), st.sampled_from(range(len(NAMES)))),
+                             min_size=1, max_size=8), min_size=7, max_size=10)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(persons=_crowded, window=st.sampled_from([0, 1, 2]), steps=st.sampled_from(REPEATED),
+       seed=st.integers(0, 99))
+def test_repeated_steps_equal_strict_once(persons: list[list[tuple[int, int]]], window: int,
+                                          steps: tuple[str, ...], seed: int) -> None:
+    log = _flatten(persons)
+    expected = chdb_levels(log, window, ("strict_once",), steps)
+    assert our_levels(log, window, "ordered", steps=steps) == expected
+    assert our_levels(log, window, "ordered", steps=steps, shuffle_seed=seed) == expected
 
 
 def _one_start(events: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -106,3 +128,20 @@ def test_strict_equals_strict_order_with_one_start(persons: list[list[tuple[int,
 def test_pinned_cases_match_chdb(log: Log, window: int, level: int) -> None:
     assert chdb_levels(log, window) == {0: level}
     assert our_levels(log, window, "ordered") == {0: level}
+
+
+@pytest.mark.parametrize(
+    ("log", "steps", "window", "level"),
+    [
+        # a@2 -> b@3 -> a@3: the a at 3 is the third step, not a newer start
+        pytest.param([(0, 2, 0), (0, 3, 0), (0, 3, 1)], ("a", "b", "a"), 1, 3,
+                     id="same_instant_event_on_a_repeated_step"),
+        pytest.param([(0, 0, 0), (0, 5, 1)], ("a", "a", "b"), 10, 1, id="one_event_one_step"),
+        pytest.param([(0, 4, 0), (0, 4, 0), (0, 4, 1), (0, 4, 0)], ("a", "b", "a", "a"), 0, 4,
+                     id="all_at_one_instant"),
+    ],
+)
+def test_pinned_repeated_step_cases_match_strict_once(log: Log, steps: tuple[str, ...],
+                                                      window: int, level: int) -> None:
+    assert chdb_levels(log, window, ("strict_once",), steps) == {0: level}
+    assert our_levels(log, window, "ordered", steps=steps) == {0: level}

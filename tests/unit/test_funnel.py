@@ -225,14 +225,67 @@ def test_one_event_fills_one_step() -> None:
     assert _levels([(0, 0), (1, 0), (5, 1)], spec) == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known limitation (docs/funnels.md, 'Repeated steps at one instant'): with a step "
-    "name repeated (a, b, a), an event at the same instant as step 2 that also matches step 1 "
-    "becomes the later start and the earlier chain a@2 -> b@3 -> a@3 is lost",
-)
 def test_same_instant_event_matching_two_repeated_steps() -> None:
+    # the a at 3 is step 3 of the chain started at 2, not (only) a newer start
     events = [(2, 0), (3, 0), (3, 1)]  # a@2, a@3, b@3
     spec = FunnelSpec.of("a", "b", "a", window=timedelta(seconds=1))
     assert brute_ordered(events, ["a", "b", "a"], 1, [None] * 3, [False] * 3) == 3
     assert _levels(events, spec) == 3
+
+
+_crowded = st.lists(st.tuples(st.integers(0, 2), st.integers(0, 3)), min_size=1, max_size=7)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events=_crowded, window=st.integers(0, 2),
+       steps=st.sampled_from([["a", "b", "a", "b"], ["a", "a", "b", "a"], ["b", "a", "a", "b"],
+                              ["a", "b", "c", "a"], ["a", "a", "a", "a"]]),
+       limit=st.sampled_from([None, 0, 1]), optional=st.booleans(), shuffle=st.randoms())
+def test_repeated_steps_at_crowded_instants(events: list[tuple[int, int]], window: int,
+                                            steps: list[str], limit: int | None, optional: bool,
+                                            shuffle: Any) -> None:
+    # most events share an instant and match several steps: every way of giving them out counts
+    limits: list[int | None] = [None, None, None if limit is None else min(limit, window), None]
+    opt = [False, optional, False, False]
+    spec = FunnelSpec.of(
+        steps[0], Step(steps[1], is_optional=optional),
+        Step(steps[2], within=None if limits[2] is None else timedelta(seconds=limits[2])),
+        steps[3], window=timedelta(seconds=window))
+    expected = brute_ordered(events, steps, window, limits, opt)
+    assert _levels(events, spec) == expected
+    shuffle.shuffle(events)
+    assert _levels(events, spec) == expected
+
+
+@pytest.mark.parametrize(
+    ("events", "steps", "level"),
+    [
+        # a bot's burst: 40 identical views at one instant fill the three view steps
+        pytest.param([(0, 0)] * 40 + [(0, 1)], ["a", "a", "a", "b"], 4, id="burst"),
+        pytest.param([(0, 0)] * 2 + [(0, 1)], ["a", "a", "a", "b"], 2, id="two_of_three"),
+        pytest.param([(0, 1), (0, 0), (0, 1), (0, 0)], ["a", "b", "a", "b"], 4, id="all_at_once"),
+    ],
+)
+def test_same_instant_bursts(events: list[tuple[int, int]], steps: list[str], level: int) -> None:
+    assert _levels(events, FunnelSpec.of(*steps, window=timedelta(seconds=0))) == level
+
+
+@pytest.mark.parametrize(("period", "unit"), [(0, "D"), (1, "W"), (2, "M")])
+def test_trend_periods_follow_the_utc_calendar(period: int, unit: str) -> None:
+    from funnelscope.kernels.outcomes import trend_counts
+
+    # every day of 1900..2100 at 00:00 and 23:59:59.999999, and one unit without an entry
+    days = np.arange(-25567, 47482, dtype=np.int64)
+    us = np.concatenate([days * 86_400_000_000, days * 86_400_000_000 + 86_399_999_999])
+    none = np.iinfo(np.int64).min
+    times = np.concatenate([us, [none]])[:, None]
+    first, entered, _ = trend_counts(times, np.ones(times.shape[0], np.int64), 1, True,
+                                     period, none)
+    dates = us.astype("datetime64[us]")
+    if unit == "W":  # ISO weeks start on Monday; 1970-01-01 was a Thursday
+        start = dates.astype("datetime64[D]").astype(np.int64)
+        expected = start - (start + 3) % 7
+    else:
+        expected = dates.astype(f"datetime64[{unit}]").astype(np.int64)
+    assert first == expected.min()
+    assert entered.tolist() == np.bincount(expected - expected.min()).tolist()

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from funnelscope.analysis.funnel import FunnelSpec, PropertyFilter
 from funnelscope.events.stages import ORDER_EVENT, Stage
 from funnelscope.kernels import funnel as kf
+from funnelscope.kernels import funnel_plain as kp
 from funnelscope.kernels.cluster import cluster_rows
 from funnelscope.kernels.outcomes import chain_rows_and_times
 from funnelscope.store.layout import PersonLayout
@@ -298,6 +299,11 @@ def prepare(spec: FunnelSpec, layout: PersonLayout) -> Stream:
 
 def run_kernel(spec: FunnelSpec, s: Stream) -> tuple[Any, ...]:
     """(kernel unit, attempt, level, reached, advanced, chain) with chain in stream rows."""
+    return _run_kernel(spec, s)[:6]
+
+
+def _run_kernel(spec: FunnelSpec, s: Stream) -> tuple[Any, ...]:
+    """:func:`run_kernel` plus the chain's times when the kernel wrote them (else None)."""
     n = len(spec.steps)
     window = int(spec.window.total_seconds() * 1_000_000)
     limits = np.array([-1 if st.within is None else int(st.within.total_seconds() * 1e6)
@@ -317,7 +323,7 @@ def run_kernel(spec: FunnelSpec, s: Stream) -> tuple[Any, ...]:
             limits, optional, lo, hi, overlap)
         keep = unit >= 0
         return (unit[keep], attempt[keep], level[keep], reached[keep],
-                np.zeros(int(keep.sum()), np.int64), chain[keep])
+                np.zeros(int(keep.sum()), np.int64), chain[keep], None)
     if spec.mode == "strict":
         level, reached, advanced, chain = kf.strict_uniques(
             chunks, s.offsets, s.ts, s.codes, s.lut, s.emask, s.xmask, s.hold, n, window,
@@ -325,13 +331,23 @@ def run_kernel(spec: FunnelSpec, s: Stream) -> tuple[Any, ...]:
     elif spec.mode == "any":
         level, reached, advanced, chain = kf.any_uniques(
             chunks, s.offsets, s.ts, s.codes, s.lut, s.emask, n, window, lo, hi)
+    elif _is_plain(spec) and not overlap:
+        # the common funnel: each event in at most one step
+        step_of = np.full(s.lut.shape[0], -1, np.int64)
+        for code, bits in enumerate(s.lut):
+            if bits:
+                step_of[code] = int(bits).bit_length() - 1
+        level, reached, advanced, chain, times = kp.ordered_lean(
+            chunks, s.offsets, s.ts, s.codes, step_of, s.emask, n, window, lo, hi)
+        return np.arange(units, dtype=np.int64), np.zeros(units, np.int32), level, reached, \
+            advanced, chain, times
     elif _is_plain(spec):
         lut_steps = np.full((s.lut.shape[0], n + 1), -1, np.int64)
         for code, bits in enumerate(s.lut):
             steps = [k for k in range(n) if int(bits) >> k & 1]
             steps = steps[::-1] if overlap else steps
             lut_steps[code, :len(steps)] = steps
-        level, reached, advanced, chain = kf.ordered_plain(
+        level, reached, advanced, chain, times = kp.ordered_plain(
             chunks, s.offsets, s.ts, s.codes, s.lut, s.emask, n, window, lo, hi, overlap,
             lut_steps)
         punted = np.flatnonzero(level < 0)
@@ -346,12 +362,15 @@ def run_kernel(spec: FunnelSpec, s: Stream) -> tuple[Any, ...]:
                 window, limits, optional, lo, hi, overlap, False)
             level[punted], reached[punted], advanced[punted] = lv, rc, ad
             chain[punted] = np.where(chn >= 0, take[np.maximum(chn, 0)], -1)
+            times[punted] = np.where(chn >= 0, s.ts[chain[punted].clip(0)], NONE)
+        return np.arange(units, dtype=np.int64), np.zeros(units, np.int32), level, reached, \
+            advanced, chain, times
     else:
         level, reached, advanced, chain = kf.ordered_uniques(
             chunks, s.offsets, s.ts, s.codes, s.lut, s.emask, s.xmask, xfrom, xto, n, window,
             limits, optional, lo, hi, overlap, spec.is_open)
     unit = np.arange(units, dtype=np.int64)
-    return unit, np.zeros(units, np.int32), level, reached, advanced, chain
+    return unit, np.zeros(units, np.int32), level, reached, advanced, chain, None
 
 
 def _is_plain(spec: FunnelSpec) -> bool:
@@ -441,9 +460,10 @@ def compute_outcomes(spec: FunnelSpec, layout: PersonLayout) -> pa.Table:
 def compute_arrays(spec: FunnelSpec, layout: PersonLayout) -> Outcomes:
     """:func:`compute_outcomes` as arrays (the embedded engine skips the Arrow round trip)."""
     s = prepare(spec, layout)
-    kunit, attempt, level, reached, advanced, chain = run_kernel(spec, s)
+    kunit, attempt, level, reached, advanced, chain, times = _run_kernel(spec, s)
     n = len(spec.steps)
     if s.kunit_unit is not None:
+        times = None
         unit = s.kunit_unit[kunit]
         if spec.counting == "uniques":
             done = np.where(level > 0, _row_time(s, chain, np.maximum(level - 1, 0)), 0)
@@ -469,8 +489,11 @@ def compute_arrays(spec: FunnelSpec, layout: PersonLayout) -> Outcomes:
         reached, advanced, chain = reached[order], advanced[order], chain[order]
     else:
         unit = kunit if s.unit_index is None else s.unit_index[kunit]
-    rows, times = chain_rows_and_times(
-        np.ascontiguousarray(chain), _EMPTY_I64 if s.rows is None else s.rows, layout.ts)
+    if times is not None and s.rows is None:
+        rows = chain  # stream rows are layout rows, and the kernel wrote the times
+    else:
+        rows, times = chain_rows_and_times(
+            np.ascontiguousarray(chain), _EMPTY_I64 if s.rows is None else s.rows, layout.ts)
     breakdowns: list[pa.Array] = []
     if spec.breakdowns:
         touch = _attributed_rows(spec, rows, times)
@@ -481,8 +504,11 @@ def compute_arrays(spec: FunnelSpec, layout: PersonLayout) -> Outcomes:
                 pa.array([], pa.string())
             breakdowns.append(pc.if_else(mask, pa.nulls(len(touch), pa.string()), picked)
                               if len(touch) else picked)
+    whole = spec.counting == "uniques" and s.unit_label is None and s.unit_index is None \
+        and s.kunit_unit is None and unit.shape[0] == layout.n_persons
     return Outcomes(
-        person_id=layout.person_ids[s.unit_person[unit]],
+        # every person a unit, in layout order: no gather (copied: layouts refresh in place)
+        person_id=layout.person_ids.copy() if whole else layout.person_ids[s.unit_person[unit]],
         unit=None if s.unit_label is None else s.unit_label.take(pa.array(unit)),
         attempt=attempt.astype(np.int32, copy=False), level=level.astype(np.int8, copy=False),
         reached=reached.astype(np.int64, copy=False),

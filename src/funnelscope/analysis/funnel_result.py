@@ -311,14 +311,7 @@ def _times_to_convert(spec: FunnelSpec, times: npt.NDArray[np.int64]
     return tuple(out), _distribution(None, total / 1e6, spec.window)
 
 
-def _period_starts(seconds: npt.NDArray[np.float64], period: str) -> npt.NDArray[np.int64]:
-    """Start of each entry's UTC period, as epoch days (day/week) or months since 1970."""
-    days = np.floor(seconds / 86400).astype(np.int64)
-    if period == "day":
-        return days
-    if period == "week":
-        return days - (days + 3) % 7  # 1970-01-01 was a Thursday; ISO weeks start on Monday
-    return days.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64)
+_PERIODS: Final = {"day": 0, "week": 1, "month": 2}  # trend_counts' period codes
 
 
 def _period_datetime(value: int, period: str) -> datetime:
@@ -333,26 +326,14 @@ def _trend(spec: FunnelSpec, times: npt.NDArray[np.int64],
     n = len(spec.steps)
     if times.shape[0] == 0:
         return ()
-    if spec.is_open or spec.mode == "any":
-        entry_us = np.where(times == NONE, np.iinfo(np.int64).max, times).min(axis=1)
-        ok = entry_us != np.iinfo(np.int64).max
-    else:
-        entry_us = times[:, 0]
-        ok = entry_us != NONE
-    entry = entry_us / 1e6
-    if not ok.any():
-        return ()
-    periods = _period_starts(entry[ok], spec.trend_period)
-    r = reached[ok]
-    first = int(periods.min())
-    from funnelscope.kernels.outcomes import period_counts
+    from funnelscope.kernels.outcomes import trend_counts
 
-    slot = periods - first
-    entered_by, per_step = period_counts(slot, np.ascontiguousarray(r, np.int64), n,
-                                         int(slot.max()) + 1)
+    first, entered_by, per_step = trend_counts(
+        np.ascontiguousarray(times), np.ascontiguousarray(reached, np.int64), n,
+        not (spec.is_open or spec.mode == "any"), _PERIODS[spec.trend_period], NONE)
     points = []
     for offset in np.flatnonzero(entered_by):
-        value = first + int(offset)
+        value = int(first) + int(offset)
         counts = tuple(int(c) for c in per_step[offset])
         entered = int(entered_by[offset])
         converted = counts[-1]

@@ -8,10 +8,12 @@ exclusions a row matches (bit ``j`` is exclusion ``j``, between steps ``xfrom[j]
 ``xto[j]``); an empty ``xmask`` means none.
 
 Semantics (docs/funnels.md): rows with equal timestamps are processed as one group, step by
-step in step order (ClickHouse sorts ``(ts, step)``); each slot ``k`` keeps the chain with the
-latest start among the chains that reached step ``k``, which is never worse than an earlier
-start (perf-baselines section 2). When one event can match several steps (``overlap``), a slot
-also keeps the best chain written by another event, so one event fills at most one step.
+step in step order (ClickHouse sorts ``(ts, step)``); each slot ``k`` keeps the chains that
+reached step ``k`` and that no other one beats: a later start is never worse (perf-baselines
+section 2), so that is usually one chain. Per-step limits also value a later last step, and
+when one event can match several steps (``overlap``; one event fills at most one step) a chain
+holding fewer rows of the current instant can still use them: those keep a few more candidates
+(exact, see :func:`_offer`), and only the general kernels pay for them.
 
 Outputs per unit: ``level`` (furthest step reached, 1-based; 0 = never entered), ``reached``
 (bit mask of the steps the counted chain did; for open funnels every step done), ``advanced``
@@ -29,7 +31,6 @@ __all__ = [
     "any_uniques",
     "chunks_for",
     "first_time_only",
-    "ordered_plain",
     "ordered_totals",
     "ordered_uniques",
     "repeat_rows",
@@ -53,101 +54,204 @@ def _mask(i, codes, lut, emask):  # type: ignore[no-untyped-def]  # pragma: no c
 
 
 @nb.njit(cache=True, nogil=True)
-def _step(  # type: ignore[no-untyped-def]  # pragma: no cover - numba
-    k, e, t, n, window, limits, optional, entry_ok, overlap, is_open, has, val, srec, rec, fst,
-    state,
-):
-    """Offer row ``e`` (time ``t``) as step ``k``.
+def _uses(r, e, t, ts, rec):  # type: ignore[no-untyped-def]  # pragma: no cover - numba
+    """Whether the chain ending at record ``r`` uses row ``e`` (of time ``t``): only its rows at
+    ``t`` can be ``e``, and those are its last records."""
+    while r >= 0:
+        row = rec[r, 0]
+        if row == e:
+            return True
+        if ts[row] != t:
+            return False
+        r = rec[r, 1]
+    return False
 
-    ``val[top, field, slot]``: fields are start, last, writer row, reached mask; ``top`` 0 is
-    the best chain of the slot, 1 the best chain written by another row (kept only with
-    ``overlap``). Chains are records ``rec[r] = (row, parent record, step)``; ``srec[top, k]``
-    is the slot's last record, so extending a chain costs O(1) whatever the step count.
-    ``state``: level, counted reached mask, steps done, steps advanced, counted chain record,
-    records used."""
-    found = False
-    bs = np.int64(0)
-    bp = 0
-    btop = 0
-    if k > 0:
-        p = k - 1
-        lim = limits[k]
-        while True:
-            for top in range(2):
-                if not has[top, p]:
-                    continue
-                if overlap and val[top, 1, p] == t:
-                    # one event fills one step: skip chains that already use this event (only
-                    # a chain whose last step is at this very time can contain it)
-                    used = False
-                    r = srec[top, p]
-                    while r >= 0:
-                        if rec[r, 0] == e:
-                            used = True
-                        r = rec[r, 1]
-                    if used:
-                        continue
-                s = val[top, 0, p]
-                if t - s > window:
-                    continue
-                if lim >= 0 and t - val[top, 1, p] > lim:
-                    continue
-                if not found or s > bs:
-                    found = True
-                    bs = s
-                    bp = p
-                    btop = top
-            if p == 0 or not optional[p]:
-                break
-            p -= 1
-    if found:
-        state[3] |= np.int64(1) << k
-    if entry_ok:
-        start = t
-    elif found:
-        start = bs
-    else:
-        return
-    tgt = 0
-    if overlap:
-        if has[0, k] and val[0, 2, k] == e:
-            if start < val[0, 0, k]:
-                return
-        elif not has[0, k] or start >= val[0, 0, k]:
-            if has[0, k]:
-                has[1, k] = True
-                for f in range(4):
-                    val[1, f, k] = val[0, f, k]
-                srec[1, k] = srec[0, k]
-            elif has[1, k] and val[1, 2, k] == e:
-                has[1, k] = False
+
+@nb.njit(cache=True, nogil=True)
+def _within(a, b, t, ts, rec):  # type: ignore[no-untyped-def]  # pragma: no cover - numba
+    """Whether every row at time ``t`` of chain ``a`` is also in chain ``b``."""
+    while a >= 0:
+        row = rec[a, 0]
+        if ts[row] != t:
+            return True
+        if not _uses(b, row, t, ts, rec):
+            return False
+        a = rec[a, 1]
+    return True
+
+
+@nb.njit(cache=True, nogil=True)
+def _in_turn(e, g0, r, t, ts, codes, lut, emask, rec):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """Rows of one instant with the same step mask are interchangeable, so a chain takes them in
+    row order: row ``e`` only once chain ``r`` holds the earlier rows like it (from ``g0``, the
+    group's first row). Candidates then differ by how many of each kind they use, not which."""
+    m = _mask(e, codes, lut, emask)
+    for f in range(g0, e):
+        if _mask(f, codes, lut, emask) == m and not _uses(r, f, t, ts, rec):
+            return False
+    return True
+
+
+@nb.njit(cache=True, nogil=True)
+def _drop(c, k, cnt, val, srec):  # type: ignore[no-untyped-def]  # pragma: no cover - numba
+    last = cnt[k] - 1
+    for f in range(3):
+        val[c, f, k] = val[last, f, k]
+    srec[c, k] = srec[last, k]
+    cnt[k] = last
+
+
+@nb.njit(cache=True, nogil=True)
+def _offer(k, s, t, reached, r, overlap, cnt, val, srec, ts, rec):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """Keep chain record ``r`` (start ``s``, last step at ``t``, the current time) in slot ``k``
+    unless a kept candidate is at least as good, and drop those it is at least as good as.
+    At least as good: a start as late (the window), a last step as late (per-step limits) and,
+    when one event can match several steps, no row of this instant the other does not use
+    (those rows cannot serve the chain's next steps)."""
+    for c in range(cnt[k]):
+        if val[c, 0, k] >= s and val[c, 1, k] >= t and (
+                not overlap or _within(srec[c, k], r, t, ts, rec)):
+            return False
+    c = 0
+    while c < cnt[k]:
+        if s >= val[c, 0, k] and (not overlap or (
+                val[c, 1, k] == t and _within(r, srec[c, k], t, ts, rec))):
+            _drop(c, k, cnt, val, srec)
         else:
-            if has[1, k] and val[1, 2, k] != e and start < val[1, 0, k]:
-                return
-            tgt = 1
-    bit = np.int64(1) << k
+            c += 1
+    c = cnt[k]
+    val[c, 0, k] = s
+    val[c, 1, k] = t
+    val[c, 2, k] = reached
+    srec[c, k] = r
+    cnt[k] = c + 1
+    return True
+
+
+@nb.njit(cache=True, nogil=True)
+def _extend(k, e, s, t, reached, parent, overlap, is_open, cnt, val, srec, ts, rec, fst,  # type: ignore[no-untyped-def]  # pragma: no cover
+            state):
+    """Offer the chain ``parent`` + row ``e`` as step ``k`` (start ``s``, reached mask)."""
     r = state[5]
-    state[5] = r + 1
     rec[r, 0] = e
+    rec[r, 1] = parent
     rec[r, 2] = k
-    if entry_ok:
-        rec[r, 1] = -1
-        val[tgt, 3, k] = bit
-    else:
-        rec[r, 1] = srec[btop, bp]
-        val[tgt, 3, k] = val[btop, 3, bp] | bit
-    has[tgt, k] = True
-    val[tgt, 0, k] = start
-    val[tgt, 1, k] = t
-    val[tgt, 2, k] = e
-    srec[tgt, k] = r
+    if not _offer(k, s, t, reached, r, overlap, cnt, val, srec, ts, rec):
+        return
+    state[5] = r + 1
     if is_open and fst[k] < 0:
         fst[k] = e
-    state[2] |= bit
-    if k + 1 > state[0]:
+    state[2] |= np.int64(1) << k
+    # the counted chain: the first to reach the furthest step, with the latest start
+    if k + 1 > state[0] or (k + 1 == state[0] and state[7] == t and s > state[6]):
         state[0] = k + 1
-        state[1] = val[tgt, 3, k]
+        state[1] = reached
         state[4] = r
+        state[6] = s
+        state[7] = t
+
+
+@nb.njit(cache=True, nogil=True)
+def _step(  # type: ignore[no-untyped-def]  # pragma: no cover - numba
+    k, e, g0, t, ts, codes, lut, emask, window, limits, optional, entry_ok, overlap, is_open,
+    cnt, val, srec, rec, fst, state,
+):
+    """Offer row ``e`` (time ``t``; its instant's rows start at ``g0``) as step ``k``.
+
+    Slot ``k`` keeps the candidate chains that reached step ``k`` and that no other candidate
+    beats (:func:`_offer`): ``val[c, field, k]`` with fields start, last step time, reached
+    mask, for ``c < cnt[k]``. Without repeated steps one candidate per slot is the rule (the
+    latest start), more only with per-step limits or optional steps. Chains are records
+    ``rec[r] = (row, parent record, step)``; ``srec[c, k]`` is a candidate's last record, so
+    extending a chain costs O(1) whatever the step count. ``state``: level, counted reached
+    mask, steps done, steps advanced, counted chain record, records used, counted start,
+    counted last time."""
+    bit = np.int64(1) << k
+    if entry_ok and (not overlap or _in_turn(e, g0, -1, t, ts, codes, lut, emask, rec)):
+        _extend(k, e, t, t, bit, -1, overlap, is_open, cnt, val, srec, ts, rec, fst, state)
+    if k == 0:
+        return
+    lim = limits[k]
+    found = False
+    bs = np.int64(0)
+    bc = -1
+    bp = 0
+    p = k - 1
+    while True:
+        for c in range(cnt[p]):
+            s = val[c, 0, p]
+            if t - s > window or (lim >= 0 and t - val[c, 1, p] > lim):
+                continue
+            r = srec[c, p]
+            if overlap:
+                # one event fills one step, and same-kind rows are taken in turn
+                if _uses(r, e, t, ts, rec) or not _in_turn(e, g0, r, t, ts, codes, lut, emask,
+                                                           rec):
+                    continue
+                _extend(k, e, s, t, val[c, 2, p] | bit, r, overlap, is_open, cnt, val, srec,
+                        ts, rec, fst, state)
+            elif bc < 0 or s > bs:
+                bs = s
+                bc = c
+                bp = p
+            found = True
+        if p == 0 or not optional[p]:
+            break
+        p -= 1
+    if found:
+        state[3] |= bit
+    if bc >= 0:
+        _extend(k, e, bs, t, val[bc, 2, bp] | bit, srec[bc, bp], overlap, is_open, cnt, val,
+                srec, ts, rec, fst, state)
+
+
+@nb.njit(cache=True, nogil=True)
+def _reserve(k, cnt, optional, val, srec, rec, state):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """Room for what one :func:`_step` at step ``k`` can add (grown arrays when needed)."""
+    need = 1
+    p = k - 1
+    while p >= 0:
+        need += cnt[p]
+        if p == 0 or not optional[p]:
+            break
+        p -= 1
+    if cnt[k] + need > val.shape[0]:
+        size = max(2 * val.shape[0], cnt[k] + need)
+        grown = np.zeros((size, val.shape[1], val.shape[2]), np.int64)
+        grown[:val.shape[0]] = val
+        val = grown
+        more = np.full((size, srec.shape[1]), -1, np.int64)
+        more[:srec.shape[0]] = srec
+        srec = more
+    if state[5] + need > rec.shape[0]:
+        bigger = np.empty((max(2 * rec.shape[0], state[5] + need), 3), np.int64)
+        bigger[:rec.shape[0]] = rec
+        rec = bigger
+    return val, srec, rec
+
+
+@nb.njit(cache=True, nogil=True)
+def _prune(m, cnt, val, srec):  # type: ignore[no-untyped-def]  # pragma: no cover - numba
+    """After an instant, in the slots of mask ``m``: rows of that instant no longer matter, so
+    keep only the candidates no other beats on start and last time (ties: the first)."""
+    k = 0
+    while m != 0:
+        if m & 1 and cnt[k] > 1:
+            c = 0
+            while c < cnt[k]:
+                beaten = False
+                for d in range(cnt[k]):
+                    if d != c and val[d, 0, k] >= val[c, 0, k] and val[d, 1, k] >= val[c, 1, k] \
+                            and (d < c or val[d, 0, k] > val[c, 0, k]
+                                 or val[d, 1, k] > val[c, 1, k]):
+                        beaten = True
+                        break
+                if beaten:
+                    _drop(c, k, cnt, val, srec)
+                else:
+                    c += 1
+        m >>= 1
+        k += 1
 
 
 @nb.njit(cache=True, nogil=True)
@@ -161,32 +265,32 @@ def _row_at_step(r, step, rec):  # type: ignore[no-untyped-def]  # pragma: no co
 
 
 @nb.njit(cache=True, nogil=True)
-def _exclude(x, t, ts, xfrom, xto, has, srec, rec):  # type: ignore[no-untyped-def]  # pragma: no cover
+def _exclude(x, t, ts, xfrom, xto, cnt, val, srec, rec):  # type: ignore[no-untyped-def]  # pragma: no cover
     """Drop chains that did step ``xfrom[j]`` before ``t`` and have not reached ``xto[j]``."""
     j = 0
     while x != 0:
         if x & 1:
             a = xfrom[j]
             for k in range(a, xto[j]):
-                for top in range(2):
-                    if has[top, k]:
-                        ea = _row_at_step(srec[top, k], a, rec)
-                        if ea >= 0 and ts[ea] < t:
-                            has[top, k] = False
+                c = 0
+                while c < cnt[k]:
+                    ea = _row_at_step(srec[c, k], a, rec)
+                    if ea >= 0 and ts[ea] < t:
+                        _drop(c, k, cnt, val, srec)
+                    else:
+                        c += 1
         x >>= 1
         j += 1
 
 
 @nb.njit(cache=True, nogil=True)
-def _reset(n, has, state, fst):  # type: ignore[no-untyped-def]  # pragma: no cover - numba
+def _reset(n, cnt, state, fst):  # type: ignore[no-untyped-def]  # pragma: no cover - numba
     for k in range(n):
-        has[0, k] = False
-        has[1, k] = False
+        cnt[k] = 0
         fst[k] = -1
-    for f in range(4):
+    for f in range(8):
         state[f] = 0
     state[4] = -1
-    state[5] = 0
 
 
 @nb.njit(cache=True, nogil=True)
@@ -207,7 +311,8 @@ def _group_end(i, hi, ts):  # type: ignore[no-untyped-def]  # pragma: no cover -
 
 @nb.njit(cache=True, nogil=True)
 def _records_needed(offsets, u0, u1, n):  # type: ignore[no-untyped-def]  # pragma: no cover
-    """An upper bound on the chain records of one unit of a block: rows x steps."""
+    """Chain records of one unit of a block, as first allocated: rows x steps (grown when the
+    candidates of repeated steps or limits need more, see :func:`_reserve`)."""
     most = 1
     for u in range(u0, u1):
         most = max(most, offsets[u + 1] - offsets[u])
@@ -219,7 +324,8 @@ def ordered_uniques(  # type: ignore[no-untyped-def]  # pragma: no cover - numba
     chunks, offsets, ts, codes, lut, emask, xmask, xfrom, xto, n, window, limits, optional,
     entry_lo, entry_hi, overlap, is_open,
 ):
-    """Per unit: the best chain over every start (ClickHouse ``windowFunnel`` default mode)."""
+    """Per unit: the best chain over every start (ClickHouse ``windowFunnel`` default mode;
+    with repeated steps, ``'strict_once'``)."""
     units = offsets.shape[0] - 1
     level = np.zeros(units, np.int8)
     reached = np.zeros(units, np.int64)
@@ -228,51 +334,47 @@ def ordered_uniques(  # type: ignore[no-untyped-def]  # pragma: no cover - numba
     for c in nb.prange(chunks):
         u0 = c * units // chunks
         u1 = (c + 1) * units // chunks
-        has = np.zeros((2, n), np.bool_)
-        val = np.zeros((2, 4, n), np.int64)
+        cnt = np.zeros(n, np.int64)
+        val = np.zeros((2, 3, n), np.int64)
         srec = np.full((2, n), -1, np.int64)
         rec = np.empty((_records_needed(offsets, u0, u1, n), 3), np.int64)
         fst = np.full(n, -1, np.int64)
-        state = np.zeros(6, np.int64)
+        state = np.zeros(8, np.int64)
         for u in range(u0, u1):
             lo = offsets[u]
             hi = offsets[u + 1]
             if lo == hi:
                 continue
-            _reset(n, has, state, fst)
+            _reset(n, cnt, state, fst)
             i = lo
             while i < hi:
                 t = ts[i]
                 j = _group_end(i, hi, ts)
                 in_range = entry_lo <= t < entry_hi
-                if j - i == 1:
-                    m = _mask(i, codes, lut, emask)
-                    k = 0
-                    while m != 0:
-                        if m & 1:
-                            ok = (k == 0 or is_open) and in_range
-                            _step(k, i, t, n, window, limits, optional, ok, overlap, is_open,
-                                  has, val, srec, rec, fst, state)
-                        m >>= 1
-                        k += 1
-                else:
-                    union = np.int64(0)
-                    for e in range(i, j):
-                        union |= _mask(e, codes, lut, emask)
-                    k = 0
-                    while union != 0:
-                        if union & 1:
-                            ok = (k == 0 or is_open) and in_range
-                            for e in range(i, j):
-                                if (_mask(e, codes, lut, emask) >> k) & 1:
-                                    _step(k, e, t, n, window, limits, optional, ok, overlap,
-                                          is_open, has, val, srec, rec, fst, state)
-                        union >>= 1
-                        k += 1
+                union = np.int64(0)
+                for e in range(i, j):
+                    union |= _mask(e, codes, lut, emask)
+                # equal timestamps: step by step in step order (ClickHouse sorts (ts, step))
+                m = union
+                k = 0
+                while m != 0:
+                    if m & 1:
+                        ok = (k == 0 or is_open) and in_range
+                        for e in range(i, j):
+                            if (_mask(e, codes, lut, emask) >> k) & 1:
+                                val, srec, rec = _reserve(k, cnt, optional, val, srec, rec,
+                                                          state)
+                                _step(k, e, i, t, ts, codes, lut, emask, window, limits,
+                                      optional, ok, overlap, is_open, cnt, val, srec, rec, fst,
+                                      state)
+                    m >>= 1
+                    k += 1
+                if overlap:
+                    _prune(union, cnt, val, srec)
                 if xmask.shape[0] > 0:
                     for e in range(i, j):
                         if xmask[e] != 0:
-                            _exclude(np.int64(xmask[e]), t, ts, xfrom, xto, has, srec, rec)
+                            _exclude(np.int64(xmask[e]), t, ts, xfrom, xto, cnt, val, srec, rec)
                 i = j
             level[u] = state[0]
             if is_open:
@@ -329,12 +431,12 @@ def ordered_totals(  # type: ignore[no-untyped-def]  # pragma: no cover - numba
     for c in nb.prange(chunks):
         u0 = c * units // chunks
         u1 = (c + 1) * units // chunks
-        has = np.zeros((2, n), np.bool_)
-        val = np.zeros((2, 4, n), np.int64)
+        cnt = np.zeros(n, np.int64)
+        val = np.zeros((2, 3, n), np.int64)
         srec = np.full((2, n), -1, np.int64)
         rec = np.empty((_records_needed(offsets, u0, u1, n), 3), np.int64)
         fst = np.full(n, -1, np.int64)
-        state = np.zeros(6, np.int64)
+        state = np.zeros(8, np.int64)
         for u in range(u0, u1):
             lo = offsets[u]
             hi = offsets[u + 1]
@@ -344,7 +446,7 @@ def ordered_totals(  # type: ignore[no-untyped-def]  # pragma: no cover - numba
             a = 0
             is_open = False
             start = np.int64(0)
-            _reset(n, has, state, fst)
+            _reset(n, cnt, state, fst)
             i = lo
             while i < hi:
                 t = ts[i]
@@ -355,24 +457,28 @@ def ordered_totals(  # type: ignore[no-untyped-def]  # pragma: no cover - numba
                     pos += 1
                     a += 1
                     is_open = False
-                    _reset(n, has, state, fst)
+                    _reset(n, cnt, state, fst)
                 in_range = entry_lo <= t < entry_hi
                 union = np.int64(0)
                 for e in range(i, j):
                     union |= _mask(e, codes, lut, emask)
+                opened = False  # an attempt opened at this instant may start at any of its rows
+                m = union
                 k = 0
-                while union != 0:
-                    if union & 1:
+                while m != 0:
+                    if m & 1:
                         for e in range(i, j):
                             if not (_mask(e, codes, lut, emask) >> k) & 1:
                                 continue
-                            ok = k == 0 and in_range and not is_open
+                            ok = k == 0 and in_range and (opened or not is_open)
                             if k > 0 and not is_open:
                                 continue
-                            _step(k, e, t, n, window, limits, optional, ok, overlap, False,
-                                  has, val, srec, rec, fst, state)
-                            if ok:
+                            val, srec, rec = _reserve(k, cnt, optional, val, srec, rec, state)
+                            _step(k, e, i, t, ts, codes, lut, emask, window, limits, optional,
+                                  ok, overlap, False, cnt, val, srec, rec, fst, state)
+                            if ok and not is_open:
                                 is_open = True
+                                opened = True
                                 start = t
                             if is_open and state[0] == n:
                                 _emit(pos, u, a, state, rec, out_unit, out_attempt, out_level,
@@ -380,9 +486,12 @@ def ordered_totals(  # type: ignore[no-untyped-def]  # pragma: no cover - numba
                                 pos += 1
                                 a += 1
                                 is_open = False
-                                _reset(n, has, state, fst)
-                    union >>= 1
+                                opened = False
+                                _reset(n, cnt, state, fst)
+                    m >>= 1
                     k += 1
+                if overlap:
+                    _prune(union, cnt, val, srec)
                 if is_open and xmask.shape[0] > 0:
                     for e in range(i, j):
                         x = np.int64(xmask[e])
@@ -397,7 +506,7 @@ def ordered_totals(  # type: ignore[no-untyped-def]  # pragma: no cover - numba
                                     pos += 1
                                     a += 1
                                     is_open = False
-                                    _reset(n, has, state, fst)
+                                    _reset(n, cnt, state, fst)
                             x >>= 1
                             b += 1
                 i = j
@@ -640,104 +749,3 @@ def repeat_rows(offsets, codes, code):  # type: ignore[no-untyped-def]  # pragma
                 out[i] = seen
                 seen = True
     return out
-
-
-@nb.njit(parallel=True, cache=True)
-def ordered_plain(chunks, offsets, ts, codes, lut, emask, n, window, entry_lo, entry_hi, overlap,  # type: ignore[no-untyped-def]  # pragma: no cover
-                  lut_steps):
-    """:func:`ordered_uniques` without per-step limits, optional steps, exclusions or open
-    entry: the lean latest-start scan, then the counted chain rebuilt as the earliest unused
-    rows after the counted start (which reach the same level).
-
-    With ``overlap`` (an event may match several steps) one event's steps are offered from the
-    last to the first, so it cannot extend a chain it started. A unit with several events at
-    one timestamp where one of them matches several steps needs the general kernel: it is
-    returned with level -1. ``lut_steps[code]`` lists each code's steps in processing order
-    (-1 ends the list): one event's steps without scanning every bit."""
-    units = offsets.shape[0] - 1
-    level = np.zeros(units, np.int8)
-    reached = np.zeros(units, np.int64)
-    advanced = np.zeros(units, np.int64)
-    chain = np.full((units, n), -1, np.int64)
-    for c in nb.prange(chunks):
-        st = np.zeros(n, np.int64)
-        has = np.zeros(n, np.bool_)
-        for u in range(c * units // chunks, (c + 1) * units // chunks):
-            lo = offsets[u]
-            hi = offsets[u + 1]
-            if lo == hi:
-                continue
-            for k in range(n):
-                has[k] = False
-            lvl = 0
-            bstart = np.int64(0)
-            punt = False
-            i = lo
-            while i < hi:
-                t = ts[i]
-                m = _mask(i, codes, lut, emask)
-                j = i + 1
-                while j < hi and ts[j] == t:
-                    mj = _mask(j, codes, lut, emask)
-                    if overlap and (mj & (mj - 1) or m & (m - 1)):
-                        punt = True
-                    m |= mj
-                    j += 1
-                if punt:
-                    break
-                single = j - i == 1 and emask.shape[0] == 0
-                q = 0
-                k = n - 1 if overlap else 0
-                while 0 <= k < n:
-                    if single:
-                        k = lut_steps[codes[i], q]
-                        q += 1
-                        if k < 0:
-                            break
-                    if (m >> k) & 1:
-                        if k == 0:
-                            if entry_lo <= t < entry_hi:
-                                st[0] = t
-                                has[0] = True
-                                if lvl == 0:
-                                    lvl = 1
-                                    bstart = t
-                        elif has[k - 1] and t - st[k - 1] <= window:
-                            st[k] = st[k - 1]
-                            has[k] = True
-                            if k + 1 > lvl:
-                                lvl = k + 1
-                                bstart = st[k]
-                    if not single:
-                        k = k - 1 if overlap else k + 1
-                i = j
-            if punt:
-                level[u] = -1
-                continue
-            level[u] = lvl
-            reached[u] = (np.int64(1) << lvl) - 1
-            if lvl == 0:
-                continue
-            r = lo
-            while not (ts[r] == bstart and _mask(r, codes, lut, emask) & 1):
-                r += 1
-            chain[u, 0] = r
-            g = r
-            while g > lo and ts[g - 1] == ts[r]:
-                g -= 1
-            for k in range(1, lvl):
-                r = g
-                while True:
-                    if (_mask(r, codes, lut, emask) >> k) & 1:
-                        used = False
-                        for q in range(k):
-                            if chain[u, q] == r:
-                                used = True
-                        if not used:
-                            break
-                    r += 1
-                chain[u, k] = r
-                g = r
-                while g > lo and ts[g - 1] == ts[r]:
-                    g -= 1
-    return level, reached, advanced, chain
