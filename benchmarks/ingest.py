@@ -124,7 +124,7 @@ def _write(table: pa.Table, folder: Path) -> dict[str, Path]:
         return paths
     except ImportError:
         pass
-    pq.write_table(table, paths["parquet"], compression="zstd", row_group_size=1_000_000)
+    pq.write_table(table, paths["parquet"], compression="zstd", row_group_size=131_072)
     text = _as_text(table)
     pacsv.write_csv(text, paths["csv"])
     con = duckdb.connect()

@@ -36,6 +36,7 @@ from funnelscope.ingest.pipeline import (
     IngestReport,
     _channel_keys,
     _from_staging,
+    _identities_change,
     _register_channels,
     _register_event_names,
     _typed_columns,
@@ -162,12 +163,15 @@ def import_parquet_segment(
                 return None
             quarantine_checked(con, "_v", source, received_at, report)
             report.accepted = report.rows - report.rejected
-            con.execute(
-                "CREATE OR REPLACE TEMP VIEW _good AS SELECT user_id, anonymous_id, previous_id,"
-                ' "timestamp" FROM _v WHERE _reason IS NULL'
-            )
-            assign_persons(con, "_good")
-            con.execute("DROP VIEW _good")
+            # the pipeline's shortcut for a re-import (every id known, nothing merges: nothing to
+            # stitch); a file of new events has new ids, where the check would only cost a scan
+            if verdict == "segment" or _identities_change(con):
+                con.execute(
+                    "CREATE OR REPLACE TEMP VIEW _good AS SELECT user_id, anonymous_id, "
+                    'previous_id, "timestamp" FROM _v WHERE _reason IS NULL'
+                )
+                assign_persons(con, "_good")
+                con.execute("DROP VIEW _good")
             if verdict == "stored":
                 report.duplicates = report.accepted
                 _drop_temp(con)
