@@ -270,6 +270,16 @@ def test_same_instant_bursts(events: list[tuple[int, int]], steps: list[str], le
     assert _levels(events, FunnelSpec.of(*steps, window=timedelta(seconds=0))) == level
 
 
+def test_one_step_events_at_one_instant_chain_in_a_repeated_funnel() -> None:
+    # b and c share an instant and each match one step: they chain in step order, as in a
+    # funnel without repeats, while the repeated a still fills one step per event
+    steps = ["a", "b", "c", "a"]
+    events = [(0, 0), (1, 2), (1, 1), (2, 0)]
+    assert brute_ordered(events, steps, 5, [None] * 4, [False] * 4) == 4
+    assert _levels(events, FunnelSpec.of(*steps, window=timedelta(seconds=5))) == 4
+    assert _levels(events[:3], FunnelSpec.of(*steps, window=timedelta(seconds=5))) == 3
+
+
 @pytest.mark.parametrize(("period", "unit"), [(0, "D"), (1, "W"), (2, "M")])
 def test_trend_periods_follow_the_utc_calendar(period: int, unit: str) -> None:
     from funnelscope.kernels.outcomes import trend_counts

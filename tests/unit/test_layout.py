@@ -61,3 +61,22 @@ def test_identity_merge_reclusters_in_memory(workspace: Workspace) -> None:
     result = run_layout(SPEC, after)
     assert result.counts == (1, 1, 1)
     assert result.units == 1
+
+
+def test_parallel_counting_sort_is_the_stable_order() -> None:
+    from funnelscope.kernels.cluster import cluster_columns, cluster_rows
+
+    # enough rows for one block per thread; few timestamps so ties and disorder abound
+    rng = np.random.default_rng(7)
+    keys = rng.integers(0, 5_000, 300_000).astype(np.int32)
+    ts = rng.integers(0, 40, 300_000).astype(np.int64)
+    codes = rng.integers(0, 10, 300_000).astype(np.int8)
+    expected = np.lexsort((ts, keys))  # by key, then time, ties in input order
+    order, offsets, grouped_ts = cluster_rows(keys, ts, 5_000)
+    assert (order == expected).all()
+    assert (grouped_ts == ts[expected]).all()
+    assert (offsets == np.searchsorted(keys[expected], np.arange(5_001))).all()
+    none, offsets2, ts2, codes2 = cluster_columns(keys, ts, codes, 5_000, with_order=False)
+    assert none is None and (offsets2 == offsets).all() and (ts2 == grouped_ts).all()
+    assert codes2 is not None and codes2.dtype == np.int16
+    assert (codes2 == codes[expected]).all()

@@ -299,11 +299,12 @@ def prepare(spec: FunnelSpec, layout: PersonLayout) -> Stream:
 
 def run_kernel(spec: FunnelSpec, s: Stream) -> tuple[Any, ...]:
     """(kernel unit, attempt, level, reached, advanced, chain) with chain in stream rows."""
-    return _run_kernel(spec, s)[:6]
+    return _run_kernel(spec, s, keep_chain=True)[:6]
 
 
-def _run_kernel(spec: FunnelSpec, s: Stream) -> tuple[Any, ...]:
-    """:func:`run_kernel` plus the chain's times when the kernel wrote them (else None)."""
+def _run_kernel(spec: FunnelSpec, s: Stream, *, keep_chain: bool) -> tuple[Any, ...]:
+    """:func:`run_kernel` plus the chain's times when the kernel wrote them (else None). Without
+    ``keep_chain`` a kernel that writes the times may return a chain with no rows."""
     n = len(spec.steps)
     window = int(spec.window.total_seconds() * 1_000_000)
     limits = np.array([-1 if st.within is None else int(st.within.total_seconds() * 1e6)
@@ -338,18 +339,21 @@ def _run_kernel(spec: FunnelSpec, s: Stream) -> tuple[Any, ...]:
             if bits:
                 step_of[code] = int(bits).bit_length() - 1
         level, reached, advanced, chain, times = kp.ordered_lean(
-            chunks, s.offsets, s.ts, s.codes, step_of, s.emask, n, window, lo, hi)
+            chunks, s.offsets, s.ts, s.codes, step_of, s.emask, n, window, lo, hi, keep_chain)
         return np.arange(units, dtype=np.int64), np.zeros(units, np.int32), level, reached, \
             advanced, chain, times
     elif _is_plain(spec):
-        lut_steps = np.full((s.lut.shape[0], n + 1), -1, np.int64)
-        for code, bits in enumerate(s.lut):
-            steps = [k for k in range(n) if int(bits) >> k & 1]
-            steps = steps[::-1] if overlap else steps
-            lut_steps[code, :len(steps)] = steps
-        level, reached, advanced, chain, times = kp.ordered_plain(
-            chunks, s.offsets, s.ts, s.codes, s.lut, s.emask, n, window, lo, hi, overlap,
-            lut_steps)
+        # repeated steps: each code's (read, write) slots, its last step first
+        steps_of = [[k for k in range(n) if int(bits) >> k & 1][::-1] for bits in s.lut]
+        width = max(1, max(len(st) for st in steps_of))
+        src_of = np.full((s.lut.shape[0], width), n + 1, np.int64)
+        dst_of = np.full((s.lut.shape[0], width), n + 2, np.int64)
+        for code, st in enumerate(steps_of):
+            src_of[code, :len(st)] = st
+            dst_of[code, :len(st)] = [k + 1 for k in st]
+        level, reached, advanced, chain, times = kp.ordered_repeat(
+            chunks, s.offsets, s.ts, s.codes, s.lut, src_of, dst_of, s.emask, n, window, lo, hi,
+            keep_chain)
         punted = np.flatnonzero(level < 0)
         if punted.shape[0]:
             # units with simultaneous events matching several steps: the general kernel
@@ -361,8 +365,10 @@ def _run_kernel(spec: FunnelSpec, s: Stream) -> tuple[Any, ...]:
                 s.emask[take] if s.emask.shape[0] else s.emask, s.xmask, xfrom, xto, n,
                 window, limits, optional, lo, hi, overlap, False)
             level[punted], reached[punted], advanced[punted] = lv, rc, ad
-            chain[punted] = np.where(chn >= 0, take[np.maximum(chn, 0)], -1)
-            times[punted] = np.where(chn >= 0, s.ts[chain[punted].clip(0)], NONE)
+            rows = np.where(chn >= 0, take[np.maximum(chn, 0)], -1)
+            times[punted] = np.where(rows >= 0, s.ts[rows.clip(0)], NONE)
+            if keep_chain:
+                chain[punted] = rows
         return np.arange(units, dtype=np.int64), np.zeros(units, np.int32), level, reached, \
             advanced, chain, times
     else:
@@ -460,7 +466,10 @@ def compute_outcomes(spec: FunnelSpec, layout: PersonLayout) -> pa.Table:
 def compute_arrays(spec: FunnelSpec, layout: PersonLayout) -> Outcomes:
     """:func:`compute_outcomes` as arrays (the embedded engine skips the Arrow round trip)."""
     s = prepare(spec, layout)
-    kunit, attempt, level, reached, advanced, chain, times = _run_kernel(spec, s)
+    # the chain's rows serve breakdowns and regrouped streams; otherwise its times suffice
+    keep = bool(spec.breakdowns) or s.rows is not None or s.kunit_unit is not None
+    kunit, attempt, level, reached, advanced, chain, times = _run_kernel(spec, s,
+                                                                         keep_chain=keep)
     n = len(spec.steps)
     if s.kunit_unit is not None:
         times = None

@@ -30,7 +30,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from funnelscope.kernels.cluster import cluster_rows
+from funnelscope.kernels.cluster import cluster_columns, cluster_rows
 
 if TYPE_CHECKING:
     from funnelscope.store.store import Store
@@ -128,8 +128,11 @@ class PersonLayout:
         """
         keys, person_ids = _dense_keys(np.asarray(person))
         ts = np.ascontiguousarray(ts_us, dtype=np.int64)
-        order, offsets, grouped_ts = cluster_rows(keys, ts, person_ids.shape[0])
-        grouped_codes = np.asarray(codes)[order].astype(CODE_DTYPE, copy=False)
+        # codes are placed in the sort's pass; the row order is kept only to serve columns
+        order, offsets, grouped_ts, grouped_codes = cluster_columns(
+            keys, ts, np.asarray(codes), person_ids.shape[0], with_order=bool(columns),
+            codes_dtype=CODE_DTYPE)
+        assert grouped_codes is not None
         loader = None
         if columns:
             source = dict(columns)
@@ -155,15 +158,16 @@ class PersonLayout:
         ts = pc.cast(table.column("timestamp"), pa.int64()).to_numpy(zero_copy_only=False)
         codes, names = _encode_events(table.column("event"))
         keys, person_ids = _dense_keys(person)
-        order, offsets, grouped_ts = cluster_rows(
-            keys, np.ascontiguousarray(ts, np.int64), person_ids.shape[0]
-        )
+        order, offsets, grouped_ts, grouped_codes = cluster_columns(
+            keys, np.ascontiguousarray(ts, np.int64), codes, person_ids.shape[0],
+            with_order=True, codes_dtype=CODE_DTYPE)
+        assert order is not None and grouped_codes is not None
         source = {name: table.column(name) for name in table.column_names}
 
         def loader(name: str, layout: PersonLayout) -> pa.Array:
             return _take_column(source, name, layout.rows)
 
-        return cls(offsets, grouped_ts, codes[order], tuple(names), person_ids, order, loader)
+        return cls(offsets, grouped_ts, grouped_codes, tuple(names), person_ids, order, loader)
 
     # -- access ----------------------------------------------------------------------------
     @property
