@@ -54,22 +54,44 @@ def _template(route: str) -> tuple[str, bytes]:
     """(path, body template) with ``@@@@@@@@@@`` where each request puts its unique number."""
     ts = "2026-01-01T12:00:00.000Z"
     if route == "native":
-        events = [{"event_id": f"@@@@@@@@@@-{i:03d}", "event": "Product Viewed",
-                   "user_id": f"user_{i % 37}", "timestamp": ts,
-                   "page_url": "https://shop.example.com/p/1?utm_source=google&utm_medium=cpc",
-                   "properties": {"price": 19.0, "name": "Mug"}} for i in range(BATCH)]
+        events = [
+            {
+                "event_id": f"@@@@@@@@@@-{i:03d}",
+                "event": "Product Viewed",
+                "user_id": f"user_{i % 37}",
+                "timestamp": ts,
+                "page_url": "https://shop.example.com/p/1?utm_source=google&utm_medium=cpc",
+                "properties": {"price": 19.0, "name": "Mug"},
+            }
+            for i in range(BATCH)
+        ]
         return "/api/v1/events", json.dumps({"events": events}).encode()
-    events = [{"type": "track", "event": "Product Viewed", "userId": f"user_{i % 37}",
-               "anonymousId": f"anon_{i % 53}", "messageId": f"@@@@@@@@@@-{i:03d}",
-               "timestamp": ts,
-               "properties": {"product_id": f"p_{i % 20}", "price": 19.0, "currency": "EUR",
-                              "name": "Mug", "category": "Kitchen"},
-               "context": {"page": {"url": "https://shop.example.com/p/1?utm_source=google"
-                                           "&utm_medium=cpc",
-                                    "referrer": "https://www.google.com/"},
-                           "userAgent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) "
-                                        "Chrome/124.0 Safari/537.36",
-                           "locale": "de-DE"}} for i in range(BATCH)]
+    events = [
+        {
+            "type": "track",
+            "event": "Product Viewed",
+            "userId": f"user_{i % 37}",
+            "anonymousId": f"anon_{i % 53}",
+            "messageId": f"@@@@@@@@@@-{i:03d}",
+            "timestamp": ts,
+            "properties": {
+                "product_id": f"p_{i % 20}",
+                "price": 19.0,
+                "currency": "EUR",
+                "name": "Mug",
+                "category": "Kitchen",
+            },
+            "context": {
+                "page": {
+                    "url": "https://shop.example.com/p/1?utm_source=google&utm_medium=cpc",
+                    "referrer": "https://www.google.com/",
+                },
+                "userAgent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/124.0 Safari/537.36",
+                "locale": "de-DE",
+            },
+        }
+        for i in range(BATCH)
+    ]
     return "/v1/batch", json.dumps({"batch": events, "sentAt": ts}).encode()
 
 
@@ -85,17 +107,20 @@ class Loader:
     def request(self) -> bytes:
         self.counter += 1
         body = self.body.replace(b"@@@@@@@@@@", b"%010d" % self.counter)
-        head = (f"POST {self.path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                f"Content-Type: application/json\r\nAuthorization: {self.auth}\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n")
+        head = (
+            f"POST {self.path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Content-Type: application/json\r\nAuthorization: {self.auth}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
         return head.encode() + body
 
     async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         return await asyncio.open_connection("127.0.0.1", self.port)
 
     @staticmethod
-    async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                       data: bytes) -> int:
+    async def exchange(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, data: bytes
+    ) -> int:
         writer.write(data)
         await writer.drain()
         head = await reader.readuntil(b"\r\n\r\n")
@@ -137,8 +162,7 @@ async def closed_loop(loader: Loader, connections: int, seconds: float) -> Phase
     return phase
 
 
-async def open_loop(loader: Loader, rate_per_s: float, seconds: float,
-                    sample: Any = None) -> Phase:
+async def open_loop(loader: Loader, rate_per_s: float, seconds: float, sample: Any = None) -> Phase:
     """Requests scheduled at a fixed rate; latency measured from each scheduled time.
 
     ``sample`` (if given) is called once a second while the phase runs.
@@ -221,10 +245,23 @@ def percentile(values: list[float], q: float) -> float:
 
 def start_server(store: Path, port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from funnelscope.cli.main import main; main()", "serve",
-         "--store", str(store), "--port", str(port), "--log-level", "warning",
-         "--rate-limit", "0"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-c",
+            "from funnelscope.cli.main import main; main()",
+            "serve",
+            "--store",
+            str(store),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--rate-limit",
+            "0",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     import http.client
 
     deadline = time.monotonic() + 60
@@ -302,31 +339,58 @@ def run(quick: bool, route: str) -> dict[str, Any]:
 
 def report(result: dict[str, Any]) -> None:
     rows = [
-        ("sustained events/s (100-event batches, 32 conns)",
-         f"{result['sustained_events_per_s']:,.0f}", f">= {TARGETS['throughput']:,}"),
+        (
+            "sustained events/s (100-event batches, 32 conns)",
+            f"{result['sustained_events_per_s']:,.0f}",
+            f">= {TARGETS['throughput']:,}",
+        ),
         ("  failed requests", str(result["sustained_failed_requests"]), "0"),
         ("latency p50 at 20,000 events/s", f"{result['p50_ms']:.1f} ms", ""),
-        ("latency p99 at 20,000 events/s", f"{result['p99_ms']:.1f} ms",
-         f"<= {TARGETS['p99_ms']:.0f} ms"),
-        ("  served events/s (non-200 / not served in time)",
-         f"{result['fixed_achieved_events_per_s']:,.0f} ({result['fixed_failed_requests']} / "
-         f"{result['fixed_unserved_requests']})", "20,000"),
-        (f"soak RSS start -> end (peak), {result['soak_seconds']:.0f} s at {SOAK_RATE:,} events/s",
-         f"{result['rss_start_mb']:.0f} -> {result['rss_end_mb']:.0f} MB "
-         f"({result['rss_peak_mb']:.0f})", "flat"),
-        ("  soak p99 latency (non-200 / not served in time)",
-         f"{result['soak_p99_ms']:.1f} ms ({result['soak_failed_requests']} / "
-         f"{result['soak_unserved_requests']})", ""),
-        ("  RSS slope over the second half",
-         f"{result['rss_slope_mb_per_min_second_half']:+.1f} MB/min", ""),
-        ("  of which DuckDB's cache, start -> end",
-         f"{result['store_mb_start']:.0f} -> {result['store_mb_end']:.0f} MB", ""),
-        ("  RSS minus DuckDB's cache, slope (second half)",
-         f"{result['rss_minus_store_slope_mb_per_min']:+.1f} MB/min", "~0"),
+        (
+            "latency p99 at 20,000 events/s",
+            f"{result['p99_ms']:.1f} ms",
+            f"<= {TARGETS['p99_ms']:.0f} ms",
+        ),
+        (
+            "  served events/s (non-200 / not served in time)",
+            f"{result['fixed_achieved_events_per_s']:,.0f} ({result['fixed_failed_requests']} / "
+            f"{result['fixed_unserved_requests']})",
+            "20,000",
+        ),
+        (
+            f"soak RSS start -> end (peak), {result['soak_seconds']:.0f} s "
+            f"at {SOAK_RATE:,} events/s",
+            f"{result['rss_start_mb']:.0f} -> {result['rss_end_mb']:.0f} MB "
+            f"({result['rss_peak_mb']:.0f})",
+            "flat",
+        ),
+        (
+            "  soak p99 latency (non-200 / not served in time)",
+            f"{result['soak_p99_ms']:.1f} ms ({result['soak_failed_requests']} / "
+            f"{result['soak_unserved_requests']})",
+            "",
+        ),
+        (
+            "  RSS slope over the second half",
+            f"{result['rss_slope_mb_per_min_second_half']:+.1f} MB/min",
+            "",
+        ),
+        (
+            "  of which DuckDB's cache, start -> end",
+            f"{result['store_mb_start']:.0f} -> {result['store_mb_end']:.0f} MB",
+            "",
+        ),
+        (
+            "  RSS minus DuckDB's cache, slope (second half)",
+            f"{result['rss_minus_store_slope_mb_per_min']:+.1f} MB/min",
+            "~0",
+        ),
     ]
     width = max(len(r[0]) for r in rows)
-    print(f"collector benchmark, route {result['route']}, {os.cpu_count()} cores, "
-          f"load average {result['load_average']:.1f} at the end")
+    print(
+        f"collector benchmark, route {result['route']}, {os.cpu_count()} cores, "
+        f"load average {result['load_average']:.1f} at the end"
+    )
     print(f"{'measure':<{width}}  {'value':>24}  target")
     for name, value, target in rows:
         print(f"{name:<{width}}  {value:>24}  {target}")

@@ -81,23 +81,26 @@ def build_store(path: Path, n: int, seed: int = 0) -> int:
         {
             "event_id": pa.array(np.arange(total).astype(str)),
             "timestamp": stamps,
-            "event": pa.array(np.where(np.arange(total) < n_orders, "order_completed",
-                                       "page_viewed")),
+            "event": pa.array(
+                np.where(np.arange(total) < n_orders, "order_completed", "page_viewed")
+            ),
             "person_id": pa.array(person),
             "channel": pa.array(channels[person % channels.size]),
             "device_type": pa.array(devices[(person // 7) % devices.size]),
-            "revenue": pa.array(np.concatenate([amount, np.full(n_views, np.nan)]),
-                                from_pandas=True),
-            "order_id": pa.array(np.where(np.arange(total) < n_orders,
-                                          np.arange(total).astype(str), None)),
+            "revenue": pa.array(
+                np.concatenate([amount, np.full(n_views, np.nan)]), from_pandas=True
+            ),
+            "order_id": pa.array(
+                np.where(np.arange(total) < n_orders, np.arange(total).astype(str), None)
+            ),
         }
     )
     with funnelscope.open(path) as ws, ws.store.write() as cur:
         cur.register("bench_events", events)
         cur.execute(
-            "INSERT INTO event_log (event_id, \"timestamp\", received_at, event, raw_event, user_id, "
+            'INSERT INTO event_log (event_id, "timestamp", received_at, event, raw_event, user_id, '
             "person_id, channel, device_type, revenue, currency, order_id, source, seq) "
-            "SELECT event_id, \"timestamp\", \"timestamp\", event, event, 'u' || person_id, "
+            'SELECT event_id, "timestamp", "timestamp", event, event, \'u\' || person_id, '
             "person_id, channel, device_type, CAST(revenue AS DECIMAL(18, 4)), "
             "CASE WHEN revenue IS NOT NULL THEN 'USD' END, order_id, 'benchmark', "
             "row_number() OVER () FROM bench_events"
@@ -126,21 +129,31 @@ def main(quick: bool = False) -> None:
             timings.append(("customer table", time.perf_counter() - t, time.process_time() - c))
             t, c = time.perf_counter(), time.process_time()
             scores = rfm(table)
-            timings.append(("RFM scores + segments", time.perf_counter() - t,
-                            time.process_time() - c))
+            timings.append(
+                ("RFM scores + segments", time.perf_counter() - t, time.process_time() - c)
+            )
             t, c = time.perf_counter(), time.process_time()
             value = customer_value(ws.engine, now=NOW)
-            timings.append(("BG/NBD + Gamma-Gamma fit and scoring", time.perf_counter() - t,
-                            time.process_time() - c))
+            timings.append(
+                (
+                    "BG/NBD + Gamma-Gamma fit and scoring",
+                    time.perf_counter() - t,
+                    time.process_time() - c,
+                )
+            )
     total = sum(s for _, s, _ in timings)
     cpu = sum(c for _, _, c in timings)
-    print(f"customers: {n:,}  events: {events:,}  buyers scored: {len(scores.scores):,}  "
-          f"(setup {setup:.1f} s, not timed)")
+    print(
+        f"customers: {n:,}  events: {events:,}  buyers scored: {len(scores.scores):,}  "
+        f"(setup {setup:.1f} s, not timed)"
+    )
     print(f"{'step':<40}{'wall s':>10}{'cpu s':>10}")
     for name, seconds, cpu_seconds in timings:
         print(f"{name:<40}{seconds:>10.2f}{cpu_seconds:>10.2f}")
-    print(f"{'total':<40}{total:>10.2f}{cpu:>10.2f}   target <= 30 s wall for 1M: "
-          f"{'met' if total <= 30 or quick else 'MISSED'}")
+    print(
+        f"{'total':<40}{total:>10.2f}{cpu:>10.2f}   target <= 30 s wall for 1M: "
+        f"{'met' if total <= 30 or quick else 'MISSED'}"
+    )
     fitted = value.purchases_model["params"]
     print("BG/NBD drawn with  " + ", ".join(f"{k}={v:g}" for k, v in TRUE.items()))
     print("BG/NBD fitted      " + ", ".join(f"{k}={v:.3f}" for k, v in fitted.items()))

@@ -55,8 +55,16 @@ from funnelscope.api.settings import ApiSettings
 from funnelscope.keys import create_key
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 #: (customers, days) giving about 1M and 10M events with the simulator's default behaviour.
 SIZES = {True: (110_000, 30), False: (760_000, 90)}
 RECEIVED_AT = datetime(2024, 6, 1, tzinfo=UTC)
@@ -71,7 +79,8 @@ def build_store(path: Path, quick: bool) -> tuple[int, float]:
     started = time.perf_counter()
     with funnelscope.open(path) as ws:
         simulate(customers=customers, days=days, seed=7).write_store(
-            ws.store, received_at=RECEIVED_AT)
+            ws.store, received_at=RECEIVED_AT
+        )
         events = int(ws.store.query("SELECT count(*) FROM events")[0][0])
     return events, time.perf_counter() - started
 
@@ -96,8 +105,10 @@ def overview_calls(url: str, key: str) -> dict[str, float]:
         times["info"] = time.perf_counter() - started
         last = datetime.fromisoformat(info["last_event_at"]).date()
         end = last.toordinal() + 1
-        params = {"start": datetime.fromordinal(end - 30).date().isoformat(),
-                  "end": datetime.fromordinal(end).date().isoformat()}
+        params = {
+            "start": datetime.fromordinal(end - 30).date().isoformat(),
+            "end": datetime.fromordinal(end).date().isoformat(),
+        }
 
         def call(name: str) -> None:
             began = time.perf_counter()
@@ -122,7 +133,8 @@ def first_paint(url: str, key: str) -> dict[str, float]:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={"width": 1280, "height": 800})
         context.add_init_script(
-            f"sessionStorage.setItem('funnelscope.read_key', {json.dumps(key)})")
+            f"sessionStorage.setItem('funnelscope.read_key', {json.dumps(key)})"
+        )
         page = context.new_page()
         page.goto(url + "/")
         page.wait_for_selector("main[data-ready=true]", timeout=600_000)
@@ -134,8 +146,11 @@ def first_paint(url: str, key: str) -> dict[str, float]:
             ready: performance.getEntriesByName('fs:numbers:overview')[0]?.startTime,
         })""")
         browser.close()
-    return {"fcp": marks["fcp"] / 1000, "numbers": marks["ready"] / 1000,
-            "charts": charts_at / 1000}
+    return {
+        "fcp": marks["fcp"] / 1000,
+        "numbers": marks["ready"] / 1000,
+        "charts": charts_at / 1000,
+    }
 
 
 def append_new_events(ws: Any, n: int) -> None:
@@ -146,11 +161,22 @@ def append_new_events(ws: Any, n: int) -> None:
     rows = ws.store.query(
         """SELECT event_id || '-new', strftime("timestamp", '%Y-%m-%dT%H:%M:%S.%fZ'), event,
                   user_id, anonymous_id, page_path, device_type, country
-           FROM events ORDER BY seq DESC LIMIT ?""", [n])
-    names = ["event_id", "timestamp", "event", "user_id", "anonymous_id", "page_path",
-             "device_type", "country"]
-    staging = pa.table({c: pa.array([r[i] for r in rows], pa.string())
-                        for i, c in enumerate(names)})
+           FROM events ORDER BY seq DESC LIMIT ?""",
+        [n],
+    )
+    names = [
+        "event_id",
+        "timestamp",
+        "event",
+        "user_id",
+        "anonymous_id",
+        "page_path",
+        "device_type",
+        "country",
+    ]
+    staging = pa.table(
+        {c: pa.array([r[i] for r in rows], pa.string()) for i, c in enumerate(names)}
+    )
     ws.append_staging(staging, source="bench", received_at=RECEIVED_AT)
 
 
@@ -167,10 +193,11 @@ def compute_parts(ws: Any) -> list[tuple[str, float]]:
         ("person layout (up to date)", ws.engine.person_layout),
         ("info: summary + filter values", lambda: overview.info_answer(ws)),
         ("report: stage counts", lambda: stage_counts(ws.engine, start=start, end=end)),
-        ("report: KPI totals + previous", lambda: _run_kpis(
-            ws, names, start, end, compare="previous_period")),
-        ("report: KPI series (day)", lambda: _run_kpis(ws, names, start, end,
-                                                        granularity="day")),
+        (
+            "report: KPI totals + previous",
+            lambda: _run_kpis(ws, names, start, end, compare="previous_period"),
+        ),
+        ("report: KPI series (day)", lambda: _run_kpis(ws, names, start, end, granularity="day")),
         ("channels: KPIs by channel", lambda: overview.channels_answer(ws, start, end, {})),
     ]
     out = []
@@ -193,11 +220,11 @@ def main(quick: bool = False, store: Path | None = None) -> None:
     if not path.exists():
         events, build_seconds = build_store(path, quick)
         lines.append(_row(f"build: simulate {events:,} events", build_seconds))
-        lines.append(_row("build: materialise sessions (once per store)",
-                          materialise_sessions(path)))
+        lines.append(
+            _row("build: materialise sessions (once per store)", materialise_sessions(path))
+        )
     else:
-        lines.append(_row("build: sessions up to date (reused store)",
-                          materialise_sessions(path)))
+        lines.append(_row("build: sessions up to date (reused store)", materialise_sessions(path)))
     settings = ApiSettings()
 
     # 1. first load right after start: the requests meet the running warm-up
@@ -247,8 +274,7 @@ def main(quick: bool = False, store: Path | None = None) -> None:
         print(_row(f"  /api/v1/{name} (warm, answer cache emptied)", warm[name]))
     print(_row("server time, warm: answer cache emptied (median)", warm["total"], "<= 1"))
     print(_row("server time, cached answers (median of 3)", cached))
-    print(_row(f"server time, first load after {NEW_EVENTS:,} new events",
-               after_ingest["total"]))
+    print(_row(f"server time, first load after {NEW_EVENTS:,} new events", after_ingest["total"]))
     print(_row(f"server: background re-warm after {NEW_EVENTS:,} new events", rewarm))
     for label, seconds in parts:
         print(_row(f"compute part: {label}", seconds))

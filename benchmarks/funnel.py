@@ -32,9 +32,18 @@ USERS = 2_000_000
 DAYS = 30
 WINDOW_US = 7 * 86_400 * 1_000_000
 #: canonical names of the perf-baselines event mix (page_view 40 %, product_view 22 % ...)
-EVENTS = ("page_viewed", "product_viewed", "products_searched", "product_added",
-          "product_removed", "checkout_started", "order_completed", "logged_in", "signed_up",
-          "product_added_to_wishlist")
+EVENTS = (
+    "page_viewed",
+    "product_viewed",
+    "products_searched",
+    "product_added",
+    "product_removed",
+    "checkout_started",
+    "order_completed",
+    "logged_in",
+    "signed_up",
+    "product_added_to_wishlist",
+)
 WEIGHTS = (0.40, 0.22, 0.10, 0.07, 0.03, 0.04, 0.015, 0.05, 0.02, 0.055)
 FUNNEL = ("page_viewed", "product_viewed", "product_added", "order_completed")
 FUNNEL_CODES = tuple(EVENTS.index(e) for e in FUNNEL)
@@ -66,7 +75,7 @@ def generate(n: int, folder: Path) -> Path:
     for i, count in enumerate(per_slice):
         lo = start_us + span * i // slices
         hi = start_us + span * (i + 1) // slices
-        ts[pos:pos + count] = np.sort(rng.integers(lo, hi, count))
+        ts[pos : pos + count] = np.sort(rng.integers(lo, hi, count))
         pos += count
     for lo in range(0, n, CHUNK):
         hi = min(n, lo + CHUNK)
@@ -81,8 +90,11 @@ def generate(n: int, folder: Path) -> Path:
 
 
 def load(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return (np.load(folder / "user.npy", mmap_mode="r"), np.load(folder / "ts.npy", mmap_mode="r"),
-            np.load(folder / "event.npy", mmap_mode="r"))
+    return (
+        np.load(folder / "user.npy", mmap_mode="r"),
+        np.load(folder / "ts.npy", mmap_mode="r"),
+        np.load(folder / "event.npy", mmap_mode="r"),
+    )
 
 
 def reached_at_least(levels: dict[int, int], steps: int) -> list[int]:
@@ -114,8 +126,12 @@ def work_funnelscope(folder: Path) -> dict[str, Any]:
         run_layout(long_spec, layout)
         long_times.append(time.perf_counter() - t0)
     assert result is not None
-    return {"build": build, "time": float(np.median(times)),
-            "time_20": float(np.median(long_times)), "counts": list(result.counts)}
+    return {
+        "build": build,
+        "time": float(np.median(times)),
+        "time_20": float(np.median(long_times)),
+        "counts": list(result.counts),
+    }
 
 
 def work_chdb(folder: Path) -> dict[str, Any]:
@@ -128,16 +144,22 @@ def work_chdb(folder: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     for lo in range(0, user.shape[0], CHUNK):
         hi = min(user.shape[0], lo + CHUNK)
-        tbl = pa.table({"user_id": pa.array(np.asarray(user[lo:hi]).astype(np.uint32)),
-                        "ts": pa.array(np.asarray(ts[lo:hi]).astype(np.uint64)),
-                        "event": pa.array(np.asarray(event[lo:hi]))})
+        tbl = pa.table(
+            {
+                "user_id": pa.array(np.asarray(user[lo:hi]).astype(np.uint32)),
+                "ts": pa.array(np.asarray(ts[lo:hi]).astype(np.uint64)),
+                "event": pa.array(np.asarray(event[lo:hi])),
+            }
+        )
         sess.query("INSERT INTO ev SELECT * FROM Python(tbl)")
         del tbl
     build = time.perf_counter() - t0
     del user, ts, event
     conds = ", ".join(f"event = {c}" for c in FUNNEL_CODES)
-    query = (f"SELECT level, count() FROM (SELECT user_id, windowFunnel({WINDOW_US})(ts, "
-             f"{conds}) AS level FROM ev GROUP BY user_id) GROUP BY level")
+    query = (
+        f"SELECT level, count() FROM (SELECT user_id, windowFunnel({WINDOW_US})(ts, "
+        f"{conds}) AS level FROM ev GROUP BY user_id) GROUP BY level"
+    )
     long_conds = ", ".join(f"event = {EVENTS.index(e)}" for e in LONG_FUNNEL)
     long_query = query.replace(conds, long_conds)
     times, levels = [], {}
@@ -148,8 +170,12 @@ def work_chdb(folder: Path) -> dict[str, Any]:
         levels = {int(r.split(",")[0]): int(r.split(",")[1]) for r in out}
     t0 = time.perf_counter()
     sess.query(long_query, "CSV")
-    return {"build": build, "time": float(np.median(times)),
-            "time_20": time.perf_counter() - t0, "counts": reached_at_least(levels, 4)}
+    return {
+        "build": build,
+        "time": float(np.median(times)),
+        "time_20": time.perf_counter() - t0,
+        "counts": reached_at_least(levels, 4),
+    }
 
 
 def work_duckdb(folder: Path) -> dict[str, Any]:
@@ -163,8 +189,13 @@ def work_duckdb(folder: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     for lo in range(0, user.shape[0], CHUNK):
         hi = min(user.shape[0], lo + CHUNK)
-        chunk = pa.table({"user_id": np.asarray(user[lo:hi]), "t": np.asarray(ts[lo:hi]),
-                          "e": np.asarray(event[lo:hi])})
+        chunk = pa.table(
+            {
+                "user_id": np.asarray(user[lo:hi]),
+                "t": np.asarray(ts[lo:hi]),
+                "e": np.asarray(event[lo:hi]),
+            }
+        )
         con.register("chunk", chunk)
         con.execute("INSERT INTO ev SELECT * FROM chunk")
         con.unregister("chunk")
@@ -198,8 +229,12 @@ def work_duckdb(folder: Path) -> dict[str, Any]:
         t0 = time.perf_counter()
         levels = {int(k): int(v) for k, v in con.execute(query).fetchall()}
         times.append(time.perf_counter() - t0)
-    return {"build": build, "time": float(np.median(times)), "time_20": None,
-            "counts": reached_at_least(levels, 4)}
+    return {
+        "build": build,
+        "time": float(np.median(times)),
+        "time_20": None,
+        "counts": reached_at_least(levels, 4),
+    }
 
 
 WORKERS = {"funnelscope": work_funnelscope, "chdb": work_chdb, "duckdb": work_duckdb}
@@ -209,7 +244,9 @@ def run_worker(method: str, folder: Path, n: int) -> dict[str, Any]:
     del n
     proc = subprocess.run(
         [sys.executable, __file__, "--worker", method, "--data", str(folder)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if proc.returncode != 0:
         return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
@@ -228,10 +265,17 @@ def spark_section(folder: Path) -> None:
     ws = funnelscope.open(folder / "sim.duckdb")
     if ws.info()["events"] == 0:
         simulate(customers=70_000, days=90, seed=11).write_store(
-            ws.store, received_at=datetime(2030, 1, 1, tzinfo=UTC))
+            ws.store, received_at=datetime(2030, 1, 1, tzinfo=UTC)
+        )
     events = ws.info()["events"]
-    spec = FunnelSpec.of("product_viewed", "product_added", "checkout_started",
-                         "order_completed", window="7d", breakdowns=("channel",))
+    spec = FunnelSpec.of(
+        "product_viewed",
+        "product_added",
+        "checkout_started",
+        "order_completed",
+        window="7d",
+        breakdowns=("channel",),
+    )
     t0 = time.perf_counter()
     ws.engine.person_layout()
     build = time.perf_counter() - t0
@@ -249,13 +293,18 @@ def spark_section(folder: Path) -> None:
         spark_result = run(spec, engine)
         timings.append(time.perf_counter() - t0)
     assert spark_result is not None
-    same = (spark_result.to_dict() | {"engine": ""} == embedded.to_dict() | {"engine": ""}
-            and spark_result.persons().equals(embedded.persons()))
-    print(f"\nSpark local[2] vs embedded, simulated store of {events:,} events "
-          f"(4 steps, 7 days, breakdown by channel)")
+    same = spark_result.to_dict() | {"engine": ""} == embedded.to_dict() | {
+        "engine": ""
+    } and spark_result.persons().equals(embedded.persons())
+    print(
+        f"\nSpark local[2] vs embedded, simulated store of {events:,} events "
+        f"(4 steps, 7 days, breakdown by channel)"
+    )
     print(f"  embedded: layout build {build:.2f} s, funnel {t_embedded:.3f} s")
-    print(f"  spark:    session {startup:.1f} s, first run {timings[0]:.2f} s, "
-          f"second run {timings[1]:.2f} s")
+    print(
+        f"  spark:    session {startup:.1f} s, first run {timings[0]:.2f} s, "
+        f"second run {timings[1]:.2f} s"
+    )
     print(f"  identical results (steps, breakdowns, time to convert, trend, persons): {same}")
     ws.close()
 
@@ -270,8 +319,10 @@ def main(quick: bool = False) -> None:
     root = Path(tempfile.gettempdir()) / "funnelscope-bench"
     root.mkdir(exist_ok=True)
     print(f"funnel benchmark: 4-step 7-day funnel {' -> '.join(FUNNEL)}; median of {RUNS} runs")
-    print(f"{'events':>12} | {'method':<12} | {'load/build':>10} | {'funnel':>9} | "
-          f"{'Mev/s':>6} | {'vs ours':>7} | {'20 steps':>9} | {'peak RSS':>9} | counts")
+    print(
+        f"{'events':>12} | {'method':<12} | {'load/build':>10} | {'funnel':>9} | "
+        f"{'Mev/s':>6} | {'vs ours':>7} | {'20 steps':>9} | {'peak RSS':>9} | counts"
+    )
     rows: dict[int, dict[str, dict[str, Any]]] = {}
     for n in sizes:
         t0 = time.perf_counter()
@@ -286,17 +337,21 @@ def main(quick: bool = False) -> None:
                 continue
             ours = rows[n]["funnelscope"].get("time")
             ratio = f"{res['time'] / ours:.1f}x" if ours else "-"
-            print(f"{n:>12,} | {method:<12} | {_fmt(res['build']):>10} | "
-                  f"{_fmt(res['time']):>9} | {n / res['time'] / 1e6:6.1f} | {ratio:>7} | "
-                  f"{_fmt(res.get('time_20')):>9} | {res['peak_mb']:>6.0f} MB | {res['counts']}")
+            print(
+                f"{n:>12,} | {method:<12} | {_fmt(res['build']):>10} | "
+                f"{_fmt(res['time']):>9} | {n / res['time'] / 1e6:6.1f} | {ratio:>7} | "
+                f"{_fmt(res.get('time_20')):>9} | {res['peak_mb']:>6.0f} MB | {res['counts']}"
+            )
         counts = {m: r.get("counts") for m, r in rows[n].items() if "counts" in r}
         agree = len({tuple(c) for c in counts.values()}) == 1
         print(f"{'':>12}   data generated in {gen:.1f} s; all methods agree: {agree}")
     ours = [(n, rows[n]["funnelscope"]) for n in sizes if "time" in rows[n]["funnelscope"]]
     if len(ours) >= 2:
         (n0, r0), (n1, r1) = ours[0], ours[-1]
-        print(f"\nscaling: {n1 // n0}x events -> {r1['time'] / r0['time']:.1f}x time; "
-              f"20 steps cost {r1['time_20'] / r1['time']:.2f}x 4 steps at {n1:,}")
+        print(
+            f"\nscaling: {n1 // n0}x events -> {r1['time'] / r0['time']:.1f}x time; "
+            f"20 steps cost {r1['time_20'] / r1['time']:.2f}x 4 steps at {n1:,}"
+        )
     spark_section(root)
 
 

@@ -45,8 +45,9 @@ def _numpy_events(n: int, seed: int = 1) -> pa.Table:
     person = rng.integers(0, max(n // 20, 1), n)
     t0 = np.datetime64("2024-01-01T00:00:00", "us")
     ts = t0 + np.sort(rng.integers(0, 180 * 86_400 * 10**6, n)).astype("timedelta64[us]")
-    names = np.array(["page_viewed", "product_viewed", "product_added", "checkout_started",
-                      "order_completed"])
+    names = np.array(
+        ["page_viewed", "product_viewed", "product_added", "checkout_started", "order_completed"]
+    )
     ev = names[rng.choice(5, n, p=[0.5, 0.3, 0.1, 0.06, 0.04])]
     known = rng.random(n) > 0.4
     pid = person.astype(str)
@@ -54,25 +55,32 @@ def _numpy_events(n: int, seed: int = 1) -> pa.Table:
     mediums = np.array(["cpc", "paid_social", "email", ""])
     channel = rng.integers(0, 4, n)
     is_order = ev == "order_completed"
-    return pa.table({
-        "event_id": pa.array(np.char.add("e", np.arange(n).astype(str))),
-        "timestamp": pa.array(ts, pa.timestamp("us", tz="UTC")),
-        "event": pa.array(ev),
-        "user_id": pa.array(np.where(known, np.char.add("u", pid), None)),
-        "anonymous_id": pa.array(np.char.add("a", pid)),
-        "session_id": pa.array(np.char.add("s", (person * 7 + ts.astype(np.int64) // 3_600_000_000
-                                                 % 7).astype(str))),
-        "page_path": pa.array(np.where(ev == "page_viewed", "/", "/p/123")),
-        "utm_source": pa.array(np.where(channel < 3, sources[channel], None)),
-        "utm_medium": pa.array(np.where(channel < 3, mediums[channel], None)),
-        "device_type": pa.array(np.array(["mobile", "desktop", "tablet"])[person % 3]),
-        "country": pa.array(np.array(["US", "GB", "DE", "FR"])[person % 4]),
-        "revenue": pa.array(np.where(is_order, np.round(rng.gamma(2, 30, n), 2), np.nan),
-                            from_pandas=True).cast(pa.decimal128(18, 4)),
-        "currency": pa.array(np.where(is_order, "USD", None)),
-        "order_id": pa.array(np.where(is_order, np.char.add("o", np.arange(n).astype(str)),
-                                      None)),
-    })
+    return pa.table(
+        {
+            "event_id": pa.array(np.char.add("e", np.arange(n).astype(str))),
+            "timestamp": pa.array(ts, pa.timestamp("us", tz="UTC")),
+            "event": pa.array(ev),
+            "user_id": pa.array(np.where(known, np.char.add("u", pid), None)),
+            "anonymous_id": pa.array(np.char.add("a", pid)),
+            "session_id": pa.array(
+                np.char.add(
+                    "s", (person * 7 + ts.astype(np.int64) // 3_600_000_000 % 7).astype(str)
+                )
+            ),
+            "page_path": pa.array(np.where(ev == "page_viewed", "/", "/p/123")),
+            "utm_source": pa.array(np.where(channel < 3, sources[channel], None)),
+            "utm_medium": pa.array(np.where(channel < 3, mediums[channel], None)),
+            "device_type": pa.array(np.array(["mobile", "desktop", "tablet"])[person % 3]),
+            "country": pa.array(np.array(["US", "GB", "DE", "FR"])[person % 4]),
+            "revenue": pa.array(
+                np.where(is_order, np.round(rng.gamma(2, 30, n), 2), np.nan), from_pandas=True
+            ).cast(pa.decimal128(18, 4)),
+            "currency": pa.array(np.where(is_order, "USD", None)),
+            "order_id": pa.array(
+                np.where(is_order, np.char.add("o", np.arange(n).astype(str)), None)
+            ),
+        }
+    )
 
 
 def _plain(table: pa.Table) -> pa.Table:
@@ -103,8 +111,10 @@ def _as_text(table: pa.Table) -> pa.Table:
     out = table
     for i, field in enumerate(table.schema):
         if pa.types.is_list(field.type) or pa.types.is_struct(field.type):
-            values = [None if v is None else json.dumps(v, default=str)
-                      for v in table.column(i).to_pylist()]
+            values = [
+                None if v is None else json.dumps(v, default=str)
+                for v in table.column(i).to_pylist()
+            ]
             out = out.set_column(i, field.name, pa.array(values, pa.string()))
         elif pa.types.is_timestamp(field.type):
             text = pc.strftime(table.column(i), format="%Y-%m-%dT%H:%M:%SZ")
@@ -142,8 +152,10 @@ def _timed(run: Callable[[], Any]) -> tuple[float, Any]:
 
 def _read_only(path: Path, fmt: str) -> int:
     """The importer's readers with a pipeline that discards the rows."""
-    def discard(store: Any, staging: pa.Table, *, source: str, received_at: datetime,
-                pre_rejected: Any = ()) -> IngestReport:
+
+    def discard(
+        store: Any, staging: pa.Table, *, source: str, received_at: datetime, pre_rejected: Any = ()
+    ) -> IngestReport:
         report = IngestReport(source=source, rows=staging.num_rows + len(pre_rejected))
         report.accepted = report.rows
         return report
@@ -164,15 +176,22 @@ def main(quick: bool) -> None:
         gen_s, (table, origin) = _timed(lambda: _events(n))
         write_s, paths = _timed(lambda: _write(table, work))
         sizes = {fmt: p.stat().st_size / 1e6 for fmt, p in paths.items()}
-        print(f"{n:,} events from the {origin} ({gen_s:.1f} s), files written in {write_s:.1f} s: "
-              + ", ".join(f"{fmt} {mb:,.0f} MB" for fmt, mb in sizes.items()))
+        print(
+            f"{n:,} events from the {origin} ({gen_s:.1f} s), files written in {write_s:.1f} s: "
+            + ", ".join(f"{fmt} {mb:,.0f} MB" for fmt, mb in sizes.items())
+        )
         rows: list[tuple[str, float, int, int | None]] = []
         with funnelscope.open(work / "pipeline.duckdb") as ws:
+
             def direct() -> int:
                 done = 0
                 for lo in range(0, table.num_rows, CHUNK_ROWS):
-                    done += append_events(ws.store, table.slice(lo, CHUNK_ROWS),
-                                          source="bench", received_at=RECEIVED_AT).inserted
+                    done += append_events(
+                        ws.store,
+                        table.slice(lo, CHUNK_ROWS),
+                        source="bench",
+                        received_at=RECEIVED_AT,
+                    ).inserted
                 return done
 
             seconds, inserted = _timed(direct)
@@ -182,8 +201,7 @@ def main(quick: bool) -> None:
             rows.append((f"{fmt}: read only", seconds, count, None))
         for fmt, path in paths.items():
             with funnelscope.open(work / f"{fmt}.duckdb") as ws:
-                seconds, report = _timed(
-                    lambda w=ws, p=path: w.ingest(p, received_at=RECEIVED_AT))
+                seconds, report = _timed(lambda w=ws, p=path: w.ingest(p, received_at=RECEIVED_AT))
                 assert report.rejected == 0, dict(report.reasons)
                 rows.append((f"{fmt}: import", seconds, report.inserted, TARGETS.get(fmt)))
         print(f"\n{'step':<34} {'events':>12} {'seconds':>8} {'events/s':>12} {'target':>10}")

@@ -45,16 +45,19 @@ def main(quick: bool = False) -> None:
         ("generate (best wall)", events, min(walls), events / min(walls)),
         ("generate (best CPU)", events, min(cpus), events / min(cpus)),
         ("write store (wall)", events + facts, write_wall, (events + facts) / write_wall),
-        ("write store (CPU, all threads)", events + facts, write_cpu,
-         (events + facts) / write_cpu),
+        ("write store (CPU, all threads)", events + facts, write_cpu, (events + facts) / write_cpu),
     ]
-    print(f"simulate {customers:,} customers x {days} days, seed {SEED}: {events:,} events, "
-          f"{shop.sessions:,} sessions, {facts:,} fact rows; rejected {report.rejected}")
+    print(
+        f"simulate {customers:,} customers x {days} days, seed {SEED}: {events:,} events, "
+        f"{shop.sessions:,} sessions, {facts:,} fact rows; rejected {report.rejected}"
+    )
     print(f"{'step':<32}{'rows':>12}{'seconds':>10}{'rows/s':>14}")
     for name, n, seconds, rate in rows:
         print(f"{name:<32}{n:>12,}{seconds:>10.2f}{rate:>14,.0f}")
-    print(f"target: generate >= 1,000,000 events/s -> "
-          f"{'met' if events / min(walls) >= 1e6 else 'NOT met'} (wall)")
+    print(
+        f"target: generate >= 1,000,000 events/s -> "
+        f"{'met' if events / min(walls) >= 1e6 else 'NOT met'} (wall)"
+    )
 
 
 if __name__ == "__main__":

@@ -100,12 +100,22 @@ def create_key(store: Store, kind: str, source: str, *, now: datetime) -> Create
     """
     problems = []
     if kind not in KEY_KINDS:
-        problems.append(Problem("key.unknown_kind", "kind",
-                                f"kind must be one of {', '.join(KEY_KINDS)} (got {kind!r})"))
+        problems.append(
+            Problem(
+                "key.unknown_kind",
+                "kind",
+                f"kind must be one of {', '.join(KEY_KINDS)} (got {kind!r})",
+            )
+        )
     if not _SOURCE.fullmatch(source):
-        problems.append(Problem("key.bad_source", "source",
-                                "source must be 1-64 characters: letters, digits, _ . : - "
-                                "(starting with a letter or digit)"))
+        problems.append(
+            Problem(
+                "key.bad_source",
+                "source",
+                "source must be 1-64 characters: letters, digits, _ . : - "
+                "(starting with a letter or digit)",
+            )
+        )
     if problems:
         raise InvalidInputError(problems)
     token = _PREFIX[kind] + secrets.token_urlsafe(32 if kind == "read" else 18)
@@ -121,8 +131,15 @@ def create_key(store: Store, kind: str, source: str, *, now: datetime) -> Create
     with store.write() as con:
         con.execute(
             "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
-            [key.key_id, kind, source, key.prefix, key.write_key,
-             _hash(token) if kind == "read" else None, now],
+            [
+                key.key_id,
+                kind,
+                source,
+                key.prefix,
+                key.write_key,
+                _hash(token) if kind == "read" else None,
+                now,
+            ],
         )
     return CreatedKey(key, token)
 
@@ -144,15 +161,20 @@ def list_keys(store: Store, *, include_revoked: bool = True) -> list[ApiKey]:
 def revoke_key(store: Store, key_id: str, *, now: datetime) -> ApiKey:
     """Revoke a key by its id; revoking twice keeps the first revocation time."""
     with store.write() as con:
-        found = con.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE key_id = ?",
-                            [key_id]).fetchall()
+        found = con.execute(
+            f"SELECT {_COLUMNS} FROM api_keys WHERE key_id = ?", [key_id]
+        ).fetchall()
         if not found:
-            raise _problem("key.not_found", "key_id", f"no key with id {key_id!r}: "
-                           "see `funnelscope keys list`")
-        con.execute("UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?) WHERE key_id = ?",
-                    [now, key_id])
-        row = con.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE key_id = ?",
-                          [key_id]).fetchall()[0]
+            raise _problem(
+                "key.not_found", "key_id", f"no key with id {key_id!r}: see `funnelscope keys list`"
+            )
+        con.execute(
+            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?) WHERE key_id = ?",
+            [now, key_id],
+        )
+        row = con.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE key_id = ?", [key_id]).fetchall()[
+            0
+        ]
     return _row(row)
 
 
@@ -161,11 +183,15 @@ def find_key(store: Store, token: str) -> ApiKey | None:
     if token.startswith(_PREFIX["write"]):
         rows = store.query(
             f"SELECT {_COLUMNS} FROM api_keys WHERE kind = 'write' AND write_key = ? "
-            "AND revoked_at IS NULL", [token])
+            "AND revoked_at IS NULL",
+            [token],
+        )
     elif token.startswith(_PREFIX["read"]):
         rows = store.query(
             f"SELECT {_COLUMNS}, secret_hash FROM api_keys WHERE kind = 'read' "
-            "AND secret_hash = ? AND revoked_at IS NULL", [_hash(token)])
+            "AND secret_hash = ? AND revoked_at IS NULL",
+            [_hash(token)],
+        )
         rows = [r[:-1] for r in rows if hmac.compare_digest(r[-1], _hash(token))]
     else:
         return None
@@ -174,8 +200,7 @@ def find_key(store: Store, token: str) -> ApiKey | None:
 
 def active_keys(store: Store) -> tuple[dict[str, ApiKey], dict[str, ApiKey]]:
     """(write key -> key, read-key hash -> key) of every active key: the API's in-memory ring."""
-    rows = store.query(
-        f"SELECT {_COLUMNS}, secret_hash FROM api_keys WHERE revoked_at IS NULL")
+    rows = store.query(f"SELECT {_COLUMNS}, secret_hash FROM api_keys WHERE revoked_at IS NULL")
     writes: dict[str, ApiKey] = {}
     reads: dict[str, ApiKey] = {}
     for row in rows:

@@ -85,11 +85,16 @@ class Workspace:
 
         at = received_at or datetime.now(UTC)
         if isinstance(source, str | Path):
-            return ingest_file(self.store, source, kind=kind, format=format, received_at=at,
-                               progress=progress)
+            return ingest_file(
+                self.store, source, kind=kind, format=format, received_at=at, progress=progress
+            )
         if isinstance(source, list | tuple):
-            return [ingest_file(self.store, p, kind=kind, format=format, received_at=at,
-                                progress=progress) for p in source]
+            return [
+                ingest_file(
+                    self.store, p, kind=kind, format=format, received_at=at, progress=progress
+                )
+                for p in source
+            ]
         return ingest_frame(self.store, source, source="frame", received_at=at, kind=kind)
 
     # -- data out --------------------------------------------------------------------------
@@ -142,8 +147,15 @@ class Workspace:
         """
         from funnelscope.analysis.kpis import KpiSpec, compute_kpis
 
-        spec = KpiSpec.create(names, start, end, breakdown=breakdown, granularity=granularity,
-                              compare=compare, filters=filters)
+        spec = KpiSpec.create(
+            names,
+            start,
+            end,
+            breakdown=breakdown,
+            granularity=granularity,
+            compare=compare,
+            filters=filters,
+        )
         return compute_kpis(engine or self.engine, spec).to_pandas()
 
     # -- funnels (analysis/funnel.py, docs/funnels.md) ---------------------------------------
@@ -169,12 +181,21 @@ class Workspace:
         """
         from funnelscope.analysis.funnel import FunnelSpec, run
 
-        spec = spec_or_steps if isinstance(spec_or_steps, FunnelSpec) else FunnelSpec.of(
-            *spec_or_steps, **options)
+        spec = (
+            spec_or_steps
+            if isinstance(spec_or_steps, FunnelSpec)
+            else FunnelSpec.of(*spec_or_steps, **options)
+        )
         return run(spec, self._funnel_engine(engine, data))
 
-    def stage_funnel(self, *, stages: str | Path | None = None, engine: Any = None,
-                     data: str | Path | None = None, **options: Any) -> Any:
+    def stage_funnel(
+        self,
+        *,
+        stages: str | Path | None = None,
+        engine: Any = None,
+        data: str | Path | None = None,
+        **options: Any,
+    ) -> Any:
         """Awareness -> Interest -> Decision -> Action -> Retention as an ordered funnel."""
         from funnelscope.analysis.funnel import run, stage_funnel_spec
         from funnelscope.events.stages import DEFAULT_STAGE_MODEL, StageModel

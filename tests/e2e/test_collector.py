@@ -31,8 +31,9 @@ class Live:
     def send(self, events: list[dict[str, Any]]) -> float:
         """Post a Segment batch; return the time the acknowledgement arrived."""
         auth = base64.b64encode(f"{self.write}:".encode()).decode()
-        r = self.http.post("/v1/batch", json={"batch": events},
-                           headers={"authorization": f"Basic {auth}"})
+        r = self.http.post(
+            "/v1/batch", json={"batch": events}, headers={"authorization": f"Basic {auth}"}
+        )
         assert r.status_code == 200 and not r.json()["rejected"], r.text
         return time.monotonic()
 
@@ -57,8 +58,13 @@ def live(tmp_path: Path) -> Iterator[Live]:
 
 
 def event(n: int, name: str, ts: datetime, **extra: Any) -> dict[str, Any]:
-    return {"type": "track", "event": name, "messageId": f"m{n}", "timestamp": ts.isoformat(),
-            **extra}
+    return {
+        "type": "track",
+        "event": name,
+        "messageId": f"m{n}",
+        "timestamp": ts.isoformat(),
+        **extra,
+    }
 
 
 def test_live_numbers_right_after_the_acknowledgement(live: Live) -> None:
@@ -71,28 +77,48 @@ def test_live_numbers_right_after_the_acknowledgement(live: Live) -> None:
     ts = now - timedelta(seconds=5)
     before = live.live()
     assert (before["orders"], before["active_visitors"], before["events_last_minute"]) == (0, 0, 0)
-    live.send([
-        event(1, "Product Viewed", ts, userId="u1"),
-        event(2, "Product Added", ts, userId="u1"),
-        event(3, "Order Completed", ts, userId="u1",
-              properties={"revenue": 45, "currency": "EUR"}),
-        {"type": "page", "anonymousId": "a2", "messageId": "m4", "timestamp": ts.isoformat()},
-        # u3 ordered two days ago and again now: a repeat order is Retention, not Action
-        event(5, "Order Completed", now - timedelta(days=2), userId="u3",
-              properties={"revenue": 10, "currency": "EUR"}),
-        event(6, "Order Completed", ts, userId="u3",
-              properties={"revenue": 12.5, "currency": "USD"}),
-    ])
+    live.send(
+        [
+            event(1, "Product Viewed", ts, userId="u1"),
+            event(2, "Product Added", ts, userId="u1"),
+            event(
+                3, "Order Completed", ts, userId="u1", properties={"revenue": 45, "currency": "EUR"}
+            ),
+            {"type": "page", "anonymousId": "a2", "messageId": "m4", "timestamp": ts.isoformat()},
+            # u3 ordered two days ago and again now: a repeat order is Retention, not Action
+            event(
+                5,
+                "Order Completed",
+                now - timedelta(days=2),
+                userId="u3",
+                properties={"revenue": 10, "currency": "EUR"},
+            ),
+            event(
+                6,
+                "Order Completed",
+                ts,
+                userId="u3",
+                properties={"revenue": 12.5, "currency": "USD"},
+            ),
+        ]
+    )
     snap = live.live()  # no waiting: the batch was committed before the acknowledgement
     assert snap["events_last_minute"] == 5
     assert sum(m["events"] for m in snap["events_per_minute"]) == 5
     assert len(snap["events_per_minute"]) == 30
     assert snap["active_visitors"] == 3
     assert snap["orders"] == 2
-    assert snap["revenue"] == [{"currency": "EUR", "amount": "45.0000"},
-                               {"currency": "USD", "amount": "12.5000"}]
+    assert snap["revenue"] == [
+        {"currency": "EUR", "amount": "45.0000"},
+        {"currency": "USD", "amount": "12.5000"},
+    ]
     assert {s["stage"]: s["persons"] for s in snap["today"]["stages"]} == {
-        "awareness": 0, "interest": 2, "decision": 1, "action": 1, "retention": 1}
+        "awareness": 0,
+        "interest": 2,
+        "decision": 1,
+        "action": 1,
+        "retention": 1,
+    }
 
 
 def test_stream_shows_an_event_within_a_second_of_its_acknowledgement(live: Live) -> None:
@@ -100,8 +126,10 @@ def test_stream_shows_an_event_within_a_second_of_its_acknowledgement(live: Live
     stop = threading.Event()
 
     def listen() -> None:
-        with httpx.Client(timeout=30) as client, client.stream(
-                "GET", f"{live.url}/api/v1/live/stream", params={"key": live.read}) as r:
+        with (
+            httpx.Client(timeout=30) as client,
+            client.stream("GET", f"{live.url}/api/v1/live/stream", params={"key": live.read}) as r,
+        ):
             assert r.headers["content-type"].startswith("text/event-stream")
             for line in r.iter_lines():
                 if line.startswith("data: "):
@@ -115,8 +143,17 @@ def test_stream_shows_an_event_within_a_second_of_its_acknowledgement(live: Live
     while not frames and time.monotonic() < deadline:
         time.sleep(0.02)
     assert frames and frames[-1][1]["orders"] == 0
-    acked = live.send([event(1, "Order Completed", datetime.now(UTC), userId="u1",
-                             properties={"revenue": 30, "currency": "EUR"})])
+    acked = live.send(
+        [
+            event(
+                1,
+                "Order Completed",
+                datetime.now(UTC),
+                userId="u1",
+                properties={"revenue": 30, "currency": "EUR"},
+            )
+        ]
+    )
     seen = None
     while seen is None and time.monotonic() < acked + 5:
         seen = next((t for t, f in list(frames) if t >= acked and f["orders"] == 1), None)

@@ -42,17 +42,28 @@ def _wait_js(page: Any, expression: str, arg: Any = None, timeout: float = 30_00
             raise AssertionError(f"timed out after {timeout:.0f} ms waiting for: {expression}")
         time.sleep(0.02)
 
+
 playwright_api = pytest.importorskip("playwright.sync_api")
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.skipif(not Path("/usr/bin/chromium").exists(),
-                       reason="Debian's chromium is not installed (make system-deps installs it)"),
+    pytest.mark.skipif(
+        not Path("/usr/bin/chromium").exists(),
+        reason="Debian's chromium is not installed (make system-deps installs it)",
+    ),
 ]
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 VIEWPORT = {"width": 1280, "height": 800}
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 RECEIVED_AT = datetime(2024, 2, 1, tzinfo=UTC)
@@ -76,8 +87,12 @@ class Shop:
     write_key: str
 
     def api(self, path: str, **params: Any) -> Any:
-        response = httpx.get(self.url + path, params=params,
-                             headers={"Authorization": f"Bearer {self.read_key}"}, timeout=30)
+        response = httpx.get(
+            self.url + path,
+            params=params,
+            headers={"Authorization": f"Bearer {self.read_key}"},
+            timeout=30,
+        )
         assert response.status_code == 200, response.text
         return response.json()
 
@@ -92,9 +107,17 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
     bad = folder / "events.csv"
     bad.write_text(BAD_CSV, encoding="utf-8")
     ws.ingest(bad, received_at=RECEIVED_AT)
-    ws.add_goal({"name": "january-revenue", "kpi": "revenue", "target": 60000,
-                 "start": "2024-01-01", "deadline": "2024-02-15", "owner": "ana"},
-                now=RECEIVED_AT)
+    ws.add_goal(
+        {
+            "name": "january-revenue",
+            "kpi": "revenue",
+            "target": 60000,
+            "start": "2024-01-01",
+            "deadline": "2024-02-15",
+            "owner": "ana",
+        },
+        now=RECEIVED_AT,
+    )
     read_key = create_key(ws.store, "read", "dashboard", now=RECEIVED_AT).token
     write_key = create_key(ws.store, "write", "web-shop", now=RECEIVED_AT).token
     app = create_app(ws, ApiSettings(live_interval_seconds=0.5))
@@ -145,13 +168,15 @@ class Watched:
 
 def _watch(page: Any) -> Watched:
     watched = Watched(page)
-    page.on("console", lambda m: m.type == "error" and watched.problems.append(
-        f"console: {m.text}"))
+    page.on(
+        "console", lambda m: m.type == "error" and watched.problems.append(f"console: {m.text}")
+    )
     page.on("pageerror", lambda e: watched.problems.append(f"page error: {e}"))
-    page.on("requestfailed", lambda r: watched.problems.append(
-        f"failed: {r.url} {r.failure}"))
-    page.on("response", lambda r: r.status >= 400 and watched.problems.append(
-        f"HTTP {r.status}: {r.url}"))
+    page.on("requestfailed", lambda r: watched.problems.append(f"failed: {r.url} {r.failure}"))
+    page.on(
+        "response",
+        lambda r: r.status >= 400 and watched.problems.append(f"HTTP {r.status}: {r.url}"),
+    )
     return watched
 
 
@@ -160,7 +185,8 @@ def signed_in(browser: Any, shop: Shop) -> Iterator[Watched]:
     """A tab that already holds the read key (the sign-in form is tested on its own)."""
     context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
     context.add_init_script(
-        f"sessionStorage.setItem({json.dumps(KEY_STORAGE)}, {json.dumps(shop.read_key)})")
+        f"sessionStorage.setItem({json.dumps(KEY_STORAGE)}, {json.dumps(shop.read_key)})"
+    )
     watched = _watch(context.new_page())
     yield watched
     context.close()
@@ -181,8 +207,10 @@ def test_sign_in_refuses_a_write_key_and_accepts_a_read_key(browser: Any, shop: 
     page.wait_for_selector("dialog#login[open]")
     page.fill("[data-testid=login-key]", shop.write_key)
     page.click("[data-testid=login-submit]")
-    _wait_js(page,
-        "document.querySelector('[data-testid=login-error]').textContent.includes('cannot read')")
+    _wait_js(
+        page,
+        "document.querySelector('[data-testid=login-error]').textContent.includes('cannot read')",
+    )
     assert page.evaluate(f"sessionStorage.getItem({json.dumps(KEY_STORAGE)})") is None
     # The refusal is the server's 401, seen by the browser as a failed resource load.
     assert watched.problems and all("401" in p for p in watched.problems), watched.problems
@@ -237,8 +265,9 @@ def test_the_url_holds_dates_and_filters(signed_in: Watched, shop: Shop) -> None
     sessions = next(k for k in report["kpis"] if k["name"] == "sessions")
     assert _float(signed_in.value("kpi-value-sessions")) == pytest.approx(sessions["value"])
     unfiltered = shop.api("/api/v1/report", **API_PERIOD)
-    assert sessions["value"] < next(k["value"] for k in unfiltered["kpis"]
-                                    if k["name"] == "sessions")
+    assert sessions["value"] < next(
+        k["value"] for k in unfiltered["kpis"] if k["name"] == "sessions"
+    )
     # A change of filter rewrites the URL, so the link can be shared, and reloads the numbers.
     page.select_option("[data-testid=filter-device]", "mobile")
     _wait_js(page, "location.search.includes('device=mobile')")
@@ -255,11 +284,13 @@ def test_the_url_holds_dates_and_filters(signed_in: Watched, shop: Shop) -> None
 def test_overview_fits_a_phone_screen(browser: Any, shop: Shop) -> None:
     context = browser.new_context(viewport={"width": 390, "height": 844})
     context.add_init_script(
-        f"sessionStorage.setItem({json.dumps(KEY_STORAGE)}, {json.dumps(shop.read_key)})")
+        f"sessionStorage.setItem({json.dumps(KEY_STORAGE)}, {json.dumps(shop.read_key)})"
+    )
     watched = _watch(context.new_page())
     watched.goto(shop, "/", **PERIOD)
     overflow = watched.page.evaluate(
-        "document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
     assert overflow <= 0
     watched.assert_clean()
     context.close()
@@ -270,8 +301,14 @@ def test_overview_fits_a_phone_screen(browser: Any, shop: Shop) -> None:
 
 def test_kpis_page_shows_any_kpi_by_breakdown(signed_in: Watched, shop: Shop) -> None:
     signed_in.goto(shop, "/kpis", **PERIOD, kpi="aov", breakdown="channel", granularity="week")
-    api = shop.api("/api/v1/kpis", **API_PERIOD, names="aov", breakdown="channel",
-                   granularity="total", compare="previous_period")
+    api = shop.api(
+        "/api/v1/kpis",
+        **API_PERIOD,
+        names="aov",
+        breakdown="channel",
+        granularity="total",
+        compare="previous_period",
+    )
     assert len(api["rows"]) >= 3
     for i, row in enumerate(api["rows"]):
         assert _float(signed_in.value(f"kpi-row-value-{i}")) == pytest.approx(row["value"])
@@ -280,8 +317,9 @@ def test_kpis_page_shows_any_kpi_by_breakdown(signed_in: Watched, shop: Shop) ->
     signed_in.page.select_option("[data-testid=kpi-breakdown]", "")
     _wait_js(signed_in.page, "!location.search.includes('breakdown=channel')")
     signed_in.ready()
-    total = shop.api("/api/v1/kpis", **API_PERIOD, names="aov", granularity="total",
-                     compare="previous_period")["rows"][0]
+    total = shop.api(
+        "/api/v1/kpis", **API_PERIOD, names="aov", granularity="total", compare="previous_period"
+    )["rows"][0]
     assert _float(signed_in.value("kpi-total-value-0")) == pytest.approx(total["value"])
     assert _float(signed_in.value("kpi-total-change-0")) == pytest.approx(total["change"])
     signed_in.page.wait_for_selector("[data-testid=chart-kpi][data-rendered=true]")
@@ -301,24 +339,44 @@ def test_live_page_shows_an_event_within_two_seconds(signed_in: Watched, shop: S
     page = signed_in.page
     page.wait_for_selector("[data-testid=live-status][data-connected=true]")
     before = int(signed_in.value("live-events-last-minute"))
-    newest = page.evaluate("Math.max(-1, ...[...document.querySelectorAll("
-                           "'[data-testid=live-event]')].map(e => Number(e.dataset.seq)))")
+    newest = page.evaluate(
+        "Math.max(-1, ...[...document.querySelectorAll("
+        "'[data-testid=live-event]')].map(e => Number(e.dataset.seq)))"
+    )
     now = datetime.now(UTC)
-    event = {"event_id": f"live-{time.time_ns()}", "timestamp": now.isoformat(),
-             "event": "Order Completed", "user_id": "live-shopper", "revenue": "42.50",
-             "currency": "USD", "order_id": "live-order-1", "utm_source": "newsletter",
-             "utm_medium": "email"}
+    event = {
+        "event_id": f"live-{time.time_ns()}",
+        "timestamp": now.isoformat(),
+        "event": "Order Completed",
+        "user_id": "live-shopper",
+        "revenue": "42.50",
+        "currency": "USD",
+        "order_id": "live-order-1",
+        "utm_source": "newsletter",
+        "utm_medium": "email",
+    }
     sent = time.monotonic()
-    response = httpx.post(shop.url + "/api/v1/events", json={"events": [event]},
-                          headers={"Authorization": f"Bearer {shop.write_key}"}, timeout=10)
+    response = httpx.post(
+        shop.url + "/api/v1/events",
+        json={"events": [event]},
+        headers={"Authorization": f"Bearer {shop.write_key}"},
+        timeout=10,
+    )
     assert response.status_code == 200 and response.json()["accepted"] == 1, response.text
-    _wait_js(page,
+    _wait_js(
+        page,
         "n => Number(document.querySelector('[data-testid=live-events-last-minute]')"
-        ".dataset.value) > n", arg=before, timeout=2000)
-    _wait_js(page,
+        ".dataset.value) > n",
+        arg=before,
+        timeout=2000,
+    )
+    _wait_js(
+        page,
         "n => [...document.querySelectorAll('[data-testid=live-event]')].some("
         "e => Number(e.dataset.seq) > n && e.dataset.event === 'order_completed')",
-        arg=newest, timeout=max(1, 2000 - (time.monotonic() - sent) * 1000))
+        arg=newest,
+        timeout=max(1, 2000 - (time.monotonic() - sent) * 1000),
+    )
     elapsed = time.monotonic() - sent
     assert elapsed <= 2.0
     assert int(signed_in.value("live-orders")) >= 1
@@ -365,9 +423,9 @@ def test_customers_page_shows_segments_and_clusters(signed_in: Watched, shop: Sh
     rfm = shop.api("/api/v1/customers/rfm", now=API_PERIOD["end"], limit=1)
     assert int(signed_in.value("rfm-total")) == rfm["total"] > 0
     for segment, size in rfm["sizes"].items():
-        testid = "rfm-size-" + "-".join(w for w in
-                                        "".join(c if c.isalpha() else " " for c in segment)
-                                        .lower().split())
+        testid = "rfm-size-" + "-".join(
+            w for w in "".join(c if c.isalpha() else " " for c in segment).lower().split()
+        )
         assert int(signed_in.value(testid)) == size
     clusters = shop.api("/api/v1/customers/clusters", now=API_PERIOD["end"])
     for cluster in clusters["clusters"]:
@@ -382,10 +440,12 @@ def test_goals_page_shows_progress_and_forecast(signed_in: Watched, shop: Shop) 
     progress = shop.api("/api/v1/goals/january-revenue", now=f"{API_PERIOD['end']}T00:00:00Z")
     name = "january-revenue"
     assert _float(signed_in.value(f"goal-current-{name}")) == pytest.approx(
-        progress["current_value"])
+        progress["current_value"]
+    )
     assert signed_in.value(f"goal-status-{name}") == progress["status"]
     assert _float(signed_in.value(f"goal-probability-{name}")) == pytest.approx(
-        progress["probability"])
+        progress["probability"]
+    )
     signed_in.page.wait_for_selector("[data-testid=chart-goal][data-rendered=true]")
     signed_in.shot("goals")
     signed_in.assert_clean()
@@ -424,7 +484,8 @@ def golden(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
 def golden_page(browser: Any, golden: Shop) -> Iterator[Watched]:
     context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
     context.add_init_script(
-        f"sessionStorage.setItem({json.dumps(KEY_STORAGE)}, {json.dumps(golden.read_key)})")
+        f"sessionStorage.setItem({json.dumps(KEY_STORAGE)}, {json.dumps(golden.read_key)})"
+    )
     watched = _watch(context.new_page())
     yield watched
     context.close()
@@ -451,9 +512,16 @@ def test_funnel_builder_gives_the_golden_counts(golden_page: Watched, golden: Sh
     golden_page.ready()
     assert _counts(golden_page, 3) == GOLDEN_COUNTS_14D
     assert _float(golden_page.value("funnel-conversion")) == pytest.approx(1 / 5)
-    python = golden.ws.funnel(FunnelSpec.from_dict({
-        "steps": ["product_viewed", "product_added", "order_completed"], "window": "14d",
-        "start_at": "2024-05-01", "end_at": "2024-06-01"}))
+    python = golden.ws.funnel(
+        FunnelSpec.from_dict(
+            {
+                "steps": ["product_viewed", "product_added", "order_completed"],
+                "window": "14d",
+                "start_at": "2024-05-01",
+                "end_at": "2024-06-01",
+            }
+        )
+    )
     assert list(python.counts) == GOLDEN_COUNTS_14D
     # The 7-day window loses erin at step 2: the URL carries the change.
     page.select_option("[data-testid=funnel-window]", "7d")
@@ -467,13 +535,25 @@ def test_funnel_builder_gives_the_golden_counts(golden_page: Watched, golden: Sh
 def test_funnel_persons_download_and_explanation(golden_page: Watched, golden: Shop) -> None:
     from funnelscope.analysis.funnel import FunnelSpec
 
-    golden_page.goto(golden, "/funnels", **GOLDEN_PERIOD,
-                     steps="product_viewed,product_added,order_completed", window="14d")
+    golden_page.goto(
+        golden,
+        "/funnels",
+        **GOLDEN_PERIOD,
+        steps="product_viewed,product_added,order_completed",
+        window="14d",
+    )
     page = golden_page.page
     assert _counts(golden_page, 3) == GOLDEN_COUNTS_14D
-    result = golden.ws.funnel(FunnelSpec.from_dict({
-        "steps": ["product_viewed", "product_added", "order_completed"], "window": "14d",
-        "start_at": "2024-05-01", "end_at": "2024-06-01"}))
+    result = golden.ws.funnel(
+        FunnelSpec.from_dict(
+            {
+                "steps": ["product_viewed", "product_added", "order_completed"],
+                "window": "14d",
+                "start_at": "2024-05-01",
+                "end_at": "2024-06-01",
+            }
+        )
+    )
     with page.expect_download() as download:
         page.click("[data-testid=funnel-download-dropped-2]")
     rows = _read_csv(Path(download.value.path()))
@@ -493,18 +573,34 @@ def test_funnel_persons_download_and_explanation(golden_page: Watched, golden: S
 def test_funnels_page_on_the_shop(signed_in: Watched, shop: Shop) -> None:
     steps = "product_viewed,product_added,checkout_started,order_completed"
     signed_in.goto(shop, "/funnels", **PERIOD, steps=steps, fbreakdown="channel", trend="day")
-    spec = {"steps": steps.split(","), "window": "7d", "breakdowns": ["channel"],
-            "trend_period": "day", "start_at": API_PERIOD["start"], "end_at": API_PERIOD["end"],
-            "mode": "ordered", "counting": "uniques", "filters": []}
-    response = httpx.post(shop.url + "/api/v1/funnels", json=spec, timeout=60,
-                          headers={"Authorization": f"Bearer {shop.read_key}"})
+    spec = {
+        "steps": steps.split(","),
+        "window": "7d",
+        "breakdowns": ["channel"],
+        "trend_period": "day",
+        "start_at": API_PERIOD["start"],
+        "end_at": API_PERIOD["end"],
+        "mode": "ordered",
+        "counting": "uniques",
+        "filters": [],
+    }
+    response = httpx.post(
+        shop.url + "/api/v1/funnels",
+        json=spec,
+        timeout=60,
+        headers={"Authorization": f"Bearer {shop.read_key}"},
+    )
     api = response.json()
     assert _counts(signed_in, 4) == [s["count"] for s in api["steps"]]
     assert api["steps"][0]["count"] > api["steps"][3]["count"] > 0
     for i, bd in enumerate(api["breakdowns"]):
         assert int(signed_in.value(f"breakdown-entered-{i}")) == bd["steps"][0]["count"]
-    for testid in ("chart-funnel", "chart-time-to-convert", "chart-funnel-trend",
-                   "chart-funnel-breakdown"):
+    for testid in (
+        "chart-funnel",
+        "chart-time-to-convert",
+        "chart-funnel-trend",
+        "chart-funnel-breakdown",
+    ):
         signed_in.page.wait_for_selector(f"[data-testid={testid}][data-rendered=true]")
     signed_in.shot("funnels")
     signed_in.assert_clean()

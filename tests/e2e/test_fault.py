@@ -40,15 +40,29 @@ def loadgen(port: int, key: str, acked_path: Path, stop_path: Path) -> None:
         while not stop_path.exists():
             number += 1
             ts = datetime.now(UTC).isoformat()
-            body = json.dumps({"batch": [
-                {"type": "track", "event": "Product Viewed", "userId": f"u{i % 7}",
-                 "messageId": f"b{number}-{i}", "timestamp": ts} for i in range(BATCH)]})
+            body = json.dumps(
+                {
+                    "batch": [
+                        {
+                            "type": "track",
+                            "event": "Product Viewed",
+                            "userId": f"u{i % 7}",
+                            "messageId": f"b{number}-{i}",
+                            "timestamp": ts,
+                        }
+                        for i in range(BATCH)
+                    ]
+                }
+            )
             while True:  # retry the same batch (same ids) until acknowledged
                 try:
                     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-                    conn.request("POST", "/v1/batch", body=body,
-                                 headers={"content-type": "application/json",
-                                          "authorization": auth})
+                    conn.request(
+                        "POST",
+                        "/v1/batch",
+                        body=body,
+                        headers={"content-type": "application/json", "authorization": auth},
+                    )
                     status = conn.getresponse().status
                     conn.close()
                 except OSError:
@@ -68,10 +82,21 @@ def free_port() -> int:
 
 def start_server(store: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from funnelscope.cli.main import main; main()", "serve",
-         "--store", str(store),
-         "--port", str(port), "--log-level", "warning"],
-        stdout=log.open("ab"), stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-c",
+            "from funnelscope.cli.main import main; main()",
+            "serve",
+            "--store",
+            str(store),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -96,8 +121,9 @@ def test_kill_9_loses_no_acknowledged_event(tmp_path: Path) -> None:
     port = free_port()
     acked_path, stop_path, log = tmp_path / "acked.txt", tmp_path / "stop", tmp_path / "srv.log"
     server = start_server(store, port, log)
-    generator = subprocess.Popen([sys.executable, __file__, "loadgen", str(port), key,
-                                  str(acked_path), str(stop_path)])
+    generator = subprocess.Popen(
+        [sys.executable, __file__, "loadgen", str(port), key, str(acked_path), str(stop_path)]
+    )
     try:
         for _ in range(KILLS):
             time.sleep(1.5)

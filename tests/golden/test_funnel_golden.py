@@ -55,8 +55,9 @@ def _check_ordered(r: FunnelResult) -> None:
     assert r.total_time_to_convert is not None
     assert r.total_time_to_convert.count == 2
     assert r.total_time_to_convert.median_seconds == pytest.approx((600 + 518460) / 2)
-    assert [(p.period_start, p.entered, p.converted) for p in r.trend] == [(T0.replace(hour=0),
-                                                                           4, 2)]
+    assert [(p.period_start, p.entered, p.converted) for p in r.trend] == [
+        (T0.replace(hour=0), 4, 2)
+    ]
     assert r.steps[1].conversion_from_previous == pytest.approx(3 / 4)
     low, high = r.steps[1].conversion_from_previous_interval or (0, 0)
     assert low < 0.75 < high
@@ -89,138 +90,301 @@ def _breakdowns(expected: dict[tuple[str, ...], tuple[int, ...]]) -> Callable[[F
 
 def _nia_oto_pia() -> dict[str, list[tuple[Any, ...]]]:
     return {
-        "nia": [(0, V, {"country": "FR", "device_type": "mobile"}), (5, A, {"country": "DE"}),
-                (10, O, {"country": "DE"})],
+        "nia": [
+            (0, V, {"country": "FR", "device_type": "mobile"}),
+            (5, A, {"country": "DE"}),
+            (10, O, {"country": "DE"}),
+        ],
         "oto": [(0, V, {"country": "DE", "device_type": "desktop"}), (5, A, {"country": "DE"})],
         "pia": [(0, V, {"country": "FR", "device_type": "mobile"})],
     }
 
 
 CASES = [
-    Case("ordered", {
-        "alice": [(0, V), (5, A), (10, O)],
-        "bob": [(0, V), (1, "page_viewed"), (30, A)],
-        "carol": [(0, A), (5, O)],  # only later steps
-        "dan": [(0, O), (10, V)],
-        "erin": [(0, V), (2 * DAY, V), (8 * DAY, A), (8 * DAY + 1, O)],  # the later start wins
-    }, vao, (4, 3, 2), {"alice": 3, "bob": 2, "carol": 0, "dan": 1, "erin": 3}, _check_ordered),
-    Case("window_boundary", {
-        "fay": [(0, V), (DAY, A)],  # exactly the window: inclusive
-        "gus": [(0, V), (DAY + 1, A)],
-        "hal": [(0, V), (600, A), (DAY + 1, O)],  # measured from step 1, not the previous step
-    }, lambda c: vao(c, window="1d"), (3, 2, 0), {"fay": 2, "gus": 1, "hal": 2}),
-    Case("step_within", {
-        "ivy": [(0, V), (30, A), (3000, O)],
-        "jay": [(0, V), (90, A), (100, O)],
-        "kim": [(0, V), (60, V), (100, A)],  # within an hour of the later view
-    }, lambda c: FunnelSpec.of(V, Step(A, within=timedelta(hours=1)), O, filters=(c,)),
-        (3, 2, 1), {"ivy": 3, "jay": 1, "kim": 2}),
-    Case("strict", {
-        "lea": [(0, V), (5, A), (10, O)],
-        "max": [(0, V), (1, "page_viewed"), (2, A), (3, O)],
-        "ned": [(0, V), (1, A), (2, "page_viewed"), (3, O)],
-        "oli": [(0, V), (1, "page_viewed"), (2, V), (3, A), (4, O)],  # the clean retry counts
-    }, lambda c: vao(c, mode="strict"), (4, 3, 2), {"lea": 3, "max": 1, "ned": 2, "oli": 3}),
-    Case("any_order", {
-        "pam": [(0, O), (5, A), (10, V)],
-        "quin": [(0, A), (2000, V)],  # more than a day apart
-        "ray": [(0, V)],
-    }, lambda c: vao(c, mode="any", window="1d"), (3, 1, 1), {"pam": 3, "quin": 1, "ray": 1}),
-    Case("exclusion", {
-        "sam": [(0, V), (5, A), (7, "product_removed", {"props": {"reason": "price"}}), (10, O)],
-        "tia": [(0, V), (5, A), (7, "product_removed", {"props": {"reason": "size"}}), (10, O)],
-        "uma": [(0, V), (2, "product_removed", {"props": {"reason": "price"}}), (5, A), (10, O)],
-        "vic": [(0, V), (5, A), (7, "product_removed", {"props": {"reason": "price"}}), (8, A),
-                (10, O)],
-    }, lambda c: vao(c, exclusions=(Exclusion("product_removed", ("properties.reason=price",),
-                                              from_step=2, to_step=3),)),
-        (4, 4, 3), {"sam": 2, "tia": 3, "uma": 3, "vic": 3}),
-    Case("sessions", {
-        "wes": [(0, V, {"session_id": "s1"}), (5, A, {"session_id": "s1"}),
-                (100, V, {"session_id": "s2"}), (105, A, {"session_id": "s2"}),
-                (110, O, {"session_id": "s2"})],
-        "xia": [(0, V, {"session_id": "s3"}), (5, A)],  # no session: not in any unit
-    }, lambda c: vao(c, count_by="sessions"), (3, 2, 1), {"wes": 3, "xia": 1}),
-    Case("cart_key", {
-        "yan": [(0, A, {"cart_id": "c1"}), (1, A, {"cart_id": "c2"}),
-                (5, "checkout_started", {"cart_id": "c2"}), (6, O, {"cart_id": "c2"}),
-                (10, "checkout_started", {"cart_id": "c1"})],
-        "zoe": [(0, A, {"cart_id": "c3"})],
-    }, lambda c: FunnelSpec.of(A, "checkout_started", O, filters=(c,), count_by="cart_id"),
-        (3, 2, 1), {"yan": 3, "zoe": 1}),
-    Case("totals", {
-        "abe": [(0, V), (5, A), (10, O), (20, V), (25, A)],
-        "bea": [(0, V), (3, V), (8 * DAY, A)],  # the second view is inside the open attempt
-        "cal": [(0, A)],
-    }, lambda c: vao(c, counting="totals"), (3, 2, 1), {"abe": 3, "bea": 1, "cal": 0},
-        _check_totals),
-    Case("hold_constant", {
-        "dee": [(0, V, {"product_id": "p1"}), (5, A, {"product_id": "p2"}),
-                (10, O, {"product_id": "p2"})],
-        "eli": [(0, V, {"product_id": "p1"}), (1, V, {"product_id": "p2"}),
-                (5, A, {"product_id": "p2"}), (10, O, {"product_id": "p2"})],
-    }, lambda c: vao(c, hold_constant=("product_id",)), (2, 1, 1), {"dee": 1, "eli": 3}),
-    Case("first_time", {
-        "fin": [(0, A), (5, V), (10, A), (15, O)],  # the first add ever came before the view
-        "gia": [(0, V), (5, A), (7, A), (10, O)],
-    }, lambda c: FunnelSpec.of(V, Step(A, first_time=True), O, filters=(c,)),
-        (2, 1, 1), {"fin": 1, "gia": 3}),
-    Case("optional", {
-        "hugo": [(0, V), (10, O)],
-        "ida": [(0, V), (5, A), (10, O)],
-        "joe": [(0, V), (5, A)],
-    }, lambda c: FunnelSpec.of(V, Step(A, is_optional=True), O, filters=(c,)),
-        (3, 2, 2), {"hugo": 3, "ida": 3, "joe": 2}, _check_optional),
-    Case("open", {
-        "kay": [(0, A), (5, O)],
-        "lou": [(0, V), (5, O)],
-        "mia": [(0, V), (5, A)],
-    }, lambda c: vao(c, is_open=True), (2, 2, 2), {"kay": 3, "lou": 3, "mia": 2}, _check_open),
-    Case("breakdown_first_touch", _nia_oto_pia(),
-         lambda c: vao(c, breakdowns=("country", "device_type")), (3, 2, 1),
-         {"nia": 3, "oto": 2, "pia": 1},
-         _breakdowns({("FR", "mobile"): (2, 1, 1), ("DE", "desktop"): (1, 1, 0)})),
-    Case("breakdown_last_touch", _nia_oto_pia(),
-         lambda c: vao(c, breakdowns=("country",), attribution="last_touch"), (3, 2, 1),
-         {"nia": 3, "oto": 2, "pia": 1}, _breakdowns({("DE",): (2, 2, 1), ("FR",): (1, 0, 0)})),
-    Case("breakdown_step_1", _nia_oto_pia(),
-         lambda c: vao(c, breakdowns=("country",), attribution="step", attribution_step=1),
-         (3, 2, 1), {"nia": 3, "oto": 2, "pia": 1},
-         _breakdowns({("FR",): (2, 1, 1), ("DE",): (1, 1, 0)})),
-    Case("date_range", {
-        "quy": [(0, V), (1500, A), (1600, O)],  # entered before the range
-        "rex": [(1500, V), (1510, A), (4000, O)],  # converts after end_at, inside the window
-        "sol": [(3000, V)],  # enters after the range
-    }, lambda c: vao(c, start_at=T0 + timedelta(days=1), end_at=T0 + timedelta(days=2)),
-        (1, 1, 1), {"quy": 0, "rex": 3, "sol": 0}),
-    Case("global_filter", {
-        "tom": [(0, V, {"device_type": "mobile"}), (5, A, {"device_type": "desktop"}),
-                (10, O, {"device_type": "mobile"})],
-        "uli": [(0, V, {"device_type": "mobile"}), (5, A, {"device_type": "mobile"})],
-    }, lambda c: FunnelSpec.of(V, A, O, filters=(c, PropertyFilter("device_type", "eq",
-                                                                   "mobile"))),
-        (2, 1, 0), {"tom": 1, "uli": 2}),
-    Case("stage_steps", {
-        "vera": [(0, "page_viewed"), (5, "checkout_started"), (10, O)],
-        "walt": [(0, "ad_impression"), (5, O)],
-    }, lambda c: FunnelSpec.of(Step.stage("interest"), Step.stage("decision"), O,
-                               filters=(c,)), (1, 1, 1), {"vera": 3, "walt": 0}),
-    Case("stage_funnel", {
-        "xena": [(0, "ad_impression"), (5, "page_viewed"), (10, A), (15, O), (2000, O)],
-        "yuri": [(0, "page_viewed"), (5, O)],
-        "zack": [(0, "ad_impression"), (5, "page_viewed"), (10, O)],
-    }, lambda c: stage_funnel_spec(filters=(c,)), (2, 2, 1, 1, 1),
-        {"xena": 5, "yuri": 0, "zack": 2}),
-    Case("identity", {
-        "ana": [(0, V, {"anonymous_id": "identity:anon-9"}),
+    Case(
+        "ordered",
+        {
+            "alice": [(0, V), (5, A), (10, O)],
+            "bob": [(0, V), (1, "page_viewed"), (30, A)],
+            "carol": [(0, A), (5, O)],  # only later steps
+            "dan": [(0, O), (10, V)],
+            "erin": [(0, V), (2 * DAY, V), (8 * DAY, A), (8 * DAY + 1, O)],  # the later start wins
+        },
+        vao,
+        (4, 3, 2),
+        {"alice": 3, "bob": 2, "carol": 0, "dan": 1, "erin": 3},
+        _check_ordered,
+    ),
+    Case(
+        "window_boundary",
+        {
+            "fay": [(0, V), (DAY, A)],  # exactly the window: inclusive
+            "gus": [(0, V), (DAY + 1, A)],
+            "hal": [(0, V), (600, A), (DAY + 1, O)],  # measured from step 1, not the previous step
+        },
+        lambda c: vao(c, window="1d"),
+        (3, 2, 0),
+        {"fay": 2, "gus": 1, "hal": 2},
+    ),
+    Case(
+        "step_within",
+        {
+            "ivy": [(0, V), (30, A), (3000, O)],
+            "jay": [(0, V), (90, A), (100, O)],
+            "kim": [(0, V), (60, V), (100, A)],  # within an hour of the later view
+        },
+        lambda c: FunnelSpec.of(V, Step(A, within=timedelta(hours=1)), O, filters=(c,)),
+        (3, 2, 1),
+        {"ivy": 3, "jay": 1, "kim": 2},
+    ),
+    Case(
+        "strict",
+        {
+            "lea": [(0, V), (5, A), (10, O)],
+            "max": [(0, V), (1, "page_viewed"), (2, A), (3, O)],
+            "ned": [(0, V), (1, A), (2, "page_viewed"), (3, O)],
+            "oli": [(0, V), (1, "page_viewed"), (2, V), (3, A), (4, O)],  # the clean retry counts
+        },
+        lambda c: vao(c, mode="strict"),
+        (4, 3, 2),
+        {"lea": 3, "max": 1, "ned": 2, "oli": 3},
+    ),
+    Case(
+        "any_order",
+        {
+            "pam": [(0, O), (5, A), (10, V)],
+            "quin": [(0, A), (2000, V)],  # more than a day apart
+            "ray": [(0, V)],
+        },
+        lambda c: vao(c, mode="any", window="1d"),
+        (3, 1, 1),
+        {"pam": 3, "quin": 1, "ray": 1},
+    ),
+    Case(
+        "exclusion",
+        {
+            "sam": [
+                (0, V),
+                (5, A),
+                (7, "product_removed", {"props": {"reason": "price"}}),
+                (10, O),
+            ],
+            "tia": [(0, V), (5, A), (7, "product_removed", {"props": {"reason": "size"}}), (10, O)],
+            "uma": [
+                (0, V),
+                (2, "product_removed", {"props": {"reason": "price"}}),
+                (5, A),
+                (10, O),
+            ],
+            "vic": [
+                (0, V),
+                (5, A),
+                (7, "product_removed", {"props": {"reason": "price"}}),
+                (8, A),
+                (10, O),
+            ],
+        },
+        lambda c: vao(
+            c,
+            exclusions=(
+                Exclusion("product_removed", ("properties.reason=price",), from_step=2, to_step=3),
+            ),
+        ),
+        (4, 4, 3),
+        {"sam": 2, "tia": 3, "uma": 3, "vic": 3},
+    ),
+    Case(
+        "sessions",
+        {
+            "wes": [
+                (0, V, {"session_id": "s1"}),
+                (5, A, {"session_id": "s1"}),
+                (100, V, {"session_id": "s2"}),
+                (105, A, {"session_id": "s2"}),
+                (110, O, {"session_id": "s2"}),
+            ],
+            "xia": [(0, V, {"session_id": "s3"}), (5, A)],  # no session: not in any unit
+        },
+        lambda c: vao(c, count_by="sessions"),
+        (3, 2, 1),
+        {"wes": 3, "xia": 1},
+    ),
+    Case(
+        "cart_key",
+        {
+            "yan": [
+                (0, A, {"cart_id": "c1"}),
+                (1, A, {"cart_id": "c2"}),
+                (5, "checkout_started", {"cart_id": "c2"}),
+                (6, O, {"cart_id": "c2"}),
+                (10, "checkout_started", {"cart_id": "c1"}),
+            ],
+            "zoe": [(0, A, {"cart_id": "c3"})],
+        },
+        lambda c: FunnelSpec.of(A, "checkout_started", O, filters=(c,), count_by="cart_id"),
+        (3, 2, 1),
+        {"yan": 3, "zoe": 1},
+    ),
+    Case(
+        "totals",
+        {
+            "abe": [(0, V), (5, A), (10, O), (20, V), (25, A)],
+            "bea": [(0, V), (3, V), (8 * DAY, A)],  # the second view is inside the open attempt
+            "cal": [(0, A)],
+        },
+        lambda c: vao(c, counting="totals"),
+        (3, 2, 1),
+        {"abe": 3, "bea": 1, "cal": 0},
+        _check_totals,
+    ),
+    Case(
+        "hold_constant",
+        {
+            "dee": [
+                (0, V, {"product_id": "p1"}),
+                (5, A, {"product_id": "p2"}),
+                (10, O, {"product_id": "p2"}),
+            ],
+            "eli": [
+                (0, V, {"product_id": "p1"}),
+                (1, V, {"product_id": "p2"}),
+                (5, A, {"product_id": "p2"}),
+                (10, O, {"product_id": "p2"}),
+            ],
+        },
+        lambda c: vao(c, hold_constant=("product_id",)),
+        (2, 1, 1),
+        {"dee": 1, "eli": 3},
+    ),
+    Case(
+        "first_time",
+        {
+            "fin": [(0, A), (5, V), (10, A), (15, O)],  # the first add ever came before the view
+            "gia": [(0, V), (5, A), (7, A), (10, O)],
+        },
+        lambda c: FunnelSpec.of(V, Step(A, first_time=True), O, filters=(c,)),
+        (2, 1, 1),
+        {"fin": 1, "gia": 3},
+    ),
+    Case(
+        "optional",
+        {
+            "hugo": [(0, V), (10, O)],
+            "ida": [(0, V), (5, A), (10, O)],
+            "joe": [(0, V), (5, A)],
+        },
+        lambda c: FunnelSpec.of(V, Step(A, is_optional=True), O, filters=(c,)),
+        (3, 2, 2),
+        {"hugo": 3, "ida": 3, "joe": 2},
+        _check_optional,
+    ),
+    Case(
+        "open",
+        {
+            "kay": [(0, A), (5, O)],
+            "lou": [(0, V), (5, O)],
+            "mia": [(0, V), (5, A)],
+        },
+        lambda c: vao(c, is_open=True),
+        (2, 2, 2),
+        {"kay": 3, "lou": 3, "mia": 2},
+        _check_open,
+    ),
+    Case(
+        "breakdown_first_touch",
+        _nia_oto_pia(),
+        lambda c: vao(c, breakdowns=("country", "device_type")),
+        (3, 2, 1),
+        {"nia": 3, "oto": 2, "pia": 1},
+        _breakdowns({("FR", "mobile"): (2, 1, 1), ("DE", "desktop"): (1, 1, 0)}),
+    ),
+    Case(
+        "breakdown_last_touch",
+        _nia_oto_pia(),
+        lambda c: vao(c, breakdowns=("country",), attribution="last_touch"),
+        (3, 2, 1),
+        {"nia": 3, "oto": 2, "pia": 1},
+        _breakdowns({("DE",): (2, 2, 1), ("FR",): (1, 0, 0)}),
+    ),
+    Case(
+        "breakdown_step_1",
+        _nia_oto_pia(),
+        lambda c: vao(c, breakdowns=("country",), attribution="step", attribution_step=1),
+        (3, 2, 1),
+        {"nia": 3, "oto": 2, "pia": 1},
+        _breakdowns({("FR",): (2, 1, 1), ("DE",): (1, 1, 0)}),
+    ),
+    Case(
+        "date_range",
+        {
+            "quy": [(0, V), (1500, A), (1600, O)],  # entered before the range
+            "rex": [(1500, V), (1510, A), (4000, O)],  # converts after end_at, inside the window
+            "sol": [(3000, V)],  # enters after the range
+        },
+        lambda c: vao(c, start_at=T0 + timedelta(days=1), end_at=T0 + timedelta(days=2)),
+        (1, 1, 1),
+        {"quy": 0, "rex": 3, "sol": 0},
+    ),
+    Case(
+        "global_filter",
+        {
+            "tom": [
+                (0, V, {"device_type": "mobile"}),
+                (5, A, {"device_type": "desktop"}),
+                (10, O, {"device_type": "mobile"}),
+            ],
+            "uli": [(0, V, {"device_type": "mobile"}), (5, A, {"device_type": "mobile"})],
+        },
+        lambda c: FunnelSpec.of(
+            V, A, O, filters=(c, PropertyFilter("device_type", "eq", "mobile"))
+        ),
+        (2, 1, 0),
+        {"tom": 1, "uli": 2},
+    ),
+    Case(
+        "stage_steps",
+        {
+            "vera": [(0, "page_viewed"), (5, "checkout_started"), (10, O)],
+            "walt": [(0, "ad_impression"), (5, O)],
+        },
+        lambda c: FunnelSpec.of(Step.stage("interest"), Step.stage("decision"), O, filters=(c,)),
+        (1, 1, 1),
+        {"vera": 3, "walt": 0},
+    ),
+    Case(
+        "stage_funnel",
+        {
+            "xena": [(0, "ad_impression"), (5, "page_viewed"), (10, A), (15, O), (2000, O)],
+            "yuri": [(0, "page_viewed"), (5, O)],
+            "zack": [(0, "ad_impression"), (5, "page_viewed"), (10, O)],
+        },
+        lambda c: stage_funnel_spec(filters=(c,)),
+        (2, 2, 1, 1, 1),
+        {"xena": 5, "yuri": 0, "zack": 2},
+    ),
+    Case(
+        "identity",
+        {
+            "ana": [
+                (0, V, {"anonymous_id": "identity:anon-9"}),
                 (5, A, {"anonymous_id": "identity:anon-9", "user_id": "identity:ana"}),
-                (10, O, {"user_id": "identity:ana"})],
-    }, vao, (1, 1, 1), {"ana": 3}),
-    Case("step_filter", {
-        "bo": [(0, V), (5, O, {"revenue": "20"}), (10, O, {"revenue": "80"})],
-        "cy": [(0, V), (5, O, {"revenue": "20"})],
-    }, lambda c: FunnelSpec.of(V, Step(O, filters=("revenue>=50",)), filters=(c,)),
-        (2, 1), {"bo": 2, "cy": 1}),
+                (10, O, {"user_id": "identity:ana"}),
+            ],
+        },
+        vao,
+        (1, 1, 1),
+        {"ana": 3},
+    ),
+    Case(
+        "step_filter",
+        {
+            "bo": [(0, V), (5, O, {"revenue": "20"}), (10, O, {"revenue": "80"})],
+            "cy": [(0, V), (5, O, {"revenue": "20"})],
+        },
+        lambda c: FunnelSpec.of(V, Step(O, filters=("revenue>=50",)), filters=(c,)),
+        (2, 1),
+        {"bo": 2, "cy": 1},
+    ),
 ]
 
 
@@ -231,9 +395,12 @@ def _rows() -> list[dict[str, Any]]:
             for i, (minutes, event, *more) in enumerate(steps):
                 extra = dict(more[0]) if more else {}
                 props = {"case": case.id, **extra.pop("props", {})}
-                row = {"event_id": f"{case.id}:{person}:{i}",
-                       "timestamp": (T0 + timedelta(minutes=minutes)).isoformat(),
-                       "event": event, "properties": json.dumps(props)}
+                row = {
+                    "event_id": f"{case.id}:{person}:{i}",
+                    "timestamp": (T0 + timedelta(minutes=minutes)).isoformat(),
+                    "event": event,
+                    "properties": json.dumps(props),
+                }
                 if "anonymous_id" not in extra and "user_id" not in extra:
                     row["user_id"] = f"{case.id}:{person}"
                 row.update(extra)
@@ -303,8 +470,9 @@ def spark_results(shop: tuple[Workspace, Path], spark: Any) -> dict[str, FunnelR
 
 @pytest.mark.spark
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_spark(case: Case, shop: tuple[Workspace, Path],
-               spark_results: dict[str, FunnelResult]) -> None:
+def test_spark(
+    case: Case, shop: tuple[Workspace, Path], spark_results: dict[str, FunnelResult]
+) -> None:
     ws, _ = shop
     result = spark_results[case.id]
     assert result.engine == "spark"
@@ -328,7 +496,8 @@ def test_spark_equals_embedded_on_a_simulated_store(
     folder = tmp_path_factory.mktemp("funnel_simulated")
     ws = funnelscope.open(folder / "shop.duckdb")
     simulate(customers=70_000, days=90, seed=11).write_store(
-        ws.store, received_at=datetime(2030, 1, 1, tzinfo=UTC))
+        ws.store, received_at=datetime(2030, 1, 1, tzinfo=UTC)
+    )
     assert ws.info()["events"] >= 800_000
     ws.export(folder / "parquet")
     specs = [

@@ -62,18 +62,28 @@ def outcomes() -> list[Outcome]:
     out = []
     for seed in range(CASES):
         kpi = simulated_kpi(seed)
-        baseline = float(kpi.iloc[HISTORY_DAYS - PERIOD_DAYS:HISTORY_DAYS].sum())
+        baseline = float(kpi.iloc[HISTORY_DAYS - PERIOD_DAYS : HISTORY_DAYS].sum())
         target = baseline * (1 + (5, 10, 15, 20)[(seed // 3) % 4] / 100)
         realised = float(kpi.iloc[HISTORY_DAYS:].sum())
         elapsed = (0, 30, 60)[seed % 3]
-        forecast = period_forecast(kpi.iloc[:HISTORY_DAYS + elapsed], period_start=START,
-                                   period_end=DEADLINE, lower=0.0, repetitions=500, seed=seed)
+        forecast = period_forecast(
+            kpi.iloc[: HISTORY_DAYS + elapsed],
+            period_start=START,
+            period_end=DEADLINE,
+            lower=0.0,
+            repetitions=500,
+            seed=seed,
+        )
         p = forecast.probability(target)
-        out.append(Outcome(
-            status=status_for(p), achieved=realised >= target, probability=p,
-            in80=forecast.interval80[0] <= realised <= forecast.interval80[1],
-            in95=forecast.interval95[0] <= realised <= forecast.interval95[1],
-        ))
+        out.append(
+            Outcome(
+                status=status_for(p),
+                achieved=realised >= target,
+                probability=p,
+                in80=forecast.interval80[0] <= realised <= forecast.interval80[1],
+                in95=forecast.interval95[0] <= realised <= forecast.interval95[1],
+            )
+        )
     return out
 
 
@@ -83,8 +93,10 @@ def test_the_status_rule_classifies_known_outcomes(outcomes: list[Outcome]) -> N
     accuracy = len(right) / len(decisive)
     at_risk = 1 - len(decisive) / len(outcomes)
     brier = float(np.mean([(o.probability - o.achieved) ** 2 for o in outcomes]))
-    print(f"\ndecisive accuracy {accuracy:.3f} over {len(decisive)}; at risk {at_risk:.3f}; "
-          f"achieved {sum(o.achieved for o in outcomes)}/{len(outcomes)}; Brier {brier:.3f}")
+    print(
+        f"\ndecisive accuracy {accuracy:.3f} over {len(decisive)}; at risk {at_risk:.3f}; "
+        f"achieved {sum(o.achieved for o in outcomes)}/{len(outcomes)}; Brier {brier:.3f}"
+    )
     assert accuracy >= STATED_ACCURACY
     assert at_risk <= STATED_MAX_AT_RISK
     # Both outcomes occur, so the accuracy is not that of a constant answer.
@@ -94,8 +106,10 @@ def test_the_status_rule_classifies_known_outcomes(outcomes: list[Outcome]) -> N
 def test_the_prediction_intervals_cover_the_realised_value(outcomes: list[Outcome]) -> None:
     cover80 = float(np.mean([o.in80 for o in outcomes]))
     cover95 = float(np.mean([o.in95 for o in outcomes]))
-    print(f"\n80% interval coverage {cover80:.3f}, 95% interval coverage {cover95:.3f} "
-          f"over {len(outcomes)} goals")
+    print(
+        f"\n80% interval coverage {cover80:.3f}, 95% interval coverage {cover95:.3f} "
+        f"over {len(outcomes)} goals"
+    )
     # Binomial tolerance: with 120 cases the standard error at 80% is 3.7 points.
     assert 0.70 <= cover80 <= 0.90
     assert 0.88 <= cover95 <= 0.99

@@ -35,9 +35,12 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
 
 def product_revenue(ws: Workspace, product: str, start: date, end: date) -> float:
     """The KPI over a whole window in one query (not the sum of daily values)."""
-    spec = KpiSpec.create("product_revenue", datetime.combine(start, datetime.min.time(), UTC),
-                          datetime.combine(end, datetime.min.time(), UTC),
-                          filters={"product": product})
+    spec = KpiSpec.create(
+        "product_revenue",
+        datetime.combine(start, datetime.min.time(), UTC),
+        datetime.combine(end, datetime.min.time(), UTC),
+        filters={"product": product},
+    )
     value = compute_kpis(ws.engine, spec).rows[0].value
     assert value is not None
     return value
@@ -47,19 +50,28 @@ def best_seller(ws: Workspace) -> str:
     rows = ws.store.query(
         "SELECT i.product_id FROM (SELECT unnest(items) AS i FROM events "
         "WHERE event = 'order_completed' AND \"timestamp\" < '2025-01-01') "
-        "GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1")
+        "GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1"
+    )
     return str(rows[0][0])
 
 
 def seed_goal(product: str) -> GoalSpec:
-    return GoalSpec.from_dict({
-        "name": "product-x-q1", "owner": "marketing", "kpi": "product_revenue",
-        "scope": {"product": product}, "target": "+15%",
-        "baseline_start": "2024-10-01", "baseline_end": "2024-12-31",
-        "start": "2025-01-01", "deadline": "2025-03-31", "initiative": "email",
-        "description": "Increase sales of Product X by 15% by the end of the first quarter "
-                       "through email marketing campaigns",
-    })
+    return GoalSpec.from_dict(
+        {
+            "name": "product-x-q1",
+            "owner": "marketing",
+            "kpi": "product_revenue",
+            "scope": {"product": product},
+            "target": "+15%",
+            "baseline_start": "2024-10-01",
+            "baseline_end": "2024-12-31",
+            "start": "2025-01-01",
+            "deadline": "2025-03-31",
+            "initiative": "email",
+            "description": "Increase sales of Product X by 15% by the end of the first quarter "
+            "through email marketing campaigns",
+        }
+    )
 
 
 def test_the_seed_goal_shows_progress_pacing_forecast_and_status(shop: Workspace) -> None:
@@ -80,11 +92,18 @@ def test_the_seed_goal_shows_progress_pacing_forecast_and_status(shop: Workspace
     # The forecast adds the rest of the quarter to what is already sold.
     f = p.forecast
     assert f is not None and f.method == "structural(trend+weekly)"
-    assert so_far <= f.interval95[0] <= f.interval80[0] <= f.median <= f.interval80[1] \
+    assert (
+        so_far
+        <= f.interval95[0]
+        <= f.interval80[0]
+        <= f.median
+        <= f.interval80[1]
         <= f.interval95[1]
+    )
     assert p.probability is not None and 0.0 <= p.probability <= 1.0
-    expected = ("on_track" if p.probability >= 0.7 else
-                "at_risk" if p.probability >= 0.3 else "off_track")
+    expected = (
+        "on_track" if p.probability >= 0.7 else "at_risk" if p.probability >= 0.3 else "off_track"
+    )
     assert p.status == expected
     checks = {c.property: c for c in p.checks}
     assert all(checks[k].passed for k in ("specific", "measurable", "relevant", "time_bound"))

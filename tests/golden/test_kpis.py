@@ -60,48 +60,118 @@ ANON_B = {"anonymous_id": "anon-b", **BEN}
 
 FIRST_BATCH = {
     "ann": [
-        (0, "page_viewed", {**ANN, "page_path": "/", "utm_source": "google", "utm_medium": "cpc",
-                            "utm_campaign": "brand", "properties": _props(load_time_ms=1000)}),
+        (
+            0,
+            "page_viewed",
+            {
+                **ANN,
+                "page_path": "/",
+                "utm_source": "google",
+                "utm_medium": "cpc",
+                "utm_campaign": "brand",
+                "properties": _props(load_time_ms=1000),
+            },
+        ),
         (2, "product_viewed", {**ANN, "page_path": "/p/1", "product_id": "p1"}),
         (3, "page_viewed", {**ANN, "page_path": "/p/1", "properties": _props(load_time_ms=2000)}),
         (4, "content_engaged", {**ANN, "page_path": "/p/1", "properties": _props(scroll_depth=40)}),
         (5, "product_added", {**ANN, "page_path": "/p/1", "product_id": "p1"}),
         (6, "checkout_started", {**ANN, "page_path": "/checkout"}),
-        (8, "order_completed", {**ANN, "page_path": "/thanks", "order_id": "o1", "revenue": "100",
-                                "currency": "USD", "items": _items(("p1", 50, 2))}),
+        (
+            8,
+            "order_completed",
+            {
+                **ANN,
+                "page_path": "/thanks",
+                "order_id": "o1",
+                "revenue": "100",
+                "currency": "USD",
+                "items": _items(("p1", 50, 2)),
+            },
+        ),
         (29, "email_opened", {"properties": _props(campaign_id="c1")}),
         (30, "email_clicked", {"properties": _props(campaign_id="c1")}),
         (2880, "page_viewed", {"device_type": "desktop", "country": "DE", "page_path": "/"}),
         (4320, "order_refunded", {"order_id": "o1", "revenue": "100", "currency": "USD"}),
     ],
     "ben-anon": [
-        (60, "page_viewed", {**ANON_B, "page_path": "/", "utm_source": "news",
-                             "utm_medium": "email", "utm_campaign": "nl1",
-                             "properties": _props(load_time_ms=3000)}),
+        (
+            60,
+            "page_viewed",
+            {
+                **ANON_B,
+                "page_path": "/",
+                "utm_source": "news",
+                "utm_medium": "email",
+                "utm_campaign": "nl1",
+                "properties": _props(load_time_ms=3000),
+            },
+        ),
         (61, "page_viewed", {**ANON_B, "page_path": "/p/2"}),
         (63, "product_added", {**ANON_B, "page_path": "/p/2", "product_id": "p2"}),
         (64, "checkout_started", {**ANON_B, "page_path": "/checkout"}),
     ],
     "cat": [
-        (890, "page_viewed", {**CAT, "page_path": "/", "referrer": "https://www.google.com/",
-                              "page_url": "https://shop.example/",
-                              "properties": _props(load_time_ms=4000)}),
+        (
+            890,
+            "page_viewed",
+            {
+                **CAT,
+                "page_path": "/",
+                "referrer": "https://www.google.com/",
+                "page_url": "https://shop.example/",
+                "properties": _props(load_time_ms=4000),
+            },
+        ),
         (895, "product_viewed", {**CAT, "page_path": "/p/3", "product_id": "p3"}),
-        (897, "content_engaged", {**CAT, "page_path": "/p/3",
-                                  "properties": _props(scroll_depth=80)}),
+        (
+            897,
+            "content_engaged",
+            {**CAT, "page_path": "/p/3", "properties": _props(scroll_depth=80)},
+        ),
         (900, "product_added", {**CAT, "page_path": "/p/3", "product_id": "p3"}),
         (910, "page_viewed", {**CAT, "page_path": "/cart"}),
-        (912, "order_completed", {**CAT, "order_id": "o3", "revenue": "30", "currency": "EUR",
-                                  "items": _items(("p3", 30, 1))}),
+        (
+            912,
+            "order_completed",
+            {
+                **CAT,
+                "order_id": "o3",
+                "revenue": "30",
+                "currency": "EUR",
+                "items": _items(("p3", 30, 1)),
+            },
+        ),
     ],
     "dan": [
         (MAY_1, "page_viewed", {**DAN, "page_path": "/"}),
-        (MAY_1 + 5, "order_completed", {**DAN, "order_id": "o0", "revenue": "40",
-                                        "currency": "USD"}),
-        (2940, "page_viewed", {**DAN, "page_path": "/", "utm_source": "facebook",
-                               "utm_medium": "paid_social", "utm_campaign": "spring"}),
-        (2945, "order_completed", {**DAN, "order_id": "o4", "revenue": "60", "currency": "EUR",
-                                   "items": _items(("p1", 60, 1))}),
+        (
+            MAY_1 + 5,
+            "order_completed",
+            {**DAN, "order_id": "o0", "revenue": "40", "currency": "USD"},
+        ),
+        (
+            2940,
+            "page_viewed",
+            {
+                **DAN,
+                "page_path": "/",
+                "utm_source": "facebook",
+                "utm_medium": "paid_social",
+                "utm_campaign": "spring",
+            },
+        ),
+        (
+            2945,
+            "order_completed",
+            {
+                **DAN,
+                "order_id": "o4",
+                "revenue": "60",
+                "currency": "EUR",
+                "items": _items(("p1", 60, 1)),
+            },
+        ),
         (2946, "order_completed", {**DAN, "order_id": "o4", "revenue": "60", "currency": "EUR"}),
         (5000, "product_returned", {"order_id": "o4", "product_id": "p1"}),
     ],
@@ -111,8 +181,11 @@ FIRST_BATCH = {
         (2002, "checkout_started", {**FAY, "page_path": "/checkout"}),
     ],
     "eve": [
-        (0, "ad_impression", {"utm_source": "google", "utm_medium": "cpc",
-                              "utm_campaign": "brand"}),
+        (
+            0,
+            "ad_impression",
+            {"utm_source": "google", "utm_medium": "cpc", "utm_campaign": "brand"},
+        ),
         (10, "ad_impression", {"utm_source": "google", "utm_medium": "cpc"}),
         (20, "social_engaged", {"properties": _props(action="like")}),
         (21, "social_engaged", {"properties": _props(action="comment")}),
@@ -125,8 +198,17 @@ SECOND_BATCH = {
         (59, "email_clicked", {"properties": _props(campaign_id="c1")}),
         (1500, "logged_in", {**ANON_B, "user_id": "ben"}),
         (1501, "page_viewed", {**BEN, "page_path": "/cart"}),
-        (1502, "order_completed", {**BEN, "order_id": "o2", "revenue": "80", "currency": "EUR",
-                                   "items": _items(("p2", 40, 2))}),
+        (
+            1502,
+            "order_completed",
+            {
+                **BEN,
+                "order_id": "o2",
+                "revenue": "80",
+                "currency": "EUR",
+                "items": _items(("p2", 40, 2)),
+            },
+        ),
     ],
 }
 
@@ -135,20 +217,26 @@ def load_shop(ws: Workspace) -> None:
     load_journeys(ws, FIRST_BATCH)
     load_journeys(ws, SECOND_BATCH)
     with ws.store.write() as cur:
-        cur.execute("INSERT INTO currency_rates VALUES (DATE '2024-05-01', 'EUR', 1.10), "
-                    "(DATE '2024-05-08', 'EUR', 1.20)")
+        cur.execute(
+            "INSERT INTO currency_rates VALUES (DATE '2024-05-01', 'EUR', 1.10), "
+            "(DATE '2024-05-08', 'EUR', 1.20)"
+        )
         cur.execute(
             "INSERT INTO ad_spend VALUES "
             "(DATE '2024-05-06', 'paid_search', 'google', 'brand', 1000, 50, 100, 'USD', 800), "
             "(DATE '2024-05-07', 'paid_social', 'facebook', 'spring', 500, 10, 20, 'EUR', 400)"
         )
-        cur.execute("INSERT INTO email_campaigns VALUES ('c1', 'May newsletter', "
-                    "TIMESTAMPTZ '2024-05-06 08:00:00+00', 5, 4)")
+        cur.execute(
+            "INSERT INTO email_campaigns VALUES ('c1', 'May newsletter', "
+            "TIMESTAMPTZ '2024-05-06 08:00:00+00', 5, 4)"
+        )
         cur.execute(
             "INSERT INTO survey_responses (response_id, answered_at, user_id, score) VALUES "
             "('r0', TIMESTAMPTZ '2024-05-02 12:00:00+00', 'dan', 0), "
-            + ", ".join(f"('r{i}', TIMESTAMPTZ '2024-05-09 12:00:00+00', NULL, {s})"
-                        for i, s in enumerate((10, 9, 9, 7, 3), start=1))
+            + ", ".join(
+                f"('r{i}', TIMESTAMPTZ '2024-05-09 12:00:00+00', NULL, {s})"
+                for i, s in enumerate((10, 9, 9, 7, 3), start=1)
+            )
         )
 
 
@@ -236,8 +324,9 @@ def test_every_kpi_over_the_week(shop: Workspace) -> None:
 
 def test_previous_period_and_change(shop: Workspace) -> None:
     names = ["sessions", "orders", "revenue", "nps", "bounce_rate", "customer_retention_rate"]
-    result = compute_kpis(shop.engine, KpiSpec.create(names, W_START, W_END,
-                                                     compare="previous_period"))
+    result = compute_kpis(
+        shop.engine, KpiSpec.create(names, W_START, W_END, compare="previous_period")
+    )
     rows = {r.kpi: r for r in result.rows}
     # P holds dan's first session and order o0 (40 USD) and one NPS answer of 0
     assert (rows["sessions"].previous_value, rows["sessions"].change) == (1, 6.0)
@@ -253,8 +342,7 @@ def test_previous_period_and_change(shop: Workspace) -> None:
 
 def test_breakdown_by_channel(shop: Workspace) -> None:
     names = ["sessions", "orders", "revenue", "roas", "cac", "conversion_rate", "clv_cac"]
-    result = compute_kpis(shop.engine, KpiSpec.create(names, W_START, W_END,
-                                                     breakdown=["channel"]))
+    result = compute_kpis(shop.engine, KpiSpec.create(names, W_START, W_END, breakdown=["channel"]))
     got = {(r.kpi, dict(r.breakdown)["channel"]): r.value for r in result.rows}
     assert got[("sessions", "paid_search")] == 1
     assert got[("sessions", "direct")] == 2  # ann S2, ben's logged-in session
@@ -274,14 +362,16 @@ def test_breakdown_by_channel(shop: Workspace) -> None:
 
 def test_breakdowns_by_device_country_product_visitor_type_and_page(shop: Workspace) -> None:
     def values(name: str, dim: str) -> dict[Any, float | None]:
-        result = compute_kpis(shop.engine, KpiSpec.create([name], W_START, W_END,
-                                                         breakdown=[dim]))
+        result = compute_kpis(shop.engine, KpiSpec.create([name], W_START, W_END, breakdown=[dim]))
         return {dict(r.breakdown)[dim]: r.value for r in result.rows}
 
     assert values("sessions", "device") == {"desktop": 3, "mobile": 3, "tablet": 1}
     assert values("visitors", "country") == {"DE": 2, "FR": 1, "US": 2}
     assert values("product_revenue", "product") == {
-        "p1": pytest.approx(172), "p2": pytest.approx(88), "p3": pytest.approx(33)}
+        "p1": pytest.approx(172),
+        "p2": pytest.approx(88),
+        "p3": pytest.approx(33),
+    }
     assert values("units_sold", "product") == {"p1": 3, "p2": 2, "p3": 1}
     assert values("sessions", "new_vs_returning") == {"new": 4, "returning": 3}
     assert values("orders", "new_vs_returning") == {"new": 3, "returning": 1}
@@ -291,8 +381,9 @@ def test_breakdowns_by_device_country_product_visitor_type_and_page(shop: Worksp
 
 
 def test_day_granularity_counts_a_session_on_the_day_it_starts(shop: Workspace) -> None:
-    result = compute_kpis(shop.engine, KpiSpec.create(["sessions", "orders"], W_START, W_END,
-                                                     granularity="day"))
+    result = compute_kpis(
+        shop.engine, KpiSpec.create(["sessions", "orders"], W_START, W_END, granularity="day")
+    )
     by_day = {(r.kpi, r.period.date().isoformat()): r.value for r in result.rows}
     # cat's session starts 05-06 23:50 and ends 05-07 00:12: a 05-06 session...
     assert [by_day[("sessions", f"2024-05-{d:02d}")] for d in range(6, 13)] == [3, 2, 2, 0, 0, 0, 0]
@@ -301,36 +392,53 @@ def test_day_granularity_counts_a_session_on_the_day_it_starts(shop: Workspace) 
 
 
 def test_week_granularity_compares_bucket_with_bucket(shop: Workspace) -> None:
-    result = compute_kpis(shop.engine, KpiSpec.create(
-        ["orders", "customer_retention_rate"], W_START, W_END, granularity="week",
-        compare="previous_period"))
+    result = compute_kpis(
+        shop.engine,
+        KpiSpec.create(
+            ["orders", "customer_retention_rate"],
+            W_START,
+            W_END,
+            granularity="week",
+            compare="previous_period",
+        ),
+    )
     rows = {r.kpi: r for r in result.rows}
     assert rows["orders"].period == W_START and rows["orders"].previous_value == 1
     assert rows["customer_retention_rate"].value == 1.0
 
 
 def test_engagement_bounce_rule(shop: Workspace) -> None:
-    spec = KpiSpec.create(["bounce_rate"], W_START, W_END,
-                          session=SessionSpec(bounce="engagement",
-                                              engagement_window=timedelta(minutes=5)))
+    spec = KpiSpec.create(
+        ["bounce_rate"],
+        W_START,
+        W_END,
+        session=SessionSpec(bounce="engagement", engagement_window=timedelta(minutes=5)),
+    )
     # shorter than 5 minutes: ann S2 (0 s), ben S1 (240 s), ben S2 (120 s), fay (120 s)
     assert compute_kpis(shop.engine, spec).rows[0].value == pytest.approx(4 / 7)
 
 
 def test_filters_keep_only_the_named_values(shop: Workspace) -> None:
-    spec = KpiSpec.create(["sessions", "orders"], W_START, W_END,
-                          filters={"country": ["DE", "FR"]})
+    spec = KpiSpec.create(["sessions", "orders"], W_START, W_END, filters={"country": ["DE", "FR"]})
     assert {r.kpi: r.value for r in compute_kpis(shop.engine, spec).rows} == {
-        "sessions": 5, "orders": 3}  # ann 2 + ben 2 + dan 1 sessions; o1, o2, o4
+        "sessions": 5,
+        "orders": 3,
+    }  # ann 2 + ben 2 + dan 1 sessions; o1, o2, o4
 
 
 def test_missing_rate_gives_null_and_a_note(shop: Workspace) -> None:
-    load_journeys(shop, {"gil": [
-        (100, "page_viewed", {"page_path": "/"}),
-        (101, "order_completed", {"order_id": "o9", "revenue": "50", "currency": "GBP"}),
-    ]})
-    result = compute_kpis(shop.engine, KpiSpec.create(
-        ["orders", "revenue", "aov", "historical_clv"], W_START, W_END))
+    load_journeys(
+        shop,
+        {
+            "gil": [
+                (100, "page_viewed", {"page_path": "/"}),
+                (101, "order_completed", {"order_id": "o9", "revenue": "50", "currency": "GBP"}),
+            ]
+        },
+    )
+    result = compute_kpis(
+        shop.engine, KpiSpec.create(["orders", "revenue", "aov", "historical_clv"], W_START, W_END)
+    )
     rows = {r.kpi: r for r in result.rows}
     assert rows["orders"].value == 5  # counting is unaffected
     for name in ("revenue", "aov", "historical_clv"):
@@ -349,10 +457,22 @@ def test_zero_denominators_on_an_empty_store(workspace: Workspace) -> None:
 
 
 def test_workspace_kpis_returns_the_tidy_frame(shop: Workspace) -> None:
-    frame = shop.kpis(["sessions", "aov"], W_START, W_END, breakdown="device",
-                      compare="previous_period")
-    assert list(frame.columns) == ["kpi", "stage", "unit", "period", "device", "value",
-                                   "numerator", "denominator", "previous_value", "change", "note"]
+    frame = shop.kpis(
+        ["sessions", "aov"], W_START, W_END, breakdown="device", compare="previous_period"
+    )
+    assert list(frame.columns) == [
+        "kpi",
+        "stage",
+        "unit",
+        "period",
+        "device",
+        "value",
+        "numerator",
+        "denominator",
+        "previous_value",
+        "change",
+        "note",
+    ]
     mobile = frame[(frame.kpi == "sessions") & (frame.device == "mobile")].iloc[0]
     assert mobile.value == 3
 
@@ -362,8 +482,11 @@ def test_workspace_kpis_returns_the_tidy_frame(shop: Workspace) -> None:
     [
         pytest.param({"names": ["nope"]}, "kpi.unknown", id="unknown-kpi"),
         pytest.param({"breakdown": ["colour"]}, "kpi.unknown_breakdown", id="unknown-breakdown"),
-        pytest.param({"names": ["nps"], "breakdown": ["channel"]},
-                     "kpi.unsupported_breakdown", id="unsupported-breakdown"),
+        pytest.param(
+            {"names": ["nps"], "breakdown": ["channel"]},
+            "kpi.unsupported_breakdown",
+            id="unsupported-breakdown",
+        ),
         pytest.param({"granularity": "hour"}, "kpi.bad_granularity", id="bad-granularity"),
         pytest.param({"compare": "last_year"}, "kpi.bad_compare", id="bad-compare"),
         pytest.param({"end": W_START}, "kpi.empty_window", id="empty-window"),

@@ -39,9 +39,14 @@ def test_golden_shop_on_spark(workspace: Workspace, tmp_path: Path, spark: Any) 
     for row in result.rows:
         value = EXPECTED[row.kpi][0]
         assert row.value == (None if value is None else pytest.approx(value)), row.kpi
-    spec = KpiSpec.create(["sessions", "orders", "revenue", "roas", "customer_retention_rate"],
-                          W_START, W_END, breakdown=["channel"], granularity="day",
-                          compare="previous_period")
+    spec = KpiSpec.create(
+        ["sessions", "orders", "revenue", "roas", "customer_retention_rate"],
+        W_START,
+        W_END,
+        breakdown=["channel"],
+        granularity="day",
+        compare="previous_period",
+    )
     _same(compute_kpis(workspace.engine, spec), compute_kpis(engine, spec))
 
 
@@ -68,9 +73,13 @@ def test_every_kpi_agrees_on_a_simulated_store(
     end = datetime.combine(last.date(), datetime.min.time(), tzinfo=UTC)
     start = end - timedelta(days=28)
     engine = SparkEngine(parquet, spark)
-    everything = KpiSpec.create([k.name for k in CATALOGUE], start, end,
-                                compare="previous_period")
+    everything = KpiSpec.create([k.name for k in CATALOGUE], start, end, compare="previous_period")
     _same(compute_kpis(ws.engine, everything), compute_kpis(engine, everything))
-    by_channel = KpiSpec.create([k.name for k in CATALOGUE if "channel" in k.breakdowns],
-                                start, end, breakdown=["channel"], granularity="week")
+    by_channel = KpiSpec.create(
+        [k.name for k in CATALOGUE if "channel" in k.breakdowns],
+        start,
+        end,
+        breakdown=["channel"],
+        granularity="week",
+    )
     _same(compute_kpis(ws.engine, by_channel), compute_kpis(engine, by_channel))

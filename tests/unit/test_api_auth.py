@@ -28,6 +28,7 @@ TS = "2024-05-01T10:00:00Z"
 
 # -- keys module ----------------------------------------------------------------------------------
 
+
 def test_write_key_is_stored_read_key_only_hashed(tmp_path: Path) -> None:
     store = Store(tmp_path / "k.duckdb")
     write = create_key(store, "write", "web", now=NOW)
@@ -74,8 +75,10 @@ def test_create_key_rejects(tmp_path: Path, kind: str, source: str, codes: list[
 def test_cli_create_list_revoke(tmp_path: Path) -> None:
     runner = CliRunner()
     store = str(tmp_path / "cli.duckdb")
-    out = runner.invoke(cli, ["keys", "create", "--kind", "write", "--source", "web",
-                              "--store", store, "-f", "json"])
+    out = runner.invoke(
+        cli,
+        ["keys", "create", "--kind", "write", "--source", "web", "--store", store, "-f", "json"],
+    )
     assert out.exit_code == 0, out.output
     created = json.loads(out.output)
     assert created["token"].startswith("fsw_") and created["source"] == "web"
@@ -88,6 +91,7 @@ def test_cli_create_list_revoke(tmp_path: Path) -> None:
 
 
 # -- the API --------------------------------------------------------------------------------------
+
 
 class Server:
     def __init__(self, tmp_path: Path, settings: ApiSettings) -> None:
@@ -111,8 +115,11 @@ def srv(tmp_path: Path) -> Iterator[Server]:
 
 
 def batch(i: int = 1) -> dict[str, object]:
-    return {"batch": [{"type": "track", "event": "x", "userId": "u", "messageId": f"m{i}",
-                       "timestamp": TS}]}
+    return {
+        "batch": [
+            {"type": "track", "event": "x", "userId": "u", "messageId": f"m{i}", "timestamp": TS}
+        ]
+    }
 
 
 def basic(token: str) -> dict[str, str]:
@@ -124,13 +131,15 @@ def basic(token: str) -> dict[str, str]:
     [
         pytest.param({}, None, 401, "auth.missing_key", id="no-key"),
         pytest.param(basic("fsw_unknown"), None, 401, "auth.unknown_key", id="unknown"),
-        pytest.param({"authorization": "Basic %%%"}, None, 401, "auth.missing_key",
-                     id="garbled-basic"),
+        pytest.param(
+            {"authorization": "Basic %%%"}, None, 401, "auth.missing_key", id="garbled-basic"
+        ),
         pytest.param({}, "fsw_unknown", 401, "auth.unknown_key", id="unknown-in-body"),
     ],
 )
-def test_write_key_required(srv: Server, headers: dict[str, str], body_key: str | None,
-                            status: int, code: str) -> None:
+def test_write_key_required(
+    srv: Server, headers: dict[str, str], body_key: str | None, status: int, code: str
+) -> None:
     body = batch() | ({"writeKey": body_key} if body_key else {})
     r = srv.http.post("/v1/batch", json=body, headers=headers)
     assert (r.status_code, r.json()["code"]) == (status, code)
@@ -155,8 +164,9 @@ def test_write_key_places(srv: Server, where: str) -> None:
 
 
 def test_revoked_write_key_is_refused(srv: Server) -> None:
-    assert srv.http.post("/v1/batch", json=batch(1), headers=basic(srv.write.token)).status_code \
-        == 200
+    assert (
+        srv.http.post("/v1/batch", json=batch(1), headers=basic(srv.write.token)).status_code == 200
+    )
     revoke_key(srv.ws.store, srv.write.key.key_id, now=NOW)
     r = srv.http.post("/v1/batch", json=batch(2), headers=basic(srv.write.token))
     assert r.status_code == 401
@@ -177,11 +187,15 @@ def test_read_key_cannot_write(srv: Server) -> None:
 
 
 def test_rate_limit_429_with_retry_after(tmp_path: Path) -> None:
-    server = Server(tmp_path, ApiSettings(rate_limit_per_second=0.5, rate_limit_burst=2,
-                                          key_refresh_seconds=0.0))
+    server = Server(
+        tmp_path,
+        ApiSettings(rate_limit_per_second=0.5, rate_limit_burst=2, key_refresh_seconds=0.0),
+    )
     try:
-        codes = [server.http.post("/v1/batch", json=batch(i), headers=basic(server.write.token))
-                 for i in range(3)]
+        codes = [
+            server.http.post("/v1/batch", json=batch(i), headers=basic(server.write.token))
+            for i in range(3)
+        ]
         assert [r.status_code for r in codes] == [200, 200, 429]
         limited = codes[2]
         assert limited.json()["code"] == "rate.limited"
@@ -205,6 +219,7 @@ def test_auth_off_accepts_everything_as_default_source(tmp_path: Path) -> None:
 
 
 # -- token buckets --------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     ("takes", "expected"),

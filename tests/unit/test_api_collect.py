@@ -48,60 +48,88 @@ class Api:
 
     def quarantined(self) -> list[tuple[Any, ...]]:
         return self.ws.store.query(
-            "SELECT row_number, reason_code FROM quarantine ORDER BY row_number")
+            "SELECT row_number, reason_code FROM quarantine ORDER BY row_number"
+        )
 
 
 @contextmanager
 def served(tmp_path: Path, settings: ApiSettings) -> Iterator[Api]:
     ws = funnelscope.open(tmp_path / "store.duckdb")
     key = create_key(ws.store, "write", "web", now=datetime.now(UTC)).token
-    with BackgroundServer(create_app(ws, settings)) as server, \
-            httpx.Client(base_url=server.url, timeout=30) as http:
+    with (
+        BackgroundServer(create_app(ws, settings)) as server,
+        httpx.Client(base_url=server.url, timeout=30) as http,
+    ):
         yield Api(ws, http, key)
     ws.close()
 
 
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[Api]:
-    with served(tmp_path, ApiSettings(max_body_bytes=64 * 1024,
-                                      max_decoded_bytes=256 * 1024)) as client:
+    with served(
+        tmp_path, ApiSettings(max_body_bytes=64 * 1024, max_decoded_bytes=256 * 1024)
+    ) as client:
         yield client
 
 
 def track(i: int, **extra: Any) -> dict[str, Any]:
-    return {"type": "track", "event": "Product Viewed", "userId": f"u{i}",
-            "messageId": f"m{i}", "timestamp": TS, **extra}
+    return {
+        "type": "track",
+        "event": "Product Viewed",
+        "userId": f"u{i}",
+        "messageId": f"m{i}",
+        "timestamp": TS,
+        **extra,
+    }
 
 
 def ph_event(i: int, **extra: Any) -> dict[str, Any]:
-    return {"event": "$pageview", "distinct_id": f"d{i}",
-            "uuid": f"00000000-0000-4000-8000-{i:012d}", "timestamp": TS,
-            "properties": {"$current_url": "https://s.example/"}, **extra}
+    return {
+        "event": "$pageview",
+        "distinct_id": f"d{i}",
+        "uuid": f"00000000-0000-4000-8000-{i:012d}",
+        "timestamp": TS,
+        "properties": {"$current_url": "https://s.example/"},
+        **extra,
+    }
 
 
 # -- Segment / RudderStack -----------------------------------------------------------------------
 
+
 def test_segment_batch_with_basic_auth(api: Api) -> None:
-    r = api.http.post("/v1/batch", json={"batch": [track(1), track(2)], "sentAt": TS},
-                      headers=api.basic())
+    r = api.http.post(
+        "/v1/batch", json={"batch": [track(1), track(2)], "sentAt": TS}, headers=api.basic()
+    )
     assert r.status_code == 200
     assert r.json() == {"success": True, "accepted": 2, "rejected": []}
     assert api.count("source = 'segment:web'") == 2
 
 
 def test_partial_batch_is_200_with_rejected_indices_and_quarantine(api: Api) -> None:
-    batch = [track(1), "not an object", track(3, timestamp="yesterday"), track(4),
-             {"type": "launch", "userId": "u"}]
+    batch = [
+        track(1),
+        "not an object",
+        track(3, timestamp="yesterday"),
+        track(4),
+        {"type": "launch", "userId": "u"},
+    ]
     r = api.http.post("/v1/batch", json={"batch": batch, "writeKey": api.key})
     assert r.status_code == 200
     body = r.json()
     assert body["accepted"] == 2
     assert [(x["index"], x["code"]) for x in body["rejected"]] == [
-        (1, "event.not_an_object"), (2, "event.bad_timestamp"), (4, "event.unknown_type")]
+        (1, "event.not_an_object"),
+        (2, "event.bad_timestamp"),
+        (4, "event.unknown_type"),
+    ]
     assert all(x["message"] for x in body["rejected"])
     assert api.count() == 2
     assert [code for _, code in api.quarantined()] == [
-        "event.not_an_object", "event.bad_timestamp", "event.unknown_type"]
+        "event.not_an_object",
+        "event.bad_timestamp",
+        "event.unknown_type",
+    ]
 
 
 def test_retried_batch_is_stored_once(api: Api) -> None:
@@ -113,18 +141,36 @@ def test_retried_batch_is_stored_once(api: Api) -> None:
 
 @pytest.mark.parametrize("route", ["/v1/track", "/v1/t"])
 def test_segment_single_call_text_plain(api: Api, route: str) -> None:
-    msg = {"event": "Order Completed", "userId": "u1", "messageId": f"x{route}", "timestamp": TS,
-           "writeKey": api.key, "properties": {"revenue": 12.5, "currency": "EUR"}}
+    msg = {
+        "event": "Order Completed",
+        "userId": "u1",
+        "messageId": f"x{route}",
+        "timestamp": TS,
+        "writeKey": api.key,
+        "properties": {"revenue": 12.5, "currency": "EUR"},
+    }
     r = api.http.post(route, content=json.dumps(msg), headers={"content-type": "text/plain"})
     assert r.status_code == 200 and r.json()["accepted"] == 1
     assert api.ws.store.query("SELECT event, revenue FROM events")[0] == (
-        "order_completed", pytest.approx(12.5))
+        "order_completed",
+        pytest.approx(12.5),
+    )
 
 
 def test_segment_single_call_type_comes_from_the_route(api: Api) -> None:
-    r = api.http.post("/v1/p", content=json.dumps(
-        {"name": "Home", "anonymousId": "a1", "messageId": "p1", "timestamp": TS,
-         "writeKey": api.key}), headers={"content-type": "text/plain"})
+    r = api.http.post(
+        "/v1/p",
+        content=json.dumps(
+            {
+                "name": "Home",
+                "anonymousId": "a1",
+                "messageId": "p1",
+                "timestamp": TS,
+                "writeKey": api.key,
+            }
+        ),
+        headers={"content-type": "text/plain"},
+    )
     assert r.status_code == 200
     assert api.ws.store.query("SELECT event, page_title FROM events")[0] == ("page_viewed", "Home")
 
@@ -151,29 +197,40 @@ def test_unknown_segment_call_is_404(api: Api) -> None:
 
 # -- PostHog ---------------------------------------------------------------------------------------
 
+
 def test_posthog_batch_answers_status_1(api: Api) -> None:
-    r = api.http.post("/batch/", json={"api_key": api.key, "batch": [ph_event(1), ph_event(2)],
-                                       "sent_at": TS})
+    r = api.http.post(
+        "/batch/", json={"api_key": api.key, "batch": [ph_event(1), ph_event(2)], "sent_at": TS}
+    )
     assert (r.status_code, r.json()) == (200, {"status": 1})
     assert api.count("source = 'posthog:web'") == 2
 
 
 def test_posthog_js_gzip_js_array_with_token_in_properties(api: Api) -> None:
-    events = [ph_event(i, properties={"token": api.key, "$current_url": "https://s.example/"})
-              for i in range(3)]
+    events = [
+        ph_event(i, properties={"token": api.key, "$current_url": "https://s.example/"})
+        for i in range(3)
+    ]
     body = gzip.compress(json.dumps(events).encode())
-    r = api.http.post("/e/?compression=gzip-js&ver=1.200&_=1714557600000", content=body,
-                      headers={"content-type": "text/plain"})
+    r = api.http.post(
+        "/e/?compression=gzip-js&ver=1.200&_=1714557600000",
+        content=body,
+        headers={"content-type": "text/plain"},
+    )
     assert r.status_code == 200 and r.json() == {"status": 1}
     assert api.count() == 3
 
 
 @pytest.mark.parametrize(
-    "route", ["/i/v0/e/", "/capture/", "/e", "/capture", "/batch", "/track/", "/engage"])
+    "route", ["/i/v0/e/", "/capture/", "/e", "/capture", "/batch", "/track/", "/engage"]
+)
 def test_posthog_routes_form_base64(api: Api, route: str) -> None:
     data = base64.b64encode(json.dumps([ph_event(9, api_key=api.key)]).encode()).decode()
-    r = api.http.post(route, content=f"data={quote(data)}",
-                      headers={"content-type": "application/x-www-form-urlencoded"})
+    r = api.http.post(
+        route,
+        content=f"data={quote(data)}",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
     assert r.status_code == 200 and api.count() == 1
 
 
@@ -191,11 +248,17 @@ def test_posthog_beacon_is_204(api: Api) -> None:
 
 
 def test_posthog_rejected_events_are_listed(api: Api) -> None:
-    r = api.http.post("/batch/", json={"api_key": api.key,
-                                       "batch": [ph_event(1), {"distinct_id": "x", "uuid": "u"}]})
+    r = api.http.post(
+        "/batch/",
+        json={"api_key": api.key, "batch": [ph_event(1), {"distinct_id": "x", "uuid": "u"}]},
+    )
     assert r.status_code == 200
-    assert r.json() == {"status": 1, "rejected": [
-        {"index": 1, "code": "event.missing_name", "message": "event name is missing or empty"}]}
+    assert r.json() == {
+        "status": 1,
+        "rejected": [
+            {"index": 1, "code": "event.missing_name", "message": "event name is missing or empty"}
+        ],
+    }
 
 
 def test_posthog_different_tokens_are_401(api: Api) -> None:
@@ -205,8 +268,11 @@ def test_posthog_different_tokens_are_401(api: Api) -> None:
 
 def test_posthog_v1_results_map(api: Api) -> None:
     batch = [ph_event(1), {"uuid": "bad-one", "distinct_id": "x", "timestamp": TS}]
-    r = api.http.post("/i/v1/analytics/events", json={"created_at": TS, "batch": batch},
-                      headers={"authorization": f"Bearer {api.key}"})
+    r = api.http.post(
+        "/i/v1/analytics/events",
+        json={"created_at": TS, "batch": batch},
+        headers={"authorization": f"Bearer {api.key}"},
+    )
     assert r.status_code == 200
     results = r.json()["results"]
     assert results[batch[0]["uuid"]] == {"result": "ok"}
@@ -220,6 +286,7 @@ def test_posthog_flags_stub(api: Api) -> None:
 
 # -- Snowplow -------------------------------------------------------------------------------------
 
+
 def test_snowplow_post_sample(api: Api) -> None:
     sample = json.loads((SAMPLES / "snowplow-python-tp2-post.json").read_text())
     body = sample["requests"][0]["body"]
@@ -231,12 +298,19 @@ def test_snowplow_post_sample(api: Api) -> None:
 
 
 def test_snowplow_pixel_answers_a_gif(api: Api) -> None:
-    r = api.http.get("/i", params={"e": "pv", "aid": "web", "eid": "e1", "duid": "d1",
-                                   "url": "https://s.example/?utm_source=fb&utm_medium=cpc"})
+    r = api.http.get(
+        "/i",
+        params={
+            "e": "pv",
+            "aid": "web",
+            "eid": "e1",
+            "duid": "d1",
+            "url": "https://s.example/?utm_source=fb&utm_medium=cpc",
+        },
+    )
     assert r.status_code == 200
     assert r.headers["content-type"] == "image/gif" and r.content == PIXEL_GIF
-    assert api.ws.store.query("SELECT utm_source, channel FROM events")[0] == (
-        "fb", "paid_social")
+    assert api.ws.store.query("SELECT utm_source, channel FROM events")[0] == ("fb", "paid_social")
 
 
 def test_snowplow_unknown_app_is_401(api: Api) -> None:
@@ -246,28 +320,55 @@ def test_snowplow_unknown_app_is_401(api: Api) -> None:
 
 # -- native and ad spend --------------------------------------------------------------------------
 
+
 def test_native_events(api: Api) -> None:
-    events = [{"event_id": "n1", "event": "purchase", "user_id": "u1", "timestamp": TS,
-               "revenue": "30.00", "currency": "EUR", "order_id": "o1",
-               "items": [{"item_id": "p1", "price": 30, "quantity": 1}]},
-              {"event_id": "n2", "user_id": "u1", "timestamp": TS}]
-    r = api.http.post("/api/v1/events", json={"events": events},
-                      headers={"authorization": f"Bearer {api.key}"})
+    events = [
+        {
+            "event_id": "n1",
+            "event": "purchase",
+            "user_id": "u1",
+            "timestamp": TS,
+            "revenue": "30.00",
+            "currency": "EUR",
+            "order_id": "o1",
+            "items": [{"item_id": "p1", "price": 30, "quantity": 1}],
+        },
+        {"event_id": "n2", "user_id": "u1", "timestamp": TS},
+    ]
+    r = api.http.post(
+        "/api/v1/events", json={"events": events}, headers={"authorization": f"Bearer {api.key}"}
+    )
     assert r.status_code == 200
-    assert r.json() == {"accepted": 1, "rejected": [
-        {"index": 1, "code": "event.missing_name", "message": "event name is missing or empty"}]}
+    assert r.json() == {
+        "accepted": 1,
+        "rejected": [
+            {"index": 1, "code": "event.missing_name", "message": "event name is missing or empty"}
+        ],
+    }
     assert api.ws.store.query("SELECT event, order_id, items[1].product_id FROM events")[0] == (
-        "order_completed", "o1", "p1")
+        "order_completed",
+        "o1",
+        "p1",
+    )
 
 
 def test_ad_spend(api: Api) -> None:
-    rows = [{"date": "2024-05-01", "channel": "paid_search", "source": "google",
-             "campaign": "spring", "impressions": 1000, "clicks": 50, "spend": 120.5,
-             "currency": "EUR"},
-            {"date": "2024-05-01", "channel": "telepathy", "impressions": 1, "clicks": 0,
-             "spend": 1}]
-    r = api.http.post("/api/v1/ad_spend", json={"rows": rows},
-                      headers={"authorization": f"Bearer {api.key}"})
+    rows = [
+        {
+            "date": "2024-05-01",
+            "channel": "paid_search",
+            "source": "google",
+            "campaign": "spring",
+            "impressions": 1000,
+            "clicks": 50,
+            "spend": 120.5,
+            "currency": "EUR",
+        },
+        {"date": "2024-05-01", "channel": "telepathy", "impressions": 1, "clicks": 0, "spend": 1},
+    ]
+    r = api.http.post(
+        "/api/v1/ad_spend", json={"rows": rows}, headers={"authorization": f"Bearer {api.key}"}
+    )
     assert r.status_code == 200
     body = r.json()
     assert body["accepted"] == 1 and [x["index"] for x in body["rejected"]] == [1]
@@ -275,6 +376,7 @@ def test_ad_spend(api: Api) -> None:
 
 
 # -- bad requests, limits, overload ---------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     ("route", "body", "headers", "status", "code"),
@@ -285,14 +387,22 @@ def test_ad_spend(api: Api) -> None:
         pytest.param("/v1/batch", b'{"batch": {}}', {}, 400, "batch.invalid", id="batch-object"),
         pytest.param("/batch/", b"", {}, 400, "body.empty", id="posthog-empty"),
         pytest.param("/e/", b"\x1f\x8b\x08garbage", {}, 400, "body.bad_gzip", id="bad-gzip"),
-        pytest.param("/v1/batch", b"x" * (65 * 1024), {}, 413, "body.too_large",
-                     id="body-over-limit"),
-        pytest.param("/v1/batch", gzip.compress(b" " * (1024 * 1024)),
-                     {"content-encoding": "gzip"}, 413, "body.too_large", id="gzip-bomb"),
+        pytest.param(
+            "/v1/batch", b"x" * (65 * 1024), {}, 413, "body.too_large", id="body-over-limit"
+        ),
+        pytest.param(
+            "/v1/batch",
+            gzip.compress(b" " * (1024 * 1024)),
+            {"content-encoding": "gzip"},
+            413,
+            "body.too_large",
+            id="gzip-bomb",
+        ),
     ],
 )
-def test_rejected_requests_carry_a_code(api: Api, route: str, body: bytes,
-                                        headers: dict[str, str], status: int, code: str) -> None:
+def test_rejected_requests_carry_a_code(
+    api: Api, route: str, body: bytes, headers: dict[str, str], status: int, code: str
+) -> None:
     r = api.http.post(route, content=body, headers={**api.basic(), **headers})
     assert r.status_code == status
     assert r.json()["code"] == code
@@ -301,8 +411,9 @@ def test_rejected_requests_carry_a_code(api: Api, route: str, body: bytes,
 
 def test_too_many_events_is_413(tmp_path: Path) -> None:
     with served(tmp_path, ApiSettings(max_batch_events=3)) as api:
-        r = api.http.post("/v1/batch", json={"batch": [track(i) for i in range(4)]},
-                          headers=api.basic())
+        r = api.http.post(
+            "/v1/batch", json={"batch": [track(i) for i in range(4)]}, headers=api.basic()
+        )
         assert r.status_code == 413 and r.json()["code"] == "batch.too_many_events"
 
 
@@ -320,8 +431,9 @@ def test_full_queue_answers_503_with_retry_after(tmp_path: Path) -> None:
         results: list[int] = []
 
         def send(i: int) -> None:
-            r = api.http.post("/v1/batch", json={"batch": [track(i), track(100 + i)]},
-                              headers=api.basic())
+            r = api.http.post(
+                "/v1/batch", json={"batch": [track(i), track(100 + i)]}, headers=api.basic()
+            )
             results.append(r.status_code)
 
         # hold the store's write lock: the writer blocks, so the queue fills
@@ -332,8 +444,9 @@ def test_full_queue_answers_503_with_retry_after(tmp_path: Path) -> None:
             second = threading.Thread(target=send, args=(2,))
             second.start()
             time.sleep(0.5)  # the second batch waits in the queue: 4 of 4 events
-            r = api.http.post("/v1/batch", json={"batch": [track(3), track(103)]},
-                              headers=api.basic())
+            r = api.http.post(
+                "/v1/batch", json={"batch": [track(3), track(103)]}, headers=api.basic()
+            )
             assert r.status_code == 503
             assert r.headers["retry-after"] == "1"
             assert r.json()["code"] == "server.overloaded"
@@ -347,23 +460,34 @@ def test_full_queue_answers_503_with_retry_after(tmp_path: Path) -> None:
 
 # -- CORS, operations -----------------------------------------------------------------------------
 
+
 def test_cors_preflight_and_simple_request(api: Api) -> None:
     origin = "https://shop.example.com"
-    r = api.http.options("/e/", headers={"origin": origin,
-                                         "access-control-request-method": "POST",
-                                         "access-control-request-headers": "content-type"})
+    r = api.http.options(
+        "/e/",
+        headers={
+            "origin": origin,
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "content-type",
+        },
+    )
     assert r.status_code == 200
     assert r.headers["access-control-allow-origin"] == origin
-    r = api.http.post("/v1/t", content=json.dumps({**track(5), "writeKey": api.key}),
-                      headers={"origin": origin, "content-type": "text/plain"})
+    r = api.http.post(
+        "/v1/t",
+        content=json.dumps({**track(5), "writeKey": api.key}),
+        headers={"origin": origin, "content-type": "text/plain"},
+    )
     assert r.status_code == 200
     assert r.headers["access-control-allow-origin"] == origin
 
 
 def test_cors_origin_list_is_enforced(tmp_path: Path) -> None:
     with served(tmp_path, ApiSettings(cors_origins=("https://shop.example.com",))) as api:
-        r = api.http.options("/v1/batch", headers={"origin": "https://evil.example",
-                                                   "access-control-request-method": "POST"})
+        r = api.http.options(
+            "/v1/batch",
+            headers={"origin": "https://evil.example", "access-control-request-method": "POST"},
+        )
         assert "access-control-allow-origin" not in r.headers
 
 
@@ -371,19 +495,36 @@ def test_health_ready_metrics(api: Api) -> None:
     assert api.http.get("/healthz").json() == {"status": "ok"}
     ready = api.http.get("/readyz")
     assert ready.status_code == 200 and ready.json()["checks"] == {
-        "writer": True, "queue": True, "store": True}
+        "writer": True,
+        "queue": True,
+        "store": True,
+    }
     api.http.post("/v1/batch", json={"batch": [track(1), 7], "writeKey": api.key})
     text = api.http.get("/metrics").text
     assert 'funnelscope_events_accepted_total{family="segment"} 1.0' in text
-    assert ('funnelscope_events_rejected_total{family="segment",reason="event.not_an_object"} 1.0'
-            in text)
+    assert (
+        'funnelscope_events_rejected_total{family="segment",reason="event.not_an_object"} 1.0'
+        in text
+    )
     assert 'funnelscope_request_duration_seconds_count{route="/v1/batch"}' in text
     assert "funnelscope_queue_events 0.0" in text
 
 
 def test_openapi_lists_the_ingestion_routes(api: Api) -> None:
     paths = api.http.get("/openapi.json").json()["paths"]
-    for route in ("/v1/batch", "/v1/{call}", "/batch/", "/e/", "/i/v0/e/", "/capture/",
-                  "/com.snowplowanalytics.snowplow/tp2", "/i", "/api/v1/events",
-                  "/api/v1/ad_spend", "/api/v1/live", "/healthz", "/metrics"):
+    for route in (
+        "/v1/batch",
+        "/v1/{call}",
+        "/batch/",
+        "/e/",
+        "/i/v0/e/",
+        "/capture/",
+        "/com.snowplowanalytics.snowplow/tp2",
+        "/i",
+        "/api/v1/events",
+        "/api/v1/ad_spend",
+        "/api/v1/live",
+        "/healthz",
+        "/metrics",
+    ):
         assert route in paths, route

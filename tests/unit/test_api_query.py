@@ -23,13 +23,20 @@ from tests.conftest import NOW, load_journeys, staging_table
 
 # Minutes after T0 = 2024-05-06 09:00 UTC (a Monday).
 JOURNEYS = {
-    "ann": [(0, "product_viewed", {"utm_source": "google", "utm_medium": "cpc"}),
-            (10, "product_added"),
-            (20, "order_completed", {"revenue": "100", "currency": "USD", "order_id": "o1"})],
+    "ann": [
+        (0, "product_viewed", {"utm_source": "google", "utm_medium": "cpc"}),
+        (10, "product_added"),
+        (20, "order_completed", {"revenue": "100", "currency": "USD", "order_id": "o1"}),
+    ],
     "ben": [(0, "product_viewed"), (5, "product_added")],
-    "cat": [(60, "product_viewed", {"country": "DE"}),
-            (24 * 60, "order_completed", {"revenue": "50", "currency": "USD", "order_id": "o2",
-                                          "country": "DE"})],
+    "cat": [
+        (60, "product_viewed", {"country": "DE"}),
+        (
+            24 * 60,
+            "order_completed",
+            {"revenue": "50", "currency": "USD", "order_id": "o2", "country": "DE"},
+        ),
+    ],
 }
 PERIOD = {"start": "2024-05-06", "end": "2024-05-13"}
 
@@ -46,16 +53,21 @@ class Api:
         return httpx.get(self.url + path, params=params, headers=headers, timeout=30)
 
     def post(self, path: str, body: Any) -> httpx.Response:
-        return httpx.post(self.url + path, json=body, timeout=120,  # numba compiles once
-                          headers={"Authorization": f"Bearer {self.read}"})
+        return httpx.post(
+            self.url + path,
+            json=body,
+            timeout=120,  # numba compiles once
+            headers={"Authorization": f"Bearer {self.read}"},
+        )
 
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     ws = funnelscope.open(tmp_path_factory.mktemp("query") / "store.duckdb")
     load_journeys(ws, JOURNEYS)
-    bad = staging_table([{"event_id": "x1", "timestamp": "yesterday", "event": "page_viewed",
-                          "user_id": "zed"}])
+    bad = staging_table(
+        [{"event_id": "x1", "timestamp": "yesterday", "event": "page_viewed", "user_id": "zed"}]
+    )
     ws.append_staging(bad, source="import:bad.csv", received_at=NOW)
     read = create_key(ws.store, "read", "dashboard", now=NOW).token
     write = create_key(ws.store, "write", "web", now=NOW).token
@@ -83,23 +95,50 @@ def test_a_read_key_reads(api: Api) -> None:
 # -- 422 shapes ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("path", "params", "expected"), [
-    pytest.param("/api/v1/report", {"start": "May 1st"},
-                 [("query.bad_datetime", ["query", "start"])], id="bad-date"),
-    pytest.param("/api/v1/report", {"start": "2024-05-10", "end": "2024-05-01",
-                                    "customer": "vip"},
-                 [("query.empty_period", ["query", "end"]),
-                  ("query.bad_customer_type", ["query", "customer"])], id="all-problems-at-once"),
-    pytest.param("/api/v1/kpis", {"names": "revenue", "granularity": "hour"},
-                 [("query.bad_granularity", ["query", "granularity"])], id="granularity"),
-    pytest.param("/api/v1/kpis", {"names": "happiness"},
-                 [("kpi.unknown", ["query", "names"])], id="unknown-kpi"),
-    pytest.param("/api/v1/kpis", {"names": "ctr", "breakdown": "device"},
-                 [("kpi.unsupported_breakdown", ["query", "breakdown", "ctr"])],
-                 id="unsupported-breakdown"),
-    pytest.param("/api/v1/funnels/explain", {"spec": "{", "person": "1"},
-                 [("funnel.bad_json", ["query", "spec"])], id="explain-bad-json"),
-])
+@pytest.mark.parametrize(
+    ("path", "params", "expected"),
+    [
+        pytest.param(
+            "/api/v1/report",
+            {"start": "May 1st"},
+            [("query.bad_datetime", ["query", "start"])],
+            id="bad-date",
+        ),
+        pytest.param(
+            "/api/v1/report",
+            {"start": "2024-05-10", "end": "2024-05-01", "customer": "vip"},
+            [
+                ("query.empty_period", ["query", "end"]),
+                ("query.bad_customer_type", ["query", "customer"]),
+            ],
+            id="all-problems-at-once",
+        ),
+        pytest.param(
+            "/api/v1/kpis",
+            {"names": "revenue", "granularity": "hour"},
+            [("query.bad_granularity", ["query", "granularity"])],
+            id="granularity",
+        ),
+        pytest.param(
+            "/api/v1/kpis",
+            {"names": "happiness"},
+            [("kpi.unknown", ["query", "names"])],
+            id="unknown-kpi",
+        ),
+        pytest.param(
+            "/api/v1/kpis",
+            {"names": "ctr", "breakdown": "device"},
+            [("kpi.unsupported_breakdown", ["query", "breakdown", "ctr"])],
+            id="unsupported-breakdown",
+        ),
+        pytest.param(
+            "/api/v1/funnels/explain",
+            {"spec": "{", "person": "1"},
+            [("funnel.bad_json", ["query", "spec"])],
+            id="explain-bad-json",
+        ),
+    ],
+)
 def test_invalid_input_is_422_with_every_problem(
     api: Api, path: str, params: dict[str, str], expected: list[tuple[str, list[str]]]
 ) -> None:
@@ -117,7 +156,8 @@ def test_a_bad_funnel_spec_is_422_naming_the_field(api: Api) -> None:
     assert types == {("funnel.bad_window", ("body", "window"))}
     response = api.post("/api/v1/funnels", {"steps": ["product_viewed"]})
     assert [(d["type"], d["loc"]) for d in response.json()["detail"]] == [
-        ("funnel.too_few_steps", ["body", "steps"])]
+        ("funnel.too_few_steps", ["body", "steps"])
+    ]
 
 
 # -- numbers -------------------------------------------------------------------------------------
@@ -127,8 +167,7 @@ def test_report_counts_stages_and_cards(api: Api) -> None:
     report = api.get("/api/v1/report", **PERIOD).json()
     persons = {s["stage"]: s["persons"] for s in report["stages"]}
     # interest: all three viewed; decision: ann and ben added; action: ann and cat ordered.
-    assert persons == {"awareness": 3, "interest": 3, "decision": 3, "action": 2,
-                       "retention": 0}
+    assert persons == {"awareness": 3, "interest": 3, "decision": 3, "action": 2, "retention": 0}
     cards = {k["name"]: k for k in report["kpis"]}
     assert cards["orders"]["value"] == 2
     assert cards["revenue"]["value"] == 150
@@ -149,8 +188,9 @@ def test_filters_reach_the_kpis_and_say_what_cannot_be_filtered(api: Api) -> Non
 
 
 def test_kpis_by_channel(api: Api) -> None:
-    data = api.get("/api/v1/kpis", **PERIOD, names="revenue", breakdown="channel",
-                   granularity="total").json()
+    data = api.get(
+        "/api/v1/kpis", **PERIOD, names="revenue", breakdown="channel", granularity="total"
+    ).json()
     by_channel = {r["channel"]: r["value"] for r in data["rows"]}
     assert by_channel == {"paid_search": 100, "direct": 50}
 
@@ -171,8 +211,12 @@ def test_catalogue_lists_units_and_breakdowns(api: Api) -> None:
 
 
 def test_funnel_and_its_persons(api: Api) -> None:
-    spec = {"steps": ["product_viewed", "product_added", "order_completed"], "window": "7d",
-            "start_at": PERIOD["start"], "end_at": PERIOD["end"]}
+    spec = {
+        "steps": ["product_viewed", "product_added", "order_completed"],
+        "window": "7d",
+        "start_at": PERIOD["start"],
+        "end_at": PERIOD["end"],
+    }
     result = api.post("/api/v1/funnels", spec).json()
     assert [s["count"] for s in result["steps"]] == [3, 2, 1]
     assert result["steps"][2]["conversion_from_first"] == pytest.approx(1 / 3)
@@ -182,8 +226,9 @@ def test_funnel_and_its_persons(api: Api) -> None:
     rows = list(csv.DictReader(io.StringIO(response.text)))
     assert len(rows) == 1 and rows[0]["furthest_step"] == "1"  # cat: viewed, never added
     cat = int(rows[0]["person_id"])
-    preview = api.post("/api/v1/funnels/persons",
-                       {"spec": spec, "step": 3, "format": "json", "limit": 5}).json()
+    preview = api.post(
+        "/api/v1/funnels/persons", {"spec": spec, "step": 3, "format": "json", "limit": 5}
+    ).json()
     assert preview["total"] == 1
     explained = api.get("/api/v1/funnels/explain", spec=json.dumps(spec), person=str(cat)).json()
     assert explained["furthest_step"] == 1
@@ -195,8 +240,13 @@ def test_quarantine_imports_and_sources(api: Api) -> None:
     assert quarantine["total"] == 1
     assert quarantine["rows"][0]["reason_code"] == "event.bad_timestamp"
     assert json.loads(quarantine["rows"][0]["payload"])["timestamp"] == "yesterday"
-    assert quarantine["reasons"] == [{"reason_code": "event.bad_timestamp", "count": 1,
-                                      "example": quarantine["rows"][0]["message"]}]
+    assert quarantine["reasons"] == [
+        {
+            "reason_code": "event.bad_timestamp",
+            "count": 1,
+            "example": quarantine["rows"][0]["message"],
+        }
+    ]
     assert api.get("/api/v1/quarantine", reason="nope").json()["total"] == 0
     assert api.get("/api/v1/imports").json() == {"imports": []}
     sources = {s["source"]: s for s in api.get("/api/v1/sources").json()["sources"]}
@@ -210,8 +260,7 @@ def test_quarantine_imports_and_sources(api: Api) -> None:
 
 def test_recent_events_are_newest_first_after_a_sequence(api: Api) -> None:
     events = api.get("/api/v1/events/recent", limit=3).json()["events"]
-    assert [e["event"] for e in events] == ["order_completed", "product_viewed",
-                                            "product_added"]
+    assert [e["event"] for e in events] == ["order_completed", "product_viewed", "product_added"]
     seqs = [e["seq"] for e in events]
     assert seqs == sorted(seqs, reverse=True)
     after = api.get("/api/v1/events/recent", after=seqs[0]).json()["events"]
@@ -221,7 +270,7 @@ def test_recent_events_are_newest_first_after_a_sequence(api: Api) -> None:
 def test_the_dashboard_shell_and_assets_are_served(api: Api) -> None:
     for path in ("/", "/funnels", "/kpis", "/live", "/data", "/customers", "/goals"):
         page = httpx.get(api.url + path, timeout=10)
-        assert page.status_code == 200 and "<main id=\"page\"" in page.text
+        assert page.status_code == 200 and '<main id="page"' in page.text
         assert "default-src 'self'" in page.headers["content-security-policy"]
     js = httpx.get(api.url + "/static/js/app.js", timeout=10)
     assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript")

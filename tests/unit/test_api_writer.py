@@ -17,8 +17,9 @@ TS = "2024-05-01T10:00:00+00:00"
 
 def row(event_id: str, **extra: str | None) -> dict[str, str | None]:
     values: dict[str, str | None] = dict.fromkeys(STAGING_COLUMNS)
-    values.update(event_id=event_id, event="Product Viewed", user_id="u1", timestamp=TS,
-                  source="test:web")
+    values.update(
+        event_id=event_id, event="Product Viewed", user_id="u1", timestamp=TS, source="test:web"
+    )
     values.update(extra)
     return values
 
@@ -26,8 +27,12 @@ def row(event_id: str, **extra: str | None) -> dict[str, str | None]:
 def test_concurrent_requests_share_commits_and_get_their_own_rejections(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.duckdb")
     commits: list[int] = []
-    writer = GroupWriter(store, max_queue_events=10_000, max_group_events=10_000,
-                         on_commit=lambda events, seconds: commits.append(events))
+    writer = GroupWriter(
+        store,
+        max_queue_events=10_000,
+        max_group_events=10_000,
+        on_commit=lambda events, seconds: commits.append(events),
+    )
 
     async def scenario() -> list[BatchOutcome]:
         writer.start()
@@ -43,8 +48,11 @@ def test_concurrent_requests_share_commits_and_get_their_own_rejections(tmp_path
     outcomes = asyncio.run(scenario())
     writer.stop()
     assert all(o.events == 6 and o.accepted == 4 for o in outcomes)
-    assert all([(r.row, r.code) for r in o.rejected]
-               == [(2, "event.bad_timestamp"), (5, "event.not_an_object")] for o in outcomes)
+    assert all(
+        [(r.row, r.code) for r in o.rejected]
+        == [(2, "event.bad_timestamp"), (5, "event.not_an_object")]
+        for o in outcomes
+    )
     assert sum(commits) == 120
     assert len(commits) < 20  # requests waiting together went into one commit
     assert store.query("SELECT count(*) FROM events")[0][0] == 80

@@ -29,25 +29,45 @@ def _table(n: int = N, *, prefix: str = "e") -> pa.Table:
     """n events of n // 4 persons: anonymous a<k> on every row, user u<k> on every 4th."""
     events = ["Product Viewed", "page_viewed", "Order Completed", "add_to_cart"]
     order = [i % 4 == 2 for i in range(n)]
-    return pa.table({
-        "event_id": [f"{prefix}{i}" for i in range(n)],
-        "timestamp": pa.array([START + timedelta(seconds=i) for i in range(n)],
-                              pa.timestamp("us", tz="UTC")),
-        "event": [events[i % 4] for i in range(n)],
-        "user_id": [f"u{i % (n // 4)}" if i % 4 == 3 else None for i in range(n)],
-        "anonymous_id": [f"a{i % (n // 4)}" for i in range(n)],
-        "utm_source": ["google" if i % 5 == 0 else None for i in range(n)],
-        "utm_medium": ["cpc" if i % 5 == 0 else None for i in range(n)],
-        "referrer": ["https://www.bing.com/search" if i % 7 == 0 else None for i in range(n)],
-        "properties": ['{"k": 1}' if i % 3 == 0 else None for i in range(n)],
-        "revenue": pa.array([Decimal("12.5") if o else None for o in order],
-                            pa.decimal128(18, 4)),
-        "currency": ["EUR" if o else None for o in order],
-        "items": pa.array([[{"product_id": "p1", "sku": None, "name": "Mug", "category": "home",
-                             "brand": None, "variant": None, "price": Decimal("12.5"),
-                             "quantity": 1}] if o else None for o in order],
-                          pa.list_(ITEM_TYPE)),
-    })
+    return pa.table(
+        {
+            "event_id": [f"{prefix}{i}" for i in range(n)],
+            "timestamp": pa.array(
+                [START + timedelta(seconds=i) for i in range(n)], pa.timestamp("us", tz="UTC")
+            ),
+            "event": [events[i % 4] for i in range(n)],
+            "user_id": [f"u{i % (n // 4)}" if i % 4 == 3 else None for i in range(n)],
+            "anonymous_id": [f"a{i % (n // 4)}" for i in range(n)],
+            "utm_source": ["google" if i % 5 == 0 else None for i in range(n)],
+            "utm_medium": ["cpc" if i % 5 == 0 else None for i in range(n)],
+            "referrer": ["https://www.bing.com/search" if i % 7 == 0 else None for i in range(n)],
+            "properties": ['{"k": 1}' if i % 3 == 0 else None for i in range(n)],
+            "revenue": pa.array(
+                [Decimal("12.5") if o else None for o in order], pa.decimal128(18, 4)
+            ),
+            "currency": ["EUR" if o else None for o in order],
+            "items": pa.array(
+                [
+                    [
+                        {
+                            "product_id": "p1",
+                            "sku": None,
+                            "name": "Mug",
+                            "category": "home",
+                            "brand": None,
+                            "variant": None,
+                            "price": Decimal("12.5"),
+                            "quantity": 1,
+                        }
+                    ]
+                    if o
+                    else None
+                    for o in order
+                ],
+                pa.list_(ITEM_TYPE),
+            ),
+        }
+    )
 
 
 def _write(table: pa.Table, path: Path) -> Path:
@@ -81,10 +101,12 @@ def test_clean_parquet_is_kept_as_a_segment_with_the_pipelines_events(tmp_path: 
         assert seg.store.query(
             "SELECT event, raw_event, channel, count(*) FROM events WHERE seq <= 4 "
             "GROUP BY ALL ORDER BY 1, 3"
-        ) == [("order_completed", "Order Completed", "direct", 1),
-              ("page_viewed", "page_viewed", "direct", 1),
-              ("product_added", "add_to_cart", "direct", 1),
-              ("product_viewed", "Product Viewed", "paid_search", 1)]
+        ) == [
+            ("order_completed", "Order Completed", "direct", 1),
+            ("page_viewed", "page_viewed", "direct", 1),
+            ("product_added", "add_to_cart", "direct", 1),
+            ("product_viewed", "Product Viewed", "paid_search", 1),
+        ]
         assert seg.info()["persons"] == ref.info()["persons"] == N // 4
 
 
@@ -101,7 +123,6 @@ def test_reimport_adds_nothing_and_counts_duplicates(tmp_path: Path) -> None:
         csv = tmp_path / "again.csv"
         ws.store.query(f"COPY (SELECT * FROM events) TO '{csv}' (HEADER)")
         assert ws.ingest(csv, received_at=RECEIVED).inserted == 0
-
 
 
 def test_many_row_groups_stay_aligned_with_the_side_table(tmp_path: Path) -> None:
@@ -121,8 +142,10 @@ def test_many_row_groups_stay_aligned_with_the_side_table(tmp_path: Path) -> Non
         assert seg.store.query(
             "SELECT seq, event, user_id, channel FROM events WHERE event_id IN ('e7', 'e7775') "
             "ORDER BY seq"
-        ) == [(8, "product_added", "u7", "organic_search"),
-              (7776, "product_added", "u2775", "paid_search")]
+        ) == [
+            (8, "product_added", "u7", "organic_search"),
+            (7776, "product_added", "u2775", "paid_search"),
+        ]
 
 
 def test_a_second_file_of_known_persons_stitches_nothing_new(tmp_path: Path) -> None:
@@ -136,8 +159,13 @@ def test_a_second_file_of_known_persons_stitches_nothing_new(tmp_path: Path) -> 
         assert (report.inserted, report.duplicates) == (N, 0)
         assert _segments(ws) == 2
         assert ws.info()["persons"] == N // 4
-        assert ws.store.query(
-            "SELECT count(DISTINCT person_id) FROM events WHERE anonymous_id = 'a3'")[0][0] == 1
+        assert (
+            ws.store.query(
+                "SELECT count(DISTINCT person_id) FROM events WHERE anonymous_id = 'a3'"
+            )[0][0]
+            == 1
+        )
+
 
 @pytest.mark.parametrize(
     ("change", "column", "value"),
@@ -153,8 +181,9 @@ def test_unclean_values_take_the_pipeline(
     table = _table()
     values = table.column(column).to_pylist()
     values[2] = value
-    table = table.set_column(table.schema.get_field_index(column), column,
-                             pa.array(values, pa.string()))
+    table = table.set_column(
+        table.schema.get_field_index(column), column, pa.array(values, pa.string())
+    )
     path = _write(table, tmp_path / "events.parquet")
     with funnelscope.open(tmp_path / "s.duckdb") as ws, funnelscope.open(":memory:") as ref:
         assert ws.ingest(path, received_at=RECEIVED).inserted == N
@@ -173,7 +202,8 @@ def test_a_bad_row_is_quarantined_and_the_rest_imported(tmp_path: Path) -> None:
         report = ws.ingest(path, received_at=RECEIVED)
         assert (report.rows, report.accepted, report.rejected) == (N, N - 1, 1)
         assert ws.store.query("SELECT row_number, reason_code FROM quarantine") == [
-            (5, "event.missing_id")]
+            (5, "event.missing_id")
+        ]
         assert ws.info()["events"] == N - 1
 
 
@@ -195,18 +225,33 @@ def test_identity_links_across_a_segment_and_later_events(tmp_path: Path) -> Non
         # u3 is linked to a3 in the segment; a1 is anonymous only there. Later: a new visitor
         # x9 signs in as u3, and a1 signs up as u_new. Each group is then one person, the
         # segment's earlier events of a1 included.
-        ws.append_staging(pa.table({
-            "event_id": ["n1", "n2", "n3"], "timestamp": ["2024-06-01T00:00:00Z"] * 3,
-            "event": ["page_viewed", "signed_in", "signed_up"],
-            "anonymous_id": ["x9", "x9", "a1"], "user_id": [None, "u3", "u_new"],
-        }), source="live", received_at=RECEIVED)
-        persons = ws.engine.sql(
-            "SELECT count(DISTINCT person_id) FROM events WHERE anonymous_id IN ('a3', 'x9') "
-            "UNION ALL SELECT count(DISTINCT person_id) FROM events "
-            "WHERE anonymous_id = 'a1' OR user_id = 'u_new'").column(0).to_pylist()
+        ws.append_staging(
+            pa.table(
+                {
+                    "event_id": ["n1", "n2", "n3"],
+                    "timestamp": ["2024-06-01T00:00:00Z"] * 3,
+                    "event": ["page_viewed", "signed_in", "signed_up"],
+                    "anonymous_id": ["x9", "x9", "a1"],
+                    "user_id": [None, "u3", "u_new"],
+                }
+            ),
+            source="live",
+            received_at=RECEIVED,
+        )
+        persons = (
+            ws.engine.sql(
+                "SELECT count(DISTINCT person_id) FROM events WHERE anonymous_id IN ('a3', 'x9') "
+                "UNION ALL SELECT count(DISTINCT person_id) FROM events "
+                "WHERE anonymous_id = 'a1' OR user_id = 'u_new'"
+            )
+            .column(0)
+            .to_pylist()
+        )
         assert persons == [1, 1]
-        assert ws.store.query(
-            "SELECT count(*) FROM events WHERE anonymous_id = 'a1'")[0][0] == N // 2500 + 1
+        assert (
+            ws.store.query("SELECT count(*) FROM events WHERE anonymous_id = 'a1'")[0][0]
+            == N // 2500 + 1
+        )
         assert ws.info()["persons"] == N // 4
         # the live rows continue the segment's arrival order
         assert ws.store.query("SELECT min(seq) FROM event_log")[0][0] == N + 1

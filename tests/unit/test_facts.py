@@ -14,16 +14,40 @@ from funnelscope.workspace import Workspace
 from tests.conftest import NOW, load_journeys
 
 GOOD: dict[str, dict[str, str]] = {
-    "ad_spend": {"date": "2024-05-01", "channel": "paid_search", "source": "google",
-                 "campaign": "brand", "impressions": "1000", "clicks": "40", "spend": "52.10",
-                 "currency": "USD", "reach": "700"},
-    "email_campaigns": {"campaign_id": "c1", "name": "may-sale",
-                        "sent_at": "2024-05-01T10:00:00Z", "recipients": "100",
-                        "delivered": "98"},
-    "survey_responses": {"response_id": "r1", "answered_at": "2024-05-02T12:00:00Z",
-                         "user_id": "ann", "score": "9", "comment": "great"},
-    "products": {"product_id": "p1", "sku": "SKU-1", "name": "Mug", "category": "kitchen",
-                 "brand": "Acme", "price": "12.50", "currency": "EUR"},
+    "ad_spend": {
+        "date": "2024-05-01",
+        "channel": "paid_search",
+        "source": "google",
+        "campaign": "brand",
+        "impressions": "1000",
+        "clicks": "40",
+        "spend": "52.10",
+        "currency": "USD",
+        "reach": "700",
+    },
+    "email_campaigns": {
+        "campaign_id": "c1",
+        "name": "may-sale",
+        "sent_at": "2024-05-01T10:00:00Z",
+        "recipients": "100",
+        "delivered": "98",
+    },
+    "survey_responses": {
+        "response_id": "r1",
+        "answered_at": "2024-05-02T12:00:00Z",
+        "user_id": "ann",
+        "score": "9",
+        "comment": "great",
+    },
+    "products": {
+        "product_id": "p1",
+        "sku": "SKU-1",
+        "name": "Mug",
+        "category": "kitchen",
+        "brand": "Acme",
+        "price": "12.50",
+        "currency": "EUR",
+    },
     "currency_rates": {"date": "2024-05-01", "currency": "EUR", "rate": "1.08"},
 }
 
@@ -42,53 +66,100 @@ def load(ws: Workspace, kind: str, rows: list[dict[str, Any]], **kw: Any) -> Any
     [
         pytest.param("ad_spend", {"date": "2024-13-01"}, "ad_spend.bad_date", id="spend-bad-date"),
         pytest.param("ad_spend", {"date": None}, "ad_spend.missing_value", id="spend-no-date"),
-        pytest.param("ad_spend", {"date": "1999-12-31"}, "ad_spend.date_out_of_range",
-                     id="spend-too-old"),
-        pytest.param("ad_spend", {"date": "2024-07-03"}, "ad_spend.date_out_of_range",
-                     id="spend-future"),
-        pytest.param("ad_spend", {"clicks": "-1"}, "ad_spend.negative_value",
-                     id="spend-negative-clicks"),
-        pytest.param("ad_spend", {"spend": "-0.01"}, "ad_spend.negative_value",
-                     id="spend-negative-spend"),
-        pytest.param("ad_spend", {"impressions": "1.5"}, "ad_spend.bad_number",
-                     id="spend-fractional-impressions"),
+        pytest.param(
+            "ad_spend", {"date": "1999-12-31"}, "ad_spend.date_out_of_range", id="spend-too-old"
+        ),
+        pytest.param(
+            "ad_spend", {"date": "2024-07-03"}, "ad_spend.date_out_of_range", id="spend-future"
+        ),
+        pytest.param(
+            "ad_spend", {"clicks": "-1"}, "ad_spend.negative_value", id="spend-negative-clicks"
+        ),
+        pytest.param(
+            "ad_spend", {"spend": "-0.01"}, "ad_spend.negative_value", id="spend-negative-spend"
+        ),
+        pytest.param(
+            "ad_spend",
+            {"impressions": "1.5"},
+            "ad_spend.bad_number",
+            id="spend-fractional-impressions",
+        ),
         pytest.param("ad_spend", {"spend": "lots"}, "ad_spend.bad_number", id="spend-not-number"),
-        pytest.param("ad_spend", {"clicks": "1001"}, "ad_spend.clicks_exceed_impressions",
-                     id="spend-clicks-gt-impressions"),
-        pytest.param("ad_spend", {"reach": "1001"}, "ad_spend.reach_exceeds_impressions",
-                     id="spend-reach-gt-impressions"),
-        pytest.param("ad_spend", {"currency": "XYZ"}, "fact.unknown_currency",
-                     id="spend-unknown-currency"),
-        pytest.param("ad_spend", {"channel": "tv"}, "ad_spend.unknown_channel",
-                     id="spend-unknown-channel"),
-        pytest.param("email_campaigns", {"sent_at": "yesterday"}, "email_campaign.bad_timestamp",
-                     id="email-bad-time"),
-        pytest.param("email_campaigns", {"delivered": "101"},
-                     "email_campaign.delivered_exceed_recipients", id="email-delivered-gt-sent"),
-        pytest.param("email_campaigns", {"recipients": "-3"}, "email_campaign.negative_value",
-                     id="email-negative"),
-        pytest.param("email_campaigns", {"campaign_id": " "}, "email_campaign.missing_value",
-                     id="email-blank-id"),
-        pytest.param("survey_responses", {"score": "11"}, "survey.score_out_of_range",
-                     id="survey-score-11"),
-        pytest.param("survey_responses", {"score": "-1"}, "survey.score_out_of_range",
-                     id="survey-score-negative"),
-        pytest.param("survey_responses", {"score": "7.5"}, "survey.bad_number",
-                     id="survey-score-fraction"),
-        pytest.param("survey_responses", {"answered_at": None}, "survey.missing_value",
-                     id="survey-no-time"),
+        pytest.param(
+            "ad_spend",
+            {"clicks": "1001"},
+            "ad_spend.clicks_exceed_impressions",
+            id="spend-clicks-gt-impressions",
+        ),
+        pytest.param(
+            "ad_spend",
+            {"reach": "1001"},
+            "ad_spend.reach_exceeds_impressions",
+            id="spend-reach-gt-impressions",
+        ),
+        pytest.param(
+            "ad_spend", {"currency": "XYZ"}, "fact.unknown_currency", id="spend-unknown-currency"
+        ),
+        pytest.param(
+            "ad_spend", {"channel": "tv"}, "ad_spend.unknown_channel", id="spend-unknown-channel"
+        ),
+        pytest.param(
+            "email_campaigns",
+            {"sent_at": "yesterday"},
+            "email_campaign.bad_timestamp",
+            id="email-bad-time",
+        ),
+        pytest.param(
+            "email_campaigns",
+            {"delivered": "101"},
+            "email_campaign.delivered_exceed_recipients",
+            id="email-delivered-gt-sent",
+        ),
+        pytest.param(
+            "email_campaigns",
+            {"recipients": "-3"},
+            "email_campaign.negative_value",
+            id="email-negative",
+        ),
+        pytest.param(
+            "email_campaigns",
+            {"campaign_id": " "},
+            "email_campaign.missing_value",
+            id="email-blank-id",
+        ),
+        pytest.param(
+            "survey_responses", {"score": "11"}, "survey.score_out_of_range", id="survey-score-11"
+        ),
+        pytest.param(
+            "survey_responses",
+            {"score": "-1"},
+            "survey.score_out_of_range",
+            id="survey-score-negative",
+        ),
+        pytest.param(
+            "survey_responses", {"score": "7.5"}, "survey.bad_number", id="survey-score-fraction"
+        ),
+        pytest.param(
+            "survey_responses", {"answered_at": None}, "survey.missing_value", id="survey-no-time"
+        ),
         pytest.param("products", {"price": "-2"}, "product.negative_value", id="product-negative"),
-        pytest.param("products", {"currency": "euro"}, "fact.unknown_currency",
-                     id="product-currency-word"),
-        pytest.param("products", {"product_id": None}, "product.missing_value",
-                     id="product-no-id"),
+        pytest.param(
+            "products", {"currency": "euro"}, "fact.unknown_currency", id="product-currency-word"
+        ),
+        pytest.param("products", {"product_id": None}, "product.missing_value", id="product-no-id"),
         pytest.param("currency_rates", {"rate": "0"}, "currency_rate.bad_rate", id="rate-zero"),
-        pytest.param("currency_rates", {"rate": "inf"}, "currency_rate.bad_number",
-                     id="rate-infinite"),
-        pytest.param("currency_rates", {"currency": "ABC"}, "fact.unknown_currency",
-                     id="rate-unknown-currency"),
-        pytest.param("currency_rates", {"date": "01/05/2024"}, "currency_rate.bad_date",
-                     id="rate-bad-date"),
+        pytest.param(
+            "currency_rates", {"rate": "inf"}, "currency_rate.bad_number", id="rate-infinite"
+        ),
+        pytest.param(
+            "currency_rates",
+            {"currency": "ABC"},
+            "fact.unknown_currency",
+            id="rate-unknown-currency",
+        ),
+        pytest.param(
+            "currency_rates", {"date": "01/05/2024"}, "currency_rate.bad_date", id="rate-bad-date"
+        ),
     ],
 )
 def test_bad_row_is_quarantined_with_its_reason(
@@ -133,7 +204,9 @@ def test_reloading_the_same_spend_file_does_not_double_spend(workspace: Workspac
     fixed = load(workspace, "ad_spend", [{**GOOD["ad_spend"], "spend": "60"}])
     assert fixed.inserted == 1
     assert workspace.store.query("SELECT sum(spend), count(*) FROM ad_spend")[0] == (
-        Decimal("77.2500"), 3)
+        Decimal("77.2500"),
+        3,
+    )
 
 
 def test_last_row_of_a_key_in_one_batch_wins(workspace: Workspace) -> None:
@@ -156,46 +229,62 @@ def test_defaults_and_normalisation(workspace: Workspace) -> None:
 
 
 def test_typed_arrow_columns_are_accepted(workspace: Workspace) -> None:
-    typed = pa.table({
-        "date": pa.array([date(2024, 5, 1)], pa.date32()),
-        "currency": ["GBP"],
-        "rate": pa.array([1.27], pa.float64()),
-    })
-    report = append_facts(workspace.store, FactKind.CURRENCY_RATES, typed, source="t",
-                          received_at=NOW)
+    typed = pa.table(
+        {
+            "date": pa.array([date(2024, 5, 1)], pa.date32()),
+            "currency": ["GBP"],
+            "rate": pa.array([1.27], pa.float64()),
+        }
+    )
+    report = append_facts(
+        workspace.store, FactKind.CURRENCY_RATES, typed, source="t", received_at=NOW
+    )
     assert report.accepted == 1
-    surveys = pa.table({
-        "response_id": ["r9"],
-        "answered_at": pa.array([datetime(2024, 5, 1, 8, tzinfo=UTC)], pa.timestamp("us", "UTC")),
-        "score": pa.array([10], pa.int64()),
-    })
-    assert append_facts(workspace.store, "survey_responses", surveys, source="t",
-                        received_at=NOW).accepted == 1
+    surveys = pa.table(
+        {
+            "response_id": ["r9"],
+            "answered_at": pa.array(
+                [datetime(2024, 5, 1, 8, tzinfo=UTC)], pa.timestamp("us", "UTC")
+            ),
+            "score": pa.array([10], pa.int64()),
+        }
+    )
+    assert (
+        append_facts(
+            workspace.store, "survey_responses", surveys, source="t", received_at=NOW
+        ).accepted
+        == 1
+    )
     assert workspace.store.query("SELECT answered_at, score FROM survey_responses") == [
         (datetime(2024, 5, 1, 8, tzinfo=UTC), 10)
     ]
 
 
 def test_survey_respondents_resolve_to_stitched_persons(workspace: Workspace) -> None:
-    load_journeys(workspace, {
-        "ann": [(0, "page_viewed", {"anonymous_id": "a-ann"}),
+    load_journeys(
+        workspace,
+        {
+            "ann": [
+                (0, "page_viewed", {"anonymous_id": "a-ann"}),
                 (5, "signed_up", {"anonymous_id": "a-ann", "user_id": "ann"}),
-                (9, "order_completed", {"user_id": "ann"})],
-        "bob": [(0, "page_viewed", {"anonymous_id": "a-bob"})],
-    })
+                (9, "order_completed", {"user_id": "ann"}),
+            ],
+            "bob": [(0, "page_viewed", {"anonymous_id": "a-bob"})],
+        },
+    )
     surveys = [
         {**GOOD["survey_responses"], "response_id": "r1", "user_id": "ann"},
-        {**GOOD["survey_responses"], "response_id": "r2", "user_id": None,
-         "anonymous_id": "a-ann"},
-        {**GOOD["survey_responses"], "response_id": "r3", "user_id": None,
-         "anonymous_id": "a-bob"},
+        {**GOOD["survey_responses"], "response_id": "r2", "user_id": None, "anonymous_id": "a-ann"},
+        {**GOOD["survey_responses"], "response_id": "r3", "user_id": None, "anonymous_id": "a-bob"},
         {**GOOD["survey_responses"], "response_id": "r4", "user_id": "carl"},
     ]
     assert load(workspace, "survey_responses", surveys).accepted == 4
-    persons = dict(workspace.store.query(
-        "SELECT r.response_id, m.canonical_id FROM survey_responses r "
-        "LEFT JOIN person_map m USING (person_id)"
-    ))
+    persons = dict(
+        workspace.store.query(
+            "SELECT r.response_id, m.canonical_id FROM survey_responses r "
+            "LEFT JOIN person_map m USING (person_id)"
+        )
+    )
     who = "SELECT person_id FROM identities WHERE distinct_id = ?"
     ann = workspace.store.query(who, ["ann"])[0][0]
     bob = workspace.store.query(who, ["a-bob"])[0][0]
@@ -205,7 +294,8 @@ def test_survey_respondents_resolve_to_stitched_persons(workspace: Workspace) ->
     load(workspace, "survey_responses", [{**GOOD["survey_responses"], "response_id": "r5"}])
     carl = workspace.store.query(who, ["carl"])[0][0]
     assert workspace.store.query(
-        "SELECT person_id FROM survey_responses WHERE response_id = 'r4'") == [(carl,)]
+        "SELECT person_id FROM survey_responses WHERE response_id = 'r4'"
+    ) == [(carl,)]
 
 
 def test_unknown_kind_names_the_allowed_kinds(workspace: Workspace) -> None:

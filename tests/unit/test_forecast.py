@@ -16,8 +16,9 @@ from funnelscope.models.forecast import (
 
 
 def daily(values: list[float] | np.ndarray, first: str = "2024-01-01") -> pd.Series:
-    return pd.Series(np.asarray(values, dtype=float),
-                     index=pd.date_range(first, periods=len(values), freq="D"))
+    return pd.Series(
+        np.asarray(values, dtype=float), index=pd.date_range(first, periods=len(values), freq="D")
+    )
 
 
 @pytest.mark.parametrize(
@@ -48,8 +49,10 @@ def test_weekly_pattern_and_trend_are_carried_forward() -> None:
     # 12 weeks: 100 on weekdays, 150 on weekends, +0.5 a day, small noise.
     days = pd.date_range("2024-01-01", periods=84, freq="D")  # starts on a Monday
     t = np.arange(84)
-    y = pd.Series(100 + 50 * (days.day_of_week >= 5) + 0.5 * t
-                  + np.random.default_rng(3).normal(0, 2, 84), index=days)
+    y = pd.Series(
+        100 + 50 * (days.day_of_week >= 5) + 0.5 * t + np.random.default_rng(3).normal(0, 2, 84),
+        index=days,
+    )
     mean = simulate_daily(y, 14, repetitions=500, seed=1).mean()
     # day 84 is a Monday: expected 100 + 0.5 * 84 = 142; Saturday (day 89): 150 + 44.5 + 50
     assert mean.iloc[0] == pytest.approx(142, abs=4)
@@ -91,11 +94,17 @@ def test_ratio_is_the_sum_of_numerators_over_the_sum_of_denominators() -> None:
     # day 1: 10 / 100 = 0.1, day 2: 90 / 300 = 0.3 -> 100 / 400 = 0.25 (not the mean 0.2)
     rates = daily([0.1, 0.3, 0.2, 0.2])
     den = daily([100.0, 300.0, 50.0, 50.0])
-    f = period_forecast(rates, period_start=date(2024, 1, 1), period_end=date(2024, 1, 2),
-                        aggregation="ratio", denominator=den)
+    f = period_forecast(
+        rates,
+        period_start=date(2024, 1, 1),
+        period_end=date(2024, 1, 2),
+        aggregation="ratio",
+        denominator=den,
+    )
     assert f.observed_value == pytest.approx(0.25)
-    m = period_forecast(rates, period_start=date(2024, 1, 1), period_end=date(2024, 1, 2),
-                        aggregation="mean")
+    m = period_forecast(
+        rates, period_start=date(2024, 1, 1), period_end=date(2024, 1, 2), aggregation="mean"
+    )
     assert m.observed_value == pytest.approx(0.2)
 
 
@@ -109,14 +118,21 @@ def test_a_period_that_has_not_started_forecasts_only_its_days() -> None:
 
 def test_the_interval_widens_with_the_horizon() -> None:
     y = daily(100 + np.random.default_rng(5).normal(0, 10, 90))
-    short = period_forecast(y, period_start=date(2024, 3, 31), period_end=date(2024, 4, 6),
-                            repetitions=500)
-    long = period_forecast(y, period_start=date(2024, 3, 31), period_end=date(2024, 6, 28),
-                           repetitions=500)
+    short = period_forecast(
+        y, period_start=date(2024, 3, 31), period_end=date(2024, 4, 6), repetitions=500
+    )
+    long = period_forecast(
+        y, period_start=date(2024, 3, 31), period_end=date(2024, 6, 28), repetitions=500
+    )
     width = lambda f: (f.interval80[1] - f.interval80[0]) / f.mean  # noqa: E731
     assert width(long) > width(short)
-    assert long.interval95[0] < long.interval80[0] < long.median < long.interval80[1] \
+    assert (
+        long.interval95[0]
+        < long.interval80[0]
+        < long.median
+        < long.interval80[1]
         < long.interval95[1]
+    )
 
 
 def test_period_starting_before_the_history_is_covered_day_by_day() -> None:

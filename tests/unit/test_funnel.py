@@ -31,37 +31,67 @@ from funnelscope.store.layout import PersonLayout
         pytest.param({"steps": ("a",)}, "funnel.too_few_steps", id="one_step"),
         pytest.param({"steps": tuple("x" * 33)}, "funnel.too_many_steps", id="33_steps"),
         pytest.param({"window": timedelta(days=400)}, "funnel.window_out_of_range", id="window"),
-        pytest.param({"window": timedelta(seconds=-1)}, "funnel.window_out_of_range",
-                     id="negative_window"),
+        pytest.param(
+            {"window": timedelta(seconds=-1)}, "funnel.window_out_of_range", id="negative_window"
+        ),
         pytest.param({"mode": "loose"}, "funnel.unknown_mode", id="mode"),
         pytest.param({"counting": "all"}, "funnel.unknown_counting", id="counting"),
         pytest.param({"attribution": "middle"}, "funnel.unknown_attribution", id="attribution"),
-        pytest.param({"attribution": "step", "attribution_step": 9},
-                     "funnel.attribution_step_out_of_range", id="attribution_step"),
+        pytest.param(
+            {"attribution": "step", "attribution_step": 9},
+            "funnel.attribution_step_out_of_range",
+            id="attribution_step",
+        ),
         pytest.param({"trend_period": "year"}, "funnel.unknown_trend_period", id="period"),
         pytest.param({"breakdowns": ("nope",)}, "funnel.unknown_property", id="breakdown"),
-        pytest.param({"breakdowns": ("country", "os", "browser", "channel")},
-                     "funnel.too_many_breakdowns", id="four_breakdowns"),
-        pytest.param({"count_by": "properties.bad key"}, "funnel.unknown_property",
-                     id="count_by"),
-        pytest.param({"exclusions": (Exclusion("x", from_step=3, to_step=2),)},
-                     "funnel.exclusion_out_of_range", id="exclusion_span"),
-        pytest.param({"filters": (PropertyFilter("country", "like", "x"),)},
-                     "filter.unknown_op", id="filter_op"),
-        pytest.param({"filters": (PropertyFilter("country", "eq"),)}, "filter.missing_value",
-                     id="filter_value"),
-        pytest.param({"mode": "any", "exclusions": (Exclusion("x"),)}, "funnel.mode_conflict",
-                     id="any_with_exclusion"),
-        pytest.param({"mode": "strict", "counting": "totals"}, "funnel.mode_conflict",
-                     id="strict_totals"),
-        pytest.param({"start_at": datetime(2024, 2, 1, tzinfo=UTC),
-                      "end_at": datetime(2024, 1, 1, tzinfo=UTC)},
-                     "funnel.date_range_reversed", id="range"),
+        pytest.param(
+            {"breakdowns": ("country", "os", "browser", "channel")},
+            "funnel.too_many_breakdowns",
+            id="four_breakdowns",
+        ),
+        pytest.param({"count_by": "properties.bad key"}, "funnel.unknown_property", id="count_by"),
+        pytest.param(
+            {"exclusions": (Exclusion("x", from_step=3, to_step=2),)},
+            "funnel.exclusion_out_of_range",
+            id="exclusion_span",
+        ),
+        pytest.param(
+            {"filters": (PropertyFilter("country", "like", "x"),)},
+            "filter.unknown_op",
+            id="filter_op",
+        ),
+        pytest.param(
+            {"filters": (PropertyFilter("country", "eq"),)},
+            "filter.missing_value",
+            id="filter_value",
+        ),
+        pytest.param(
+            {"mode": "any", "exclusions": (Exclusion("x"),)},
+            "funnel.mode_conflict",
+            id="any_with_exclusion",
+        ),
+        pytest.param(
+            {"mode": "strict", "counting": "totals"}, "funnel.mode_conflict", id="strict_totals"
+        ),
+        pytest.param(
+            {
+                "start_at": datetime(2024, 2, 1, tzinfo=UTC),
+                "end_at": datetime(2024, 1, 1, tzinfo=UTC),
+            },
+            "funnel.date_range_reversed",
+            id="range",
+        ),
         pytest.param({"start_at": datetime(2024, 1, 1)}, "funnel.naive_datetime", id="naive"),
-        pytest.param({"steps": ("a", Step("b", is_optional=True))}, "funnel.optional_end_step",
-                     id="optional_last"),
-        pytest.param({"steps": ("a", Step("b", within=timedelta(days=30)))},
-                     "funnel.step_window_out_of_range", id="step_window"),
+        pytest.param(
+            {"steps": ("a", Step("b", is_optional=True))},
+            "funnel.optional_end_step",
+            id="optional_last",
+        ),
+        pytest.param(
+            {"steps": ("a", Step("b", within=timedelta(days=30)))},
+            "funnel.step_window_out_of_range",
+            id="step_window",
+        ),
     ],
 )
 def test_bad_specs_name_the_problem(options: dict[str, Any], code: str) -> None:
@@ -105,8 +135,10 @@ def test_unknown_fields_are_rejected() -> None:
     assert info.value.code == "funnel.unknown_field"
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("7d", 604800), ("36h", 129600), ("30m", 1800),
-                                               ("45s", 45), ("2w", 1209600), (90, 90)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("7d", 604800), ("36h", 129600), ("30m", 1800), ("45s", 45), ("2w", 1209600), (90, 90)],
+)
 def test_parse_duration(text: str | int, seconds: int) -> None:
     assert parse_duration(text) == timedelta(seconds=seconds)
 
@@ -116,9 +148,12 @@ NAMES = ("a", "b", "c", "x")
 
 
 def _levels(events: list[tuple[int, int]], spec: FunnelSpec) -> int:
-    layout = PersonLayout.from_arrays(np.zeros(len(events), np.int64),
-                                      np.array([t * 1_000_000 for t, _ in events], np.int64),
-                                      np.array([e for _, e in events], np.int64), NAMES)
+    layout = PersonLayout.from_arrays(
+        np.zeros(len(events), np.int64),
+        np.array([t * 1_000_000 for t, _ in events], np.int64),
+        np.array([e for _, e in events], np.int64),
+        NAMES,
+    )
     return int(compute_outcomes(spec, layout).column("level")[0].as_py())
 
 
@@ -126,8 +161,13 @@ def _matches(spec_steps: list[str], event: int) -> set[int]:
     return {k for k, s in enumerate(spec_steps) if NAMES[event] == s}
 
 
-def brute_ordered(events: list[tuple[int, int]], steps: list[str], window: int,
-                  limits: list[int | None], optional: list[bool]) -> int:
+def brute_ordered(
+    events: list[tuple[int, int]],
+    steps: list[str],
+    window: int,
+    limits: list[int | None],
+    optional: list[bool],
+) -> int:
     """Max step index reachable by distinct events with non-decreasing times."""
 
     def reach(chosen: tuple[int, ...], pos: int, step: int) -> int:
@@ -161,18 +201,28 @@ _log = st.lists(st.tuples(st.integers(0, 6), st.integers(0, 3)), min_size=1, max
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(events=_log, window=st.integers(0, 5),
-       steps=st.sampled_from([["a", "b", "c"], ["a", "a", "b"], ["a", "b", "a"], ["b", "b", "b"]]),
-       limit=st.sampled_from([None, 0, 1, 2]), optional=st.booleans())
-def test_ordered_is_the_best_chain(events: list[tuple[int, int]], window: int, steps: list[str],
-                                   limit: int | None, optional: bool) -> None:
+@given(
+    events=_log,
+    window=st.integers(0, 5),
+    steps=st.sampled_from([["a", "b", "c"], ["a", "a", "b"], ["a", "b", "a"], ["b", "b", "b"]]),
+    limit=st.sampled_from([None, 0, 1, 2]),
+    optional=st.booleans(),
+)
+def test_ordered_is_the_best_chain(
+    events: list[tuple[int, int]], window: int, steps: list[str], limit: int | None, optional: bool
+) -> None:
     limits: list[int | None] = [None, limit, None]
     opt = [False, optional, False]
     spec = FunnelSpec.of(
         steps[0],
-        Step(steps[1], within=None if limit is None else timedelta(seconds=min(limit, window)),
-             is_optional=optional),
-        steps[2], window=timedelta(seconds=window))
+        Step(
+            steps[1],
+            within=None if limit is None else timedelta(seconds=min(limit, window)),
+            is_optional=optional,
+        ),
+        steps[2],
+        window=timedelta(seconds=window),
+    )
     limits[1] = None if limit is None else min(limit, window)
     assert _levels(events, spec) == brute_ordered(events, steps, window, limits, opt)
 
@@ -187,7 +237,7 @@ def brute_strict(events: list[tuple[int, int]], steps: list[str], window: int) -
     best = 0
     for start in range(len(seq)):
         for size in range(1, len(steps) + 1):
-            block = seq[start:start + size]
+            block = seq[start : start + size]
             if len(block) < size or block[-1][0] - block[0][0] > window:
                 break
             if all(k in _matches(steps, e) for k, (_, e) in enumerate(block)):
@@ -196,18 +246,23 @@ def brute_strict(events: list[tuple[int, int]], steps: list[str], window: int) -
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(events=_log, window=st.integers(0, 5),
-       steps=st.sampled_from([["a", "b", "c"], ["a", "a", "b"], ["b", "b", "b"]]))
-def test_strict_is_the_best_consecutive_chain(events: list[tuple[int, int]], window: int,
-                                              steps: list[str]) -> None:
+@given(
+    events=_log,
+    window=st.integers(0, 5),
+    steps=st.sampled_from([["a", "b", "c"], ["a", "a", "b"], ["b", "b", "b"]]),
+)
+def test_strict_is_the_best_consecutive_chain(
+    events: list[tuple[int, int]], window: int, steps: list[str]
+) -> None:
     spec = FunnelSpec.of(*steps, window=timedelta(seconds=window), mode="strict")
     assert _levels(events, spec) == brute_strict(events, steps, window)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(events=_log, window=st.integers(0, 5))
-def test_any_order_counts_distinct_steps_in_a_window(events: list[tuple[int, int]],
-                                                     window: int) -> None:
+def test_any_order_counts_distinct_steps_in_a_window(
+    events: list[tuple[int, int]], window: int
+) -> None:
     spec = FunnelSpec.of("a", "b", "c", window=timedelta(seconds=window), mode="any")
     best = 0
     for t0, e0 in events:
@@ -237,20 +292,40 @@ _crowded = st.lists(st.tuples(st.integers(0, 2), st.integers(0, 3)), min_size=1,
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(events=_crowded, window=st.integers(0, 2),
-       steps=st.sampled_from([["a", "b", "a", "b"], ["a", "a", "b", "a"], ["b", "a", "a", "b"],
-                              ["a", "b", "c", "a"], ["a", "a", "a", "a"]]),
-       limit=st.sampled_from([None, 0, 1]), optional=st.booleans(), shuffle=st.randoms())
-def test_repeated_steps_at_crowded_instants(events: list[tuple[int, int]], window: int,
-                                            steps: list[str], limit: int | None, optional: bool,
-                                            shuffle: Any) -> None:
+@given(
+    events=_crowded,
+    window=st.integers(0, 2),
+    steps=st.sampled_from(
+        [
+            ["a", "b", "a", "b"],
+            ["a", "a", "b", "a"],
+            ["b", "a", "a", "b"],
+            ["a", "b", "c", "a"],
+            ["a", "a", "a", "a"],
+        ]
+    ),
+    limit=st.sampled_from([None, 0, 1]),
+    optional=st.booleans(),
+    shuffle=st.randoms(),
+)
+def test_repeated_steps_at_crowded_instants(
+    events: list[tuple[int, int]],
+    window: int,
+    steps: list[str],
+    limit: int | None,
+    optional: bool,
+    shuffle: Any,
+) -> None:
     # most events share an instant and match several steps: every way of giving them out counts
     limits: list[int | None] = [None, None, None if limit is None else min(limit, window), None]
     opt = [False, optional, False, False]
     spec = FunnelSpec.of(
-        steps[0], Step(steps[1], is_optional=optional),
+        steps[0],
+        Step(steps[1], is_optional=optional),
         Step(steps[2], within=None if limits[2] is None else timedelta(seconds=limits[2])),
-        steps[3], window=timedelta(seconds=window))
+        steps[3],
+        window=timedelta(seconds=window),
+    )
     expected = brute_ordered(events, steps, window, limits, opt)
     assert _levels(events, spec) == expected
     shuffle.shuffle(events)
@@ -289,8 +364,9 @@ def test_trend_periods_follow_the_utc_calendar(period: int, unit: str) -> None:
     us = np.concatenate([days * 86_400_000_000, days * 86_400_000_000 + 86_399_999_999])
     none = np.iinfo(np.int64).min
     times = np.concatenate([us, [none]])[:, None]
-    first, entered, _ = trend_counts(times, np.ones(times.shape[0], np.int64), 1, True,
-                                     period, none)
+    first, entered, _ = trend_counts(
+        times, np.ones(times.shape[0], np.int64), 1, True, period, none
+    )
     dates = us.astype("datetime64[us]")
     if unit == "W":  # ISO weeks start on Monday; 1970-01-01 was a Thursday
         start = dates.astype("datetime64[D]").astype(np.int64)

@@ -14,11 +14,17 @@ from tests.conftest import load_journeys
 
 @pytest.fixture
 def store(workspace: Workspace) -> Path:
-    load_journeys(workspace, {
-        "ann": [(0, "Product Viewed", {"country": "FR"}), (5, "Product Added"),
-                (10, "Order Completed")],
-        "ben": [(0, "Product Viewed", {"country": "DE"}), (90, "Product Added")],
-    })
+    load_journeys(
+        workspace,
+        {
+            "ann": [
+                (0, "Product Viewed", {"country": "FR"}),
+                (5, "Product Added"),
+                (10, "Order Completed"),
+            ],
+            "ben": [(0, "Product Viewed", {"country": "DE"}), (90, "Product Added")],
+        },
+    )
     path = workspace.path
     workspace.close()
     return path
@@ -35,21 +41,53 @@ def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
 
 
 def test_json_counts_and_breakdown(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = _run(["funnel", "product_viewed", "product_added", "order_completed",
-                         "--store", str(store), "--breakdown", "country", "-f", "json"], capsys)
+    code, out, _ = _run(
+        [
+            "funnel",
+            "product_viewed",
+            "product_added",
+            "order_completed",
+            "--store",
+            str(store),
+            "--breakdown",
+            "country",
+            "-f",
+            "json",
+        ],
+        capsys,
+    )
     assert code == 0
     data = json.loads(out)
     assert [s["count"] for s in data["steps"]] == [2, 2, 1]
-    assert {tuple(b["values"]): [s["count"] for s in b["steps"]]
-            for b in data["breakdowns"]} == {("FR",): [1, 1, 1], ("DE",): [1, 1, 0]}
+    assert {tuple(b["values"]): [s["count"] for s in b["steps"]] for b in data["breakdowns"]} == {
+        ("FR",): [1, 1, 1],
+        ("DE",): [1, 1, 0],
+    }
 
 
-def test_per_step_limit_and_dropped_export(store: Path, tmp_path: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_per_step_limit_and_dropped_export(
+    store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out_csv = tmp_path / "dropped.csv"
-    code, out, _ = _run(["funnel", "product_viewed", "product_added", "--store", str(store),
-                         "--within", "2=1h", "--per-person", str(out_csv), "--persons-step", "2",
-                         "--dropped", "-f", "json"], capsys)
+    code, out, _ = _run(
+        [
+            "funnel",
+            "product_viewed",
+            "product_added",
+            "--store",
+            str(store),
+            "--within",
+            "2=1h",
+            "--per-person",
+            str(out_csv),
+            "--persons-step",
+            "2",
+            "--dropped",
+            "-f",
+            "json",
+        ],
+        capsys,
+    )
     assert code == 0
     assert [s["count"] for s in json.loads(out)["steps"]] == [2, 1]
     lines = out_csv.read_text().splitlines()
@@ -58,16 +96,28 @@ def test_per_step_limit_and_dropped_export(store: Path, tmp_path: Path,
 
 
 def test_explain(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = _run(["funnel", "product_viewed", "product_added", "order_completed",
-                         "--store", str(store), "--explain", "1"], capsys)
+    code, out, _ = _run(
+        [
+            "funnel",
+            "product_viewed",
+            "product_added",
+            "order_completed",
+            "--store",
+            str(store),
+            "--explain",
+            "1",
+        ],
+        capsys,
+    )
     assert code == 0
     assert "furthest step: 2 of 3" in out
     assert "no matching event after the previous step" in out
 
 
 def test_invalid_spec_is_one_line_exit_2(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = _run(["funnel", "a", "b", "--window", "400d", "--mode", "loose",
-                         "--store", str(store)], capsys)
+    code, _, err = _run(
+        ["funnel", "a", "b", "--window", "400d", "--mode", "loose", "--store", str(store)], capsys
+    )
     assert code == 2
     assert len(err.strip().splitlines()) == 1
     assert "funnel.window_out_of_range" in err and "funnel.unknown_mode" in err

@@ -30,14 +30,23 @@ AT = datetime(2025, 1, 11, tzinfo=UTC)  # days 2025-01-01 .. 2025-01-10 are comp
 
 
 def goal(**overrides: Any) -> GoalSpec:
-    fields: dict[str, Any] = {"kpi": "orders", "target": "+15%", "start": "2025-01-01",
-                              "deadline": "2025-01-30"}
+    fields: dict[str, Any] = {
+        "kpi": "orders",
+        "target": "+15%",
+        "start": "2025-01-01",
+        "deadline": "2025-01-30",
+    }
     fields.update(overrides)
     return GoalSpec.create(fields.pop("name", "g"), **fields)
 
 
-def load_orders(ws: Workspace, first: date, last: date, prices: tuple[float, ...] = (10.0, 10.0),
-                product: str = "X") -> None:
+def load_orders(
+    ws: Workspace,
+    first: date,
+    last: date,
+    prices: tuple[float, ...] = (10.0, 10.0),
+    product: str = "X",
+) -> None:
     """One order per price, every day from ``first`` to ``last``, at 10:00, 11:00, ... UTC."""
     rows = []
     day = first
@@ -45,13 +54,28 @@ def load_orders(ws: Workspace, first: date, last: date, prices: tuple[float, ...
         for i, price in enumerate(prices):
             at = datetime(day.year, day.month, day.day, 10 + i, tzinfo=UTC)
             oid = f"o-{product}-{day.isoformat()}-{i}"
-            rows.append({
-                "event_id": oid, "timestamp": at.isoformat(), "event": "Order Completed",
-                "user_id": f"u{i}", "order_id": oid, "revenue": str(price), "currency": "USD",
-                "utm_campaign": "email_spring" if i == 0 else None,
-                "items": json.dumps([{"product_id": product, "category": "shoes",
-                                      "price": price, "quantity": 1}]),
-            })
+            rows.append(
+                {
+                    "event_id": oid,
+                    "timestamp": at.isoformat(),
+                    "event": "Order Completed",
+                    "user_id": f"u{i}",
+                    "order_id": oid,
+                    "revenue": str(price),
+                    "currency": "USD",
+                    "utm_campaign": "email_spring" if i == 0 else None,
+                    "items": json.dumps(
+                        [
+                            {
+                                "product_id": product,
+                                "category": "shoes",
+                                "price": price,
+                                "quantity": 1,
+                            }
+                        ]
+                    ),
+                }
+            )
         day += timedelta(days=1)
     received = datetime(2025, 6, 1, tzinfo=UTC)  # after every order: none is "in the future"
     report = ws.append_staging(staging_table(rows), source="test", received_at=received)
@@ -89,39 +113,99 @@ def test_an_unreadable_target_is_rejected() -> None:
 @pytest.mark.parametrize(
     ("overrides", "code", "words"),
     [
-        pytest.param({"kpi": "revenu"}, "goal.unknown_kpi", ["'revenu'", "did you mean revenue"],
-                     id="unknown-kpi"),
-        pytest.param({"deadline": "2024-12-31"}, "goal.deadline_before_start",
-                     ["2024-12-31", "before the start 2025-01-01"], id="deadline-before-start"),
-        pytest.param({"deadline": None}, "goal.not_time_bound", ["no deadline", "time-bound"],
-                     id="no-deadline"),
-        pytest.param({"kpi": "conversion_rate", "target": 1.5}, "goal.target_unit",
-                     ["ratio in 0..1", "1.5 is outside", "write 1.5%"], id="rate-above-one"),
-        pytest.param({"kpi": "conversion_rate", "target": "150%"}, "goal.target_unit",
-                     ["ratio in 0..1", "150% is outside"], id="rate-percent-above-100"),
-        pytest.param({"kpi": "revenue", "target": -100}, "goal.target_unit",
-                     ["currency in >= 0", "-100 is outside"], id="negative-revenue"),
-        pytest.param({"kpi": "orders", "target": "500 USD"}, "goal.target_unit",
-                     ["orders is in count, not a currency"], id="currency-on-count"),
-        pytest.param({"kpi": "revenue", "target": "500 EUR"}, "goal.target_unit",
-                     ["store currency USD, not EUR"], id="foreign-currency"),
-        pytest.param({"kpi": "revenue", "target": "15%"}, "goal.target_unit",
-                     ["not a percentage", "write +15%"], id="percent-on-revenue"),
-        pytest.param({"scope": {"colour": "red"}}, "goal.unknown_scope",
-                     ["'colour'", "allowed: channel", "category", "segment"], id="unknown-scope"),
-        pytest.param({"kpi": "revenue", "scope": {"product": "X"}}, "goal.unmeasurable",
-                     ["revenue cannot be scoped by product", "product_revenue"],
-                     id="kpi-not-by-product"),
-        pytest.param({"scope": {"segment": "vip"}}, "goal.unmeasurable", ["segment"],
-                     id="segment-scope"),
-        pytest.param({"kpi": "bounce_rate", "target": "+10%"}, "goal.target_direction",
-                     ["better lower", "+10%"], id="change-the-wrong-way"),
-        pytest.param({"baseline_start": "2024-12-01", "baseline_end": "2025-01-05"},
-                     "goal.bad_baseline", ["before the goal starts"], id="baseline-overlaps"),
-        pytest.param({"kpi": "aov", "aggregation": "sum", "target": 30}, "goal.bad_aggregation",
-                     ["not additive"], id="sum-of-a-ratio"),
-        pytest.param({"deadline": "2030-01-01"}, "goal.too_long",
-                     ["at most 1096 days", "1827"], id="longer-than-three-years"),
+        pytest.param(
+            {"kpi": "revenu"},
+            "goal.unknown_kpi",
+            ["'revenu'", "did you mean revenue"],
+            id="unknown-kpi",
+        ),
+        pytest.param(
+            {"deadline": "2024-12-31"},
+            "goal.deadline_before_start",
+            ["2024-12-31", "before the start 2025-01-01"],
+            id="deadline-before-start",
+        ),
+        pytest.param(
+            {"deadline": None},
+            "goal.not_time_bound",
+            ["no deadline", "time-bound"],
+            id="no-deadline",
+        ),
+        pytest.param(
+            {"kpi": "conversion_rate", "target": 1.5},
+            "goal.target_unit",
+            ["ratio in 0..1", "1.5 is outside", "write 1.5%"],
+            id="rate-above-one",
+        ),
+        pytest.param(
+            {"kpi": "conversion_rate", "target": "150%"},
+            "goal.target_unit",
+            ["ratio in 0..1", "150% is outside"],
+            id="rate-percent-above-100",
+        ),
+        pytest.param(
+            {"kpi": "revenue", "target": -100},
+            "goal.target_unit",
+            ["currency in >= 0", "-100 is outside"],
+            id="negative-revenue",
+        ),
+        pytest.param(
+            {"kpi": "orders", "target": "500 USD"},
+            "goal.target_unit",
+            ["orders is in count, not a currency"],
+            id="currency-on-count",
+        ),
+        pytest.param(
+            {"kpi": "revenue", "target": "500 EUR"},
+            "goal.target_unit",
+            ["store currency USD, not EUR"],
+            id="foreign-currency",
+        ),
+        pytest.param(
+            {"kpi": "revenue", "target": "15%"},
+            "goal.target_unit",
+            ["not a percentage", "write +15%"],
+            id="percent-on-revenue",
+        ),
+        pytest.param(
+            {"scope": {"colour": "red"}},
+            "goal.unknown_scope",
+            ["'colour'", "allowed: channel", "category", "segment"],
+            id="unknown-scope",
+        ),
+        pytest.param(
+            {"kpi": "revenue", "scope": {"product": "X"}},
+            "goal.unmeasurable",
+            ["revenue cannot be scoped by product", "product_revenue"],
+            id="kpi-not-by-product",
+        ),
+        pytest.param(
+            {"scope": {"segment": "vip"}}, "goal.unmeasurable", ["segment"], id="segment-scope"
+        ),
+        pytest.param(
+            {"kpi": "bounce_rate", "target": "+10%"},
+            "goal.target_direction",
+            ["better lower", "+10%"],
+            id="change-the-wrong-way",
+        ),
+        pytest.param(
+            {"baseline_start": "2024-12-01", "baseline_end": "2025-01-05"},
+            "goal.bad_baseline",
+            ["before the goal starts"],
+            id="baseline-overlaps",
+        ),
+        pytest.param(
+            {"kpi": "aov", "aggregation": "sum", "target": 30},
+            "goal.bad_aggregation",
+            ["not additive"],
+            id="sum-of-a-ratio",
+        ),
+        pytest.param(
+            {"deadline": "2030-01-01"},
+            "goal.too_long",
+            ["at most 1096 days", "1827"],
+            id="longer-than-three-years",
+        ),
     ],
 )
 def test_bad_goal_definitions_are_rejected(
@@ -140,7 +224,10 @@ def test_every_problem_is_reported_at_once() -> None:
     with pytest.raises(InvalidSpecError) as info:
         spec.validate()
     assert {p.code for p in info.value.problems} == {
-        "goal.unknown_kpi", "goal.deadline_before_start", "goal.unknown_scope"}
+        "goal.unknown_kpi",
+        "goal.deadline_before_start",
+        "goal.unknown_scope",
+    }
 
 
 def test_unreadable_dates_and_unknown_fields_are_rejected() -> None:
@@ -148,14 +235,26 @@ def test_unreadable_dates_and_unknown_fields_are_rejected() -> None:
         goal(start="01/02/2025")
     assert info.value.code == "goal.bad_date"
     with pytest.raises(InvalidSpecError, match="unknown field 'dead_line'"):
-        GoalSpec.from_dict({"name": "g", "kpi": "orders", "target": 1, "start": "2025-01-01",
-                            "dead_line": "2025-02-01"})
+        GoalSpec.from_dict(
+            {
+                "name": "g",
+                "kpi": "orders",
+                "target": 1,
+                "start": "2025-01-01",
+                "dead_line": "2025-02-01",
+            }
+        )
 
 
 def test_the_definition_round_trips_through_json() -> None:
-    spec = goal(kpi="product_revenue", scope={"product": "X", "channel": "email"},
-                initiative="email_spring", owner="ana", baseline_start="2024-10-01",
-                baseline_end="2024-12-31")
+    spec = goal(
+        kpi="product_revenue",
+        scope={"product": "X", "channel": "email"},
+        initiative="email_spring",
+        owner="ana",
+        baseline_start="2024-10-01",
+        baseline_end="2024-12-31",
+    )
     again = GoalSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
     assert again == spec
     assert spec.baseline_period() == (date(2024, 10, 1), date(2024, 12, 31))
@@ -164,9 +263,12 @@ def test_the_definition_round_trips_through_json() -> None:
 
 @pytest.mark.parametrize(
     ("kpi", "aggregation"),
-    [pytest.param("orders", "sum", id="additive"), pytest.param("aov", "ratio", id="ratio"),
-     pytest.param("visitors", "mean", id="unique-count"),
-     pytest.param("page_load_p95", "mean", id="quantile")],
+    [
+        pytest.param("orders", "sum", id="additive"),
+        pytest.param("aov", "ratio", id="ratio"),
+        pytest.param("visitors", "mean", id="unique-count"),
+        pytest.param("page_load_p95", "mean", id="quantile"),
+    ],
 )
 def test_aggregation_follows_the_catalogue(kpi: str, aggregation: str) -> None:
     assert goal(kpi=kpi, target=1).resolved_aggregation() == aggregation
@@ -232,32 +334,40 @@ def test_progress_of_a_ratio_goal_by_hand(workspace: Workspace) -> None:
     assert p.expected_to_date == pytest.approx(20 + 5 * 10 / 30)
     assert (p.probability, p.status, p.currency) == (0.0, "off_track", "USD")
     assert p.to_dict()["checks"][0]["message"].startswith(
-        "aov (ratio over 2025-01-01..2025-01-30) for the whole store: at least 25.00 USD")
+        "aov (ratio over 2025-01-01..2025-01-30) for the whole store: at least 25.00 USD"
+    )
 
 
 def test_scopes_narrow_the_kpi(workspace: Workspace) -> None:
     load_orders(workspace, date(2024, 12, 1), date(2025, 1, 30), prices=(10.0,), product="X")
     load_orders(workspace, date(2024, 12, 1), date(2025, 1, 30), prices=(5.0,), product="Y")
-    by_product = goal_progress(workspace, goal(kpi="product_revenue", target=1000,
-                                               scope={"product": "X"}), now=AT)
-    by_campaign = goal_progress(workspace, goal(kpi="revenue", target=1000,
-                                                scope={"campaign": "email_spring"}), now=AT)
-    by_category = goal_progress(workspace, goal(kpi="product_revenue", target=1000,
-                                                scope={"category": "shoes"}), now=AT)
+    by_product = goal_progress(
+        workspace, goal(kpi="product_revenue", target=1000, scope={"product": "X"}), now=AT
+    )
+    by_campaign = goal_progress(
+        workspace, goal(kpi="revenue", target=1000, scope={"campaign": "email_spring"}), now=AT
+    )
+    by_category = goal_progress(
+        workspace, goal(kpi="product_revenue", target=1000, scope={"category": "shoes"}), now=AT
+    )
     assert by_product.current_value == 100.0  # 10 days x 10
     assert by_campaign.current_value == 150.0  # both products' first order of the day
     assert by_category.current_value == 150.0
     relevant = goal_progress(workspace, goal(initiative="email_spring"), now=AT).checks[3]
-    assert (relevant.passed, relevant.message) == (True, "initiative 'email_spring' found in "
-                                                   "events")
+    assert (relevant.passed, relevant.message) == (
+        True,
+        "initiative 'email_spring' found in events",
+    )
 
 
 def test_a_goal_the_data_cannot_measure_is_rejected(workspace: Workspace) -> None:
     load_orders(workspace, date(2024, 12, 1), date(2025, 1, 10))
     for spec, words in (
         (goal(kpi="email_open_rate", target=0.3), "no email_open_rate data for the whole store"),
-        (goal(kpi="product_revenue", target=100, scope={"product": "NOPE"}),
-         "no product_revenue data for product=NOPE"),
+        (
+            goal(kpi="product_revenue", target=100, scope={"product": "NOPE"}),
+            "no product_revenue data for product=NOPE",
+        ),
     ):
         with pytest.raises(InvalidSpecError, match=words) as info:
             validate_goal(workspace, spec, now=AT)
@@ -310,16 +420,22 @@ def test_a_status_change_is_recorded_and_queues_one_webhook(workspace: Workspace
     assert [c.changed for c in again] == [False, False]
     final = {c.goal: c for c in check_goals(workspace, now=datetime(2025, 2, 1, tzinfo=UTC))}
     assert (final["orders-55"].previous_status, final["orders-55"].status) == (
-        "on_track", "achieved")
+        "on_track",
+        "achieved",
+    )
     assert final["orders-up"].status == "missed"
 
     queued = outbox(workspace.store)
     assert len(queued) == 4 and {d["event_type"] for d in queued} == {"goal.status_changed"}
     history = workspace.store.query(
-        "SELECT goal, status, previous_status FROM goal_status_history ORDER BY goal, "
-        "evaluated_at")
-    assert history == [("orders-55", "on_track", None), ("orders-55", "achieved", "on_track"),
-                       ("orders-up", "off_track", None), ("orders-up", "missed", "off_track")]
+        "SELECT goal, status, previous_status FROM goal_status_history ORDER BY goal, evaluated_at"
+    )
+    assert history == [
+        ("orders-55", "on_track", None),
+        ("orders-55", "achieved", "on_track"),
+        ("orders-up", "off_track", None),
+        ("orders-up", "missed", "off_track"),
+    ]
     listed = {g["goal"].name: g for g in list_goals(workspace.store)}
     assert listed["orders-55"]["status"] == "achieved"
 

@@ -21,8 +21,14 @@ from funnelscope.webhooks import deliver_pending, verify_signature
 from funnelscope.workspace import Workspace
 from tests.unit.test_goals import AT, load_orders
 
-GOAL = {"name": "orders-q", "kpi": "orders", "target": "+15%", "start": "2025-01-01",
-        "deadline": "2025-01-30", "owner": "ana"}
+GOAL = {
+    "name": "orders-q",
+    "kpi": "orders",
+    "target": "+15%",
+    "start": "2025-01-01",
+    "deadline": "2025-01-30",
+    "owner": "ana",
+}
 
 
 @pytest.fixture
@@ -32,39 +38,54 @@ def served(tmp_path: Path) -> Iterator[tuple[Workspace, httpx.Client]]:
     read = create_key(ws.store, "read", "dash", now=AT).token
     write = create_key(ws.store, "write", "web", now=AT).token
     app = create_app(ws, ApiSettings(key_refresh_seconds=0.0))
-    with BackgroundServer(app) as server, httpx.Client(
-        base_url=server.url, timeout=30, headers={"authorization": f"Bearer {read}"}
-    ) as client:
+    with (
+        BackgroundServer(app) as server,
+        httpx.Client(
+            base_url=server.url, timeout=30, headers={"authorization": f"Bearer {read}"}
+        ) as client,
+    ):
         client.headers["x-write-key"] = write
         yield ws, client
     ws.close()
 
 
-def test_goals_are_added_listed_shown_and_checked(
-    served: tuple[Workspace, httpx.Client]
-) -> None:
+def test_goals_are_added_listed_shown_and_checked(served: tuple[Workspace, httpx.Client]) -> None:
     _, http = served
     now = {"now": AT.isoformat()}
     created = http.post("/api/v1/goals", params=now, json=GOAL)
     assert created.status_code == 201 and created.json()["target_kind"] == "change"
-    assert http.post("/api/v1/goals", params=now, json=GOAL).json()["detail"][0]["type"] \
+    assert (
+        http.post("/api/v1/goals", params=now, json=GOAL).json()["detail"][0]["type"]
         == "goal.exists"
+    )
     listed = http.get("/api/v1/goals").json()
     assert [(g["name"], g["status"]) for g in listed] == [("orders-q", None)]
 
     shown = http.get("/api/v1/goals/orders-q", params=now).json()
     assert (shown["target_value"], shown["current_value"], shown["status"]) == (
-        69.0, 20.0, "off_track")
+        69.0,
+        20.0,
+        "off_track",
+    )
     assert len(shown["daily"]) == 30
     assert shown["daily"][9] | {"lower80": None} == {
-        "date": "2025-01-10", "actual": 2.0, "actual_to_date": 20.0, "pacing": 23.0,
-        "forecast_mean": None, "lower80": None, "upper80": None, "lower95": None,
-        "upper95": None, "target": 69.0}
+        "date": "2025-01-10",
+        "actual": 2.0,
+        "actual_to_date": 20.0,
+        "pacing": 23.0,
+        "forecast_mean": None,
+        "lower80": None,
+        "upper80": None,
+        "lower95": None,
+        "upper95": None,
+        "target": 69.0,
+    }
     assert shown["daily"][-1]["forecast_mean"] == 60.0
 
     checked = http.post("/api/v1/goals/check", params=now).json()
     assert [(c["goal"], c["status"], c["changed"]) for c in checked] == [
-        ("orders-q", "off_track", True)]
+        ("orders-q", "off_track", True)
+    ]
     assert http.get("/api/v1/goals").json()[0]["status"] == "off_track"
     assert http.delete("/api/v1/goals/orders-q").status_code == 204
     missing = http.get("/api/v1/goals/orders-q")
@@ -77,16 +98,23 @@ def test_a_bad_goal_answers_422_with_every_problem(served: tuple[Workspace, http
     answer = http.post("/api/v1/goals", params={"now": AT.isoformat()}, json=bad)
     assert answer.status_code == 422
     detail = answer.json()["detail"]
-    assert {d["type"] for d in detail} == {"goal.unknown_kpi", "goal.deadline_before_start",
-                                           "goal.unknown_scope"}
+    assert {d["type"] for d in detail} == {
+        "goal.unknown_kpi",
+        "goal.deadline_before_start",
+        "goal.unknown_scope",
+    }
     assert next(d for d in detail if d["type"] == "goal.unknown_scope")["loc"] == [
-        "body", "scope", "colour"]
+        "body",
+        "scope",
+        "colour",
+    ]
 
 
 def test_write_keys_cannot_read_goals(served: tuple[Workspace, httpx.Client]) -> None:
     _, http = served
-    answer = http.get("/api/v1/goals",
-                      headers={"authorization": f"Bearer {http.headers['x-write-key']}"})
+    answer = http.get(
+        "/api/v1/goals", headers={"authorization": f"Bearer {http.headers['x-write-key']}"}
+    )
     assert answer.status_code == 401
 
 
@@ -110,10 +138,17 @@ def test_a_status_change_posts_a_signed_webhook(tmp_path: Path) -> None:
         assert report.delivered == 1
     headers, body = received[0]
     assert headers["funnelscope-event"] == "goal.status_changed"
-    assert verify_signature("s3cret", body, headers["funnelscope-timestamp"],
-                            headers["funnelscope-signature"], now=AT)
+    assert verify_signature(
+        "s3cret", body, headers["funnelscope-timestamp"], headers["funnelscope-signature"], now=AT
+    )
     data = json.loads(body)["data"]
     assert (data["goal"], data["previous_status"], data["status"]) == (
-        "orders-q", None, "off_track")
+        "orders-q",
+        None,
+        "off_track",
+    )
     assert (data["current_value"], data["target_value"], data["forecast_mean"]) == (
-        20.0, 69.0, 60.0)
+        20.0,
+        69.0,
+        60.0,
+    )

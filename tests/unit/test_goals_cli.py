@@ -31,21 +31,44 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> str:
 def test_add_from_flags_and_a_file_then_list_show_check(
     store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    run(capsys, "goals", "add", "orders-up", "--kpi", "orders", "--target", "+15%",
-        "--start", "2025-01-01", "--deadline", "2025-01-30", "--owner", "ana",
-        "--now", NOW, "--store", store)
+    run(
+        capsys,
+        "goals",
+        "add",
+        "orders-up",
+        "--kpi",
+        "orders",
+        "--target",
+        "+15%",
+        "--start",
+        "2025-01-01",
+        "--deadline",
+        "2025-01-30",
+        "--owner",
+        "ana",
+        "--now",
+        NOW,
+        "--store",
+        store,
+    )
     file = tmp_path / "goals.yaml"
     file.write_text(
         "- name: x-revenue\n  kpi: product_revenue\n  scope: {product: X}\n  target: 500 USD\n"
-        "  start: 2025-01-01\n  deadline: 2025-01-30\n  initiative: email_spring\n")
+        "  start: 2025-01-01\n  deadline: 2025-01-30\n  initiative: email_spring\n"
+    )
     run(capsys, "goals", "add", "--file", str(file), "--now", NOW, "--store", store)
 
     listed = json.loads(run(capsys, "goals", "list", "--format", "json", "--store", store))
     assert [(g["name"], g["target"], g["target_kind"]) for g in listed] == [
-        ("orders-up", 15.0, "change"), ("x-revenue", 500.0, "absolute")]
+        ("orders-up", 15.0, "change"),
+        ("x-revenue", 500.0, "absolute"),
+    ]
 
-    shown = json.loads(run(capsys, "goals", "show", "x-revenue", "--now", NOW,
-                           "--format", "json", "--store", store))
+    shown = json.loads(
+        run(
+            capsys, "goals", "show", "x-revenue", "--now", NOW, "--format", "json", "--store", store
+        )
+    )
     # 10 days x 2 orders x 10 USD of product X so far; 30 days x 20 USD = 600 forecast.
     assert (shown["current_value"], shown["target_value"]) == (200.0, 500.0)
     assert (shown["forecast"]["mean"], shown["status"]) == (600.0, "on_track")
@@ -55,10 +78,13 @@ def test_add_from_flags_and_a_file_then_list_show_check(
     assert "off_track" in text and "69.00" in text
     assert "29.0% of target" in text and "deadline 2025-01-30: 30 days, 20 left" in text
 
-    checked = json.loads(run(capsys, "goals", "check", "--now", NOW, "--format", "json",
-                             "--store", store))
+    checked = json.loads(
+        run(capsys, "goals", "check", "--now", NOW, "--format", "json", "--store", store)
+    )
     assert [(c["goal"], c["status"]) for c in checked] == [
-        ("orders-up", "off_track"), ("x-revenue", "on_track")]
+        ("orders-up", "off_track"),
+        ("x-revenue", "on_track"),
+    ]
     run(capsys, "goals", "remove", "orders-up", "--store", store)
     listed = json.loads(run(capsys, "goals", "list", "--format", "json", "--store", store))
     assert [(g["name"], g["status"]) for g in listed] == [("x-revenue", "on_track")]
@@ -67,23 +93,35 @@ def test_add_from_flags_and_a_file_then_list_show_check(
 @pytest.mark.parametrize(
     ("flags", "words"),
     [
-        pytest.param(["--kpi", "ordrs", "--target", "10"], ["goal.unknown_kpi", "orders"],
-                     id="unknown-kpi"),
-        pytest.param(["--kpi", "orders", "--target", "10", "--deadline", "2024-12-01"],
-                     ["goal.deadline_before_start"], id="deadline-before-start"),
-        pytest.param(["--kpi", "conversion_rate", "--target", "150%"],
-                     ["goal.target_unit", "150% is outside"], id="target-unit"),
-        pytest.param(["--kpi", "orders", "--target", "10", "--scope", "colour=red"],
-                     ["goal.unknown_scope", "'colour'"], id="unknown-scope"),
-        pytest.param(["--kpi", "email_open_rate", "--target", "0.2"],
-                     ["goal.unmeasurable", "no email_open_rate data"], id="unmeasurable"),
+        pytest.param(
+            ["--kpi", "ordrs", "--target", "10"], ["goal.unknown_kpi", "orders"], id="unknown-kpi"
+        ),
+        pytest.param(
+            ["--kpi", "orders", "--target", "10", "--deadline", "2024-12-01"],
+            ["goal.deadline_before_start"],
+            id="deadline-before-start",
+        ),
+        pytest.param(
+            ["--kpi", "conversion_rate", "--target", "150%"],
+            ["goal.target_unit", "150% is outside"],
+            id="target-unit",
+        ),
+        pytest.param(
+            ["--kpi", "orders", "--target", "10", "--scope", "colour=red"],
+            ["goal.unknown_scope", "'colour'"],
+            id="unknown-scope",
+        ),
+        pytest.param(
+            ["--kpi", "email_open_rate", "--target", "0.2"],
+            ["goal.unmeasurable", "no email_open_rate data"],
+            id="unmeasurable",
+        ),
     ],
 )
 def test_a_bad_goal_exits_2_with_one_line(
     store: str, flags: list[str], words: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = ["goals", "add", "g", "--start", "2025-01-01", "--deadline", "2025-01-30",
-            *flags]
+    args = ["goals", "add", "g", "--start", "2025-01-01", "--deadline", "2025-01-30", *flags]
     # later flags win: a test's --deadline replaces the default one
     with pytest.raises(SystemExit) as exit_:
         main([*args, "--now", NOW, "--store", store])
@@ -98,7 +136,22 @@ def test_without_a_deadline_the_goal_is_not_time_bound(
     store: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exit_:
-        main(["goals", "add", "g", "--kpi", "orders", "--target", "10", "--start", "2025-01-01",
-              "--now", NOW, "--store", store])
+        main(
+            [
+                "goals",
+                "add",
+                "g",
+                "--kpi",
+                "orders",
+                "--target",
+                "10",
+                "--start",
+                "2025-01-01",
+                "--now",
+                NOW,
+                "--store",
+                store,
+            ]
+        )
     assert exit_.value.code == 2
     assert "not time-bound: give one [goal.not_time_bound]" in capsys.readouterr().err

@@ -27,7 +27,7 @@ def test_docs_kpis_md_is_the_rendered_catalogue() -> None:
     assert DOCS.read_text(encoding="utf-8") == render_markdown(), (
         "docs/kpis.md is stale: regenerate it with "
         "python -c 'from funnelscope.analysis.kpi_catalogue import render_markdown as r; "
-        "open(\"docs/kpis.md\", \"w\").write(r())'"
+        'open("docs/kpis.md", "w").write(r())\''
     )
 
 
@@ -70,18 +70,47 @@ def _run(capsys: pytest.CaptureFixture[str], *args: str) -> str:
 
 def test_cli_kpi_json_csv_and_table(store: str, capsys: pytest.CaptureFixture[str]) -> None:
     window = ["--start", W_START.date().isoformat(), "--end", W_END.date().isoformat()]
-    out = json.loads(_run(capsys, "kpi", "orders", "revenue", "-b", "channel", *window,
-                          "--store", store, "--format", "json"))
+    out = json.loads(
+        _run(
+            capsys,
+            "kpi",
+            "orders",
+            "revenue",
+            "-b",
+            "channel",
+            *window,
+            "--store",
+            store,
+            "--format",
+            "json",
+        )
+    )
     revenue = {r["channel"]: r["value"] for r in out["rows"] if r["kpi"] == "revenue"}
-    assert revenue == {"direct": pytest.approx(88), "organic_search": pytest.approx(33),
-                       "paid_search": pytest.approx(100), "paid_social": pytest.approx(72)}
+    assert revenue == {
+        "direct": pytest.approx(88),
+        "organic_search": pytest.approx(33),
+        "paid_search": pytest.approx(100),
+        "paid_social": pytest.approx(72),
+    }
     assert out["currency"] == "USD"
 
-    text = _run(capsys, "kpi", "sessions,aov", *window, "--compare", "previous_period",
-                "--store", store, "--format", "csv")
+    text = _run(
+        capsys,
+        "kpi",
+        "sessions,aov",
+        *window,
+        "--compare",
+        "previous_period",
+        "--store",
+        store,
+        "--format",
+        "csv",
+    )
     rows = list(csv.DictReader(io.StringIO(text)))
     assert [(r["kpi"], r["value"], r["previous_value"]) for r in rows] == [
-        ("sessions", "7.0", "1.0"), ("aov", "73.25", "40.0")]
+        ("sessions", "7.0", "1.0"),
+        ("aov", "73.25", "40.0"),
+    ]
 
     table = _run(capsys, "kpi", "bounce_rate", *window, "--store", store)
     assert "14.3%" in table  # 1 of 7 sessions
@@ -113,7 +142,9 @@ def test_default_window_is_four_weeks_to_the_last_event_day(store: str) -> None:
         start, end = resolve_window(ws, None, None)
     # the last event is dan's return on 2024-05-09 20:20
     assert (start.isoformat(), end.isoformat()) == (
-        "2024-04-12T00:00:00+00:00", "2024-05-10T00:00:00+00:00")
+        "2024-04-12T00:00:00+00:00",
+        "2024-05-10T00:00:00+00:00",
+    )
 
 
 def test_spec_filters_and_breakdown_are_bound_not_formatted(tmp_path: Path) -> None:
@@ -121,8 +152,9 @@ def test_spec_filters_and_breakdown_are_bound_not_formatted(tmp_path: Path) -> N
 
     with funnelscope.open(tmp_path / "s.duckdb") as ws:
         load_shop(ws)
-        spec = KpiSpec.create(["sessions"], W_START, W_END,
-                              filters={"country": ["DE'); DROP TABLE events; --"]})
+        spec = KpiSpec.create(
+            ["sessions"], W_START, W_END, filters={"country": ["DE'); DROP TABLE events; --"]}
+        )
         frame = ws.kpis(spec.names, W_START, W_END, filters=dict(spec.filters))
         assert frame["value"].tolist() == [0.0]
         assert ws.info()["events"] > 0

@@ -17,11 +17,25 @@ from funnelscope.workspace import Workspace
 from tests.conftest import NOW, T0, staging_table
 
 START, END = datetime(2024, 5, 6, tzinfo=UTC), datetime(2024, 5, 13, tzinfo=UTC)
-EVENTS = ("page_viewed", "product_viewed", "product_added", "checkout_started",
-          "order_completed", "content_engaged", "ad_impression", "social_engaged",
-          "email_opened", "email_clicked", "order_refunded")
-TAGS = (None, ("google", "cpc", "brand"), ("news", "email", "c1"), ("facebook", "paid_social",
-                                                                       "spring"))
+EVENTS = (
+    "page_viewed",
+    "product_viewed",
+    "product_added",
+    "checkout_started",
+    "order_completed",
+    "content_engaged",
+    "ad_impression",
+    "social_engaged",
+    "email_opened",
+    "email_clicked",
+    "order_refunded",
+)
+TAGS = (
+    None,
+    ("google", "cpc", "brand"),
+    ("news", "email", "c1"),
+    ("facebook", "paid_social", "spring"),
+)
 
 event_st = st.tuples(
     st.integers(0, 5),  # person
@@ -42,8 +56,11 @@ def _rows(events: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
         row: dict[str, Any] = {
             "event_id": f"e{i}",
             "timestamp": (T0.timestamp() + minute * 60),
-            "event": event, "user_id": f"u{person}" if person < 4 else None,
-            "anonymous_id": f"a{person % 3}", "device_type": device, "country": country,
+            "event": event,
+            "user_id": f"u{person}" if person < 4 else None,
+            "anonymous_id": f"a{person % 3}",
+            "device_type": device,
+            "country": country,
             "page_path": f"/p/{k}",
         }
         row["timestamp"] = datetime.fromtimestamp(row["timestamp"], UTC).isoformat()
@@ -54,8 +71,12 @@ def _rows(events: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
             row["items"] = json.dumps([{"product_id": f"p{k}", "price": 5, "quantity": k}])
         if event in ("product_viewed", "product_added"):
             row["product_id"] = f"p{k}"
-        props = {"scroll_depth": 20 * k, "action": ("like", "share")[k % 2],
-                 "campaign_id": "c1", "load_time_ms": 100 * k}
+        props = {
+            "scroll_depth": 20 * k,
+            "action": ("like", "share")[k % 2],
+            "campaign_id": "c1",
+            "load_time_ms": 100 * k,
+        }
         row["properties"] = json.dumps(props)
         rows.append(row)
     return rows
@@ -71,30 +92,44 @@ def _shop(rows: list[dict[str, Any]]) -> Workspace:
             "INSERT INTO ad_spend VALUES "
             "(DATE '2024-05-06', 'paid_search', 'google', 'brand', 1000, 50, 100, 'USD', 800),"
             "(DATE '2024-05-08', 'paid_social', 'facebook', 'spring', 500, 10, 20, 'EUR', 400),"
-            "(DATE '2024-05-09', 'paid_search', 'google', NULL, 300, 3, 7, 'USD', 200)")
-        cur.execute("INSERT INTO email_campaigns VALUES ('c1', 'n', "
-                    "TIMESTAMPTZ '2024-05-07 08:00:00+00', 10, 9)")
-        cur.execute("INSERT INTO survey_responses (response_id, answered_at, score) VALUES "
-                    "('r1', TIMESTAMPTZ '2024-05-08 00:00:00+00', 9)")
+            "(DATE '2024-05-09', 'paid_search', 'google', NULL, 300, 3, 7, 'USD', 200)"
+        )
+        cur.execute(
+            "INSERT INTO email_campaigns VALUES ('c1', 'n', "
+            "TIMESTAMPTZ '2024-05-07 08:00:00+00', 10, 9)"
+        )
+        cur.execute(
+            "INSERT INTO survey_responses (response_id, answered_at, score) VALUES "
+            "('r1', TIMESTAMPTZ '2024-05-08 00:00:00+00', 9)"
+        )
     return ws
 
 
 ADDITIVE = [k for k in CATALOGUE if k.additive]
-SETTINGS = settings(max_examples=8, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @SETTINGS
 @given(st.lists(event_st, min_size=1, max_size=40))
 def test_additive_kpis_add_up_over_every_breakdown(events: list[tuple[Any, ...]]) -> None:
     with _shop(_rows(events)) as ws:
-        totals = {r.kpi: r.value for r in compute_kpis(
-            ws.engine, KpiSpec.create([k.name for k in ADDITIVE], START, END)).rows}
-        for dim in ("channel", "campaign", "device", "country", "new_vs_returning", "product",
-                    "page"):
+        totals = {
+            r.kpi: r.value
+            for r in compute_kpis(
+                ws.engine, KpiSpec.create([k.name for k in ADDITIVE], START, END)
+            ).rows
+        }
+        for dim in (
+            "channel",
+            "campaign",
+            "device",
+            "country",
+            "new_vs_returning",
+            "product",
+            "page",
+        ):
             names = [k.name for k in ADDITIVE if dim in k.breakdowns]
-            rows = compute_kpis(ws.engine, KpiSpec.create(names, START, END,
-                                                          breakdown=[dim])).rows
+            rows = compute_kpis(ws.engine, KpiSpec.create(names, START, END, breakdown=[dim])).rows
             for name in names:
                 parts = sum(r.value or 0 for r in rows if r.kpi == name)
                 assert abs(parts - (totals[name] or 0)) < 1e-6, (name, dim)

@@ -13,16 +13,16 @@ SPEC = FunnelSpec.of("product_viewed", "product_added", "order_completed")
 
 
 def test_from_arrays_groups_by_person_in_time_order() -> None:
-    lay = PersonLayout.from_arrays(np.array([2, 0, 2, 0]), np.array([30, 20, 10, 5]),
-                                   np.array([0, 1, 1, 0]), ["v", "a"])
+    lay = PersonLayout.from_arrays(
+        np.array([2, 0, 2, 0]), np.array([30, 20, 10, 5]), np.array([0, 1, 1, 0]), ["v", "a"]
+    )
     assert lay.offsets.tolist() == [0, 2, 2, 4]
     assert lay.ts.tolist() == [5, 20, 10, 30]
     assert [lay.event_names[c] for c in lay.codes] == ["v", "a", "a", "v"]
 
 
 def test_large_sparse_ids_are_factorized() -> None:
-    lay = PersonLayout.from_arrays(np.array([10**12, 7]), np.array([1, 2]), np.array([0, 0]),
-                                   ["v"])
+    lay = PersonLayout.from_arrays(np.array([10**12, 7]), np.array([1, 2]), np.array([0, 0]), ["v"])
     assert lay.person_ids.tolist() == [7, 10**12]
     assert lay.person_index(10**12) == 1 and lay.person_index(8) is None
 
@@ -34,13 +34,20 @@ def test_refresh_reads_new_rows_and_keeps_time_order(workspace: Workspace) -> No
     assert first.n_rows == 2
     assert live.get() is first  # nothing committed: no work
     # a late event for ann, earlier than what the layout holds, and a new person
-    load_journeys(workspace, {"ann": [(20, "Product Added", {"event_id": "ann-late-1"}),
-                                      (5, "Order Completed", {"event_id": "ann-late-2"})],
-                              "cat": [(1, "Product Viewed")]})
+    load_journeys(
+        workspace,
+        {
+            "ann": [
+                (20, "Product Added", {"event_id": "ann-late-1"}),
+                (5, "Order Completed", {"event_id": "ann-late-2"}),
+            ],
+            "cat": [(1, "Product Viewed")],
+        },
+    )
     second = live.get()
     assert second is not first and second.n_rows == 5
     for p in range(second.n_persons):
-        seg = second.ts[second.offsets[p]:second.offsets[p + 1]]
+        seg = second.ts[second.offsets[p] : second.offsets[p + 1]]
         assert (np.diff(seg) >= 0).all()
     fresh = LiveLayout(workspace.store).get()
     assert np.array_equal(second.ts, fresh.ts) and np.array_equal(second.offsets, fresh.offsets)
@@ -53,10 +60,19 @@ def test_identity_merge_reclusters_in_memory(workspace: Workspace) -> None:
     before = live.get()
     assert run_layout(SPEC, before).counts == (1, 0, 0)
     # dan identifies: the anonymous person is merged into dan's
-    load_journeys(workspace, {"dan": [
-        (5, "Product Added", {"anonymous_id": "anon-1", "user_id": "dan", "event_id": "d-2"}),
-        (9, "Order Completed", {"user_id": "dan", "event_id": "d-3"}),
-    ]})
+    load_journeys(
+        workspace,
+        {
+            "dan": [
+                (
+                    5,
+                    "Product Added",
+                    {"anonymous_id": "anon-1", "user_id": "dan", "event_id": "d-2"},
+                ),
+                (9, "Order Completed", {"user_id": "dan", "event_id": "d-3"}),
+            ]
+        },
+    )
     after = live.get()
     result = run_layout(SPEC, after)
     assert result.counts == (1, 1, 1)

@@ -32,12 +32,17 @@ from tests.conftest import NOW, load_journeys
 # Minutes after T0 = 2024-05-06 09:00 UTC. The latest event is on 2024-05-07, so the default
 # period is 2024-04-08 .. 2024-05-08.
 JOURNEYS = {
-    "ann": [(0, "product_viewed"), (10, "product_added"),
-            (20, "order_completed", {"revenue": "100", "currency": "USD", "order_id": "o1"})],
+    "ann": [
+        (0, "product_viewed"),
+        (10, "product_added"),
+        (20, "order_completed", {"revenue": "100", "currency": "USD", "order_id": "o1"}),
+    ],
     # anonymous browsing, then a login: one person
-    "ben": [(0, "page_viewed", {"anonymous_id": "anon-b"}),
-            (5, "identify", {"anonymous_id": "anon-b", "user_id": "ben"}),
-            (24 * 60, "product_viewed", {"user_id": "ben"})],
+    "ben": [
+        (0, "page_viewed", {"anonymous_id": "anon-b"}),
+        (5, "identify", {"anonymous_id": "anon-b", "user_id": "ben"}),
+        (24 * 60, "product_viewed", {"user_id": "ben"}),
+    ],
 }
 DEFAULT = {"start": "2024-04-08", "end": "2024-05-08"}
 
@@ -50,8 +55,12 @@ class Served:
     key: str
 
     def get(self, path: str, **params: str) -> Any:
-        response = httpx.get(self.url + path, params=params, timeout=60,
-                             headers={"Authorization": f"Bearer {self.key}"})
+        response = httpx.get(
+            self.url + path,
+            params=params,
+            timeout=60,
+            headers={"Authorization": f"Bearer {self.key}"},
+        )
         assert response.status_code == 200, response.text
         return response.json()
 
@@ -97,9 +106,15 @@ def test_new_events_are_warmed_in(served: Served) -> None:
     warmer = served.app.state.overview_warmer
     assert warmer.wait(60)
     served.get("/api/v1/report", **DEFAULT)  # someone is looking: keep the Overview warm
-    load_journeys(served.ws, {"cat": [(30, "product_viewed"), (40, "order_completed",
-                                                               {"revenue": "5", "order_id": "o2",
-                                                                "currency": "USD"})]})
+    load_journeys(
+        served.ws,
+        {
+            "cat": [
+                (30, "product_viewed"),
+                (40, "order_completed", {"revenue": "5", "order_id": "o2", "currency": "USD"}),
+            ]
+        },
+    )
     assert warmer.wait(60)
     assert warmer.warmed_version == served.ws.store.version
     computed = served.cache.computed
@@ -133,8 +148,10 @@ def test_a_key_is_computed_once_for_concurrent_askers() -> None:
     first = threading.Thread(target=lambda: answers.append(cache.get(("k",), compute)))
     first.start()
     assert started.wait(10)
-    others = [threading.Thread(target=lambda: answers.append(cache.get(("k",), compute)))
-              for _ in range(3)]
+    others = [
+        threading.Thread(target=lambda: answers.append(cache.get(("k",), compute)))
+        for _ in range(3)
+    ]
     for t in others:
         t.start()
     release.set()
@@ -174,8 +191,9 @@ def test_a_failed_computation_lets_the_waiter_compute() -> None:
 def test_persons_are_counted_from_the_layout_as_sql_counts_them(workspace: Workspace) -> None:
     load_journeys(workspace, JOURNEYS)
     # a person_map entry without events (an alias merged away) must not count
-    load_journeys(workspace, {"dan": [(60, "identify", {"anonymous_id": "anon-d",
-                                                         "user_id": "dan"})]})
+    load_journeys(
+        workspace, {"dan": [(60, "identify", {"anonymous_id": "anon-d", "user_id": "dan"})]}
+    )
     assert summary(workspace)["persons"] == workspace.info()["persons"] == 3
 
 
@@ -196,19 +214,35 @@ def test_no_warm_up_when_turned_off(tmp_path: Any) -> None:
 def test_filter_values_are_counted_incrementally(workspace: Workspace) -> None:
     load_journeys(workspace, JOURNEYS)
     assert event_counts(workspace.store)["event"] == {
-        "product_viewed": 2, "product_added": 1, "order_completed": 1, "page_viewed": 1,
-        "identify": 1}
-    load_journeys(workspace, {"cat": [(30, "product_viewed", {"country": "DE"}),
-                                      (31, "page_viewed", {"country": "FR"})]})
+        "product_viewed": 2,
+        "product_added": 1,
+        "order_completed": 1,
+        "page_viewed": 1,
+        "identify": 1,
+    }
+    load_journeys(
+        workspace,
+        {
+            "cat": [
+                (30, "product_viewed", {"country": "DE"}),
+                (31, "page_viewed", {"country": "FR"}),
+            ]
+        },
+    )
     counts = event_counts(workspace.store)
     assert counts["event"]["product_viewed"] == 3 and counts["event"]["page_viewed"] == 2
     assert counts["country"] == {"DE": 1, "FR": 1}
     # the same as counting every row again
     fresh: dict[str, dict[str, int]] = {}
-    for column, dim in (("channel", "channel"), ("device_type", "device"),
-                        ("country", "country"), ("event", "event")):
+    for column, dim in (
+        ("channel", "channel"),
+        ("device_type", "device"),
+        ("country", "country"),
+        ("event", "event"),
+    ):
         rows = workspace.store.query(
-            f"SELECT {column}, count(*) FROM events WHERE {column} IS NOT NULL GROUP BY 1")
+            f"SELECT {column}, count(*) FROM events WHERE {column} IS NOT NULL GROUP BY 1"
+        )
         if rows:
             fresh[dim] = {value: int(n) for value, n in rows}
     assert counts == fresh

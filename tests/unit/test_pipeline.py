@@ -36,26 +36,46 @@ BAD_ROWS = [
     pytest.param(_row(user_id=None), "event.missing_identity", id="no-user-or-anonymous-id"),
     pytest.param(_row(timestamp=None), "event.bad_timestamp", id="missing-timestamp"),
     pytest.param(_row(timestamp="yesterday"), "event.bad_timestamp", id="timestamp-not-a-time"),
-    pytest.param(_row(timestamp="2024-13-45T99:00:00Z"), "event.bad_timestamp",
-                 id="timestamp-impossible-date"),
-    pytest.param(_row(timestamp="1999-12-31T23:59:59Z"), "event.timestamp_out_of_range",
-                 id="timestamp-before-2000"),
-    pytest.param(_row(timestamp=(NOW + timedelta(days=2)).isoformat()),
-                 "event.timestamp_out_of_range", id="timestamp-two-days-ahead"),
-    pytest.param(_row(properties="{not json"), "event.invalid_properties",
-                 id="properties-invalid-json"),
-    pytest.param(_row(properties="[1, 2]"), "event.invalid_properties",
-                 id="properties-not-an-object"),
-    pytest.param(_row(properties=json.dumps({"blob": "x" * 40_000})),
-                 "event.properties_too_large", id="properties-over-32kib"),
+    pytest.param(
+        _row(timestamp="2024-13-45T99:00:00Z"),
+        "event.bad_timestamp",
+        id="timestamp-impossible-date",
+    ),
+    pytest.param(
+        _row(timestamp="1999-12-31T23:59:59Z"),
+        "event.timestamp_out_of_range",
+        id="timestamp-before-2000",
+    ),
+    pytest.param(
+        _row(timestamp=(NOW + timedelta(days=2)).isoformat()),
+        "event.timestamp_out_of_range",
+        id="timestamp-two-days-ahead",
+    ),
+    pytest.param(
+        _row(properties="{not json"), "event.invalid_properties", id="properties-invalid-json"
+    ),
+    pytest.param(
+        _row(properties="[1, 2]"), "event.invalid_properties", id="properties-not-an-object"
+    ),
+    pytest.param(
+        _row(properties=json.dumps({"blob": "x" * 40_000})),
+        "event.properties_too_large",
+        id="properties-over-32kib",
+    ),
     pytest.param(_row(revenue="thirty"), "event.bad_revenue", id="revenue-wrong-type"),
     pytest.param(_row(currency="EURO"), "event.unknown_currency", id="currency-not-iso"),
     pytest.param(_row(currency="XYZ"), "event.unknown_currency", id="currency-unknown-code"),
     pytest.param(_row(items='{"product_id": "p1"}'), "event.bad_items", id="items-not-a-list"),
-    pytest.param(_row(items='[{"product_id": "p1", "price": "cheap"}]'), "event.bad_items",
-                 id="items-price-not-a-number"),
-    pytest.param(_row(items='[{"product_id": "p1", "quantity": "two"}]'), "event.bad_items",
-                 id="items-quantity-not-an-integer"),
+    pytest.param(
+        _row(items='[{"product_id": "p1", "price": "cheap"}]'),
+        "event.bad_items",
+        id="items-price-not-a-number",
+    ),
+    pytest.param(
+        _row(items='[{"product_id": "p1", "quantity": "two"}]'),
+        "event.bad_items",
+        id="items-quantity-not-an-integer",
+    ),
     pytest.param(_row(items="[{oops"), "event.bad_items", id="items-invalid-json"),
 ]
 
@@ -81,7 +101,8 @@ def test_bad_row_is_quarantined_with_its_code(
     kept = json.loads(bytes(payload))
     assert {k: kept[k] for k in bad} == bad
     assert workspace.store.query("SELECT event_id FROM events ORDER BY 1") == [
-        ("e-good",), ("e-good-2",)
+        ("e-good",),
+        ("e-good-2",),
     ]
 
 
@@ -106,12 +127,11 @@ def test_epoch_seconds_and_milliseconds_are_times(workspace: Workspace) -> None:
 def test_parser_rejections_are_counted_and_stored(workspace: Workspace) -> None:
     pre = [Rejection(5, "row.invalid_json", "the line is not valid JSON", b"{oops")]
     staging = staging_table([GOOD]).append_column("_row", pa.array([4], pa.int64()))
-    report = append_events(workspace.store, staging, source="t", received_at=NOW,
-                           pre_rejected=pre)
+    report = append_events(workspace.store, staging, source="t", received_at=NOW, pre_rejected=pre)
     assert (report.rows, report.accepted, report.rejected, report.inserted) == (2, 1, 1, 1)
-    assert workspace.store.query(
-        "SELECT row_number, reason_code, payload FROM quarantine"
-    ) == [(5, "row.invalid_json", b"{oops")]
+    assert workspace.store.query("SELECT row_number, reason_code, payload FROM quarantine") == [
+        (5, "row.invalid_json", b"{oops")
+    ]
 
 
 def test_duplicates_within_a_batch_keep_the_first_row(workspace: Workspace) -> None:
@@ -123,7 +143,8 @@ def test_duplicates_within_a_batch_keep_the_first_row(workspace: Workspace) -> N
     report = append_events(workspace.store, staging_table(rows), source="t", received_at=NOW)
     assert (report.accepted, report.inserted, report.duplicates) == (3, 2, 1)
     assert workspace.store.query("SELECT event_id, event FROM events ORDER BY 1") == [
-        ("a", "product_viewed"), ("b", "order_completed")
+        ("a", "product_viewed"),
+        ("b", "order_completed"),
     ]
 
 
@@ -145,10 +166,14 @@ def test_reimporting_the_same_batch_adds_nothing(workspace: Workspace) -> None:
     )
     again = append_events(workspace.store, staging_table(rows), source="t", received_at=NOW)
     assert (again.accepted, again.inserted, again.duplicates) == (20, 0, 20)
-    assert workspace.store.query(
-        "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM identities), "
-        "(SELECT count(*) FROM person_map)"
-    ) == before == [(20, 3, 3)]
+    assert (
+        workspace.store.query(
+            "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM identities), "
+            "(SELECT count(*) FROM person_map)"
+        )
+        == before
+        == [(20, 3, 3)]
+    )
 
 
 def test_event_names_are_normalised_and_the_raw_name_kept(workspace: Workspace) -> None:
@@ -180,15 +205,18 @@ def test_links_between_known_ids_still_stitch_across_batches(workspace: Workspac
     store = workspace.store
 
     def send(n: int, **ids: str) -> None:
-        row = {"event_id": f"e{n}", "timestamp": "2024-05-06T09:00:00Z", "event": "page",
-               **ids}
+        row = {"event_id": f"e{n}", "timestamp": "2024-05-06T09:00:00Z", "event": "page", **ids}
         report = append_events(store, staging_table([row]), source="t", received_at=NOW)
         assert report.inserted == 1
 
     def canonical(distinct_id: str) -> int:
-        return int(store.query(
-            "SELECT m.canonical_id FROM identities i JOIN person_map m USING (person_id) "
-            "WHERE i.distinct_id = ?", [distinct_id])[0][0])
+        return int(
+            store.query(
+                "SELECT m.canonical_id FROM identities i JOIN person_map m USING (person_id) "
+                "WHERE i.distinct_id = ?",
+                [distinct_id],
+            )[0][0]
+        )
 
     send(1, anonymous_id="a1")
     send(2, user_id="u1")

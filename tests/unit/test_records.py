@@ -40,14 +40,29 @@ def items(row: dict[str, str | None]) -> list[dict[str, Any]]:
 
 
 ORDER_ITEMS = [
-    {"product_id": "p_1", "sku": "SKU-1", "name": "Blue Mug", "price": 19.0, "quantity": 1,
-     "category": "Kitchen", "brand": "Acme", "variant": "blue"},
-    {"product_id": "p_2", "sku": "SKU-2", "name": "Tea Box", "price": 13.0, "quantity": 2,
-     "category": "Food"},
+    {
+        "product_id": "p_1",
+        "sku": "SKU-1",
+        "name": "Blue Mug",
+        "price": 19.0,
+        "quantity": 1,
+        "category": "Kitchen",
+        "brand": "Acme",
+        "variant": "blue",
+    },
+    {
+        "product_id": "p_2",
+        "sku": "SKU-2",
+        "name": "Tea Box",
+        "price": 13.0,
+        "quantity": 2,
+        "category": "Food",
+    },
 ]
 
 
 # -- Segment ----------------------------------------------------------------------------------
+
 
 def test_segment_batch_maps_every_call_type() -> None:
     batch = body("segment-python-batch.json")
@@ -65,7 +80,10 @@ def test_segment_batch_maps_every_call_type() -> None:
     assert (page["page_path"], page["page_title"]) == ("/checkout/thanks", "Thank you")
     assert page["referrer"] == "https://shop.example.com/cart"
     assert (page["utm_source"], page["utm_medium"], page["utm_campaign"]) == (
-        "newsletter", "email", "spring_sale")
+        "newsletter",
+        "email",
+        "spring_sale",
+    )
     assert (page["device_type"], page["os"], page["country"]) == ("desktop", "Linux", "DE")
     assert props(page)["category"] == "Checkout"
     assert "url" not in props(page)
@@ -73,7 +91,10 @@ def test_segment_batch_maps_every_call_type() -> None:
     assert props(page)["context"]["library"] == {"name": "analytics-python", "version": "2.4.0"}
     # product-level event: one-item list, product fields lifted out of properties
     assert (added["event"], added["product_id"], added["cart_id"]) == (
-        "Product Added", "p_1", "cart_9")
+        "Product Added",
+        "p_1",
+        "cart_9",
+    )
     assert items(added) == [ORDER_ITEMS[0]]
     assert set(props(added)) == {"position", "context"}
     # order: revenue (not total), currency, order id, products
@@ -95,8 +116,14 @@ def test_rudder_traits_in_context_and_no_body_key() -> None:
 
 def test_segment_envelope_context_is_merged_under_the_message() -> None:
     env = {"context": {"locale": "fr-FR", "ip": "203.0.113.9"}, "sentAt": "2024-05-01T10:00:10Z"}
-    msg = {"type": "track", "event": "Signed Up", "userId": 7, "messageId": "m1",
-           "timestamp": "2024-05-01T10:00:00Z", "context": {"ip": "203.0.113.1"}}
+    msg = {
+        "type": "track",
+        "event": "Signed Up",
+        "userId": 7,
+        "messageId": "m1",
+        "timestamp": "2024-05-01T10:00:00Z",
+        "context": {"ip": "203.0.113.1"},
+    }
     row = from_segment(msg, envelope=env)
     assert row["user_id"] == "7"
     assert row["country"] == "FR"
@@ -110,36 +137,105 @@ def test_segment_envelope_context_is_merged_under_the_message() -> None:
 @pytest.mark.parametrize(
     ("msg", "kwargs", "column", "expected"),
     [
-        pytest.param({"type": "alias", "previousId": "a1", "userId": "u1"}, {}, "previous_id",
-                     "a1", id="alias-previous-id"),
-        pytest.param({"event": "Product Viewed", "userId": "u"}, {}, "event", "Product Viewed",
-                     id="no-type-but-event-is-track"),
-        pytest.param({"userId": "u", "name": "Home"}, {"default_type": "page"}, "page_title",
-                     "Home", id="route-implies-type"),
-        pytest.param({"type": "track", "event": "x", "userId": "u",
-                      "properties": {"value": "12.50"}}, {}, "revenue", "12.50",
-                     id="revenue-from-value"),
-        pytest.param({"type": "track", "event": "x", "userId": "u",
-                      "properties": {"total": 9}}, {}, "revenue", "9", id="revenue-from-total"),
-        pytest.param({"type": "track", "event": "purchase", "userId": "u",
-                      "properties": {"transaction_id": "T1"}}, {}, "order_id", "T1",
-                     id="ga4-transaction-id"),
-        pytest.param({"type": "page", "userId": "u", "properties": {
-            "url": "https://s.example/a?utm_source=fb&utm_medium=cpc&utm_term=mug"}}, {},
-            "utm_term", "mug", id="utm-from-url-query"),
-        pytest.param({"type": "track", "event": "x", "anonymousId": "a", "context": {
-            "userAgent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) "
-                         "AppleWebKit/605.1.15 Version/17.0 Mobile/15E148 Safari/604.1"}},
-            {}, "device_type", "mobile", id="device-from-user-agent"),
-        pytest.param({"type": "screen", "userId": "u", "name": "Cart",
-                      "context": {"device": {"type": "ios"}, "os": {"name": "iOS"}}}, {},
-                     "device_type", "mobile", id="mobile-device-type"),
-        pytest.param({"type": "track", "event": "x", "userId": "u",
-                      "context": {"sessionId": 123}}, {}, "session_id", "123", id="session"),
+        pytest.param(
+            {"type": "alias", "previousId": "a1", "userId": "u1"},
+            {},
+            "previous_id",
+            "a1",
+            id="alias-previous-id",
+        ),
+        pytest.param(
+            {"event": "Product Viewed", "userId": "u"},
+            {},
+            "event",
+            "Product Viewed",
+            id="no-type-but-event-is-track",
+        ),
+        pytest.param(
+            {"userId": "u", "name": "Home"},
+            {"default_type": "page"},
+            "page_title",
+            "Home",
+            id="route-implies-type",
+        ),
+        pytest.param(
+            {"type": "track", "event": "x", "userId": "u", "properties": {"value": "12.50"}},
+            {},
+            "revenue",
+            "12.50",
+            id="revenue-from-value",
+        ),
+        pytest.param(
+            {"type": "track", "event": "x", "userId": "u", "properties": {"total": 9}},
+            {},
+            "revenue",
+            "9",
+            id="revenue-from-total",
+        ),
+        pytest.param(
+            {
+                "type": "track",
+                "event": "purchase",
+                "userId": "u",
+                "properties": {"transaction_id": "T1"},
+            },
+            {},
+            "order_id",
+            "T1",
+            id="ga4-transaction-id",
+        ),
+        pytest.param(
+            {
+                "type": "page",
+                "userId": "u",
+                "properties": {
+                    "url": "https://s.example/a?utm_source=fb&utm_medium=cpc&utm_term=mug"
+                },
+            },
+            {},
+            "utm_term",
+            "mug",
+            id="utm-from-url-query",
+        ),
+        pytest.param(
+            {
+                "type": "track",
+                "event": "x",
+                "anonymousId": "a",
+                "context": {
+                    "userAgent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) "
+                    "AppleWebKit/605.1.15 Version/17.0 Mobile/15E148 Safari/604.1"
+                },
+            },
+            {},
+            "device_type",
+            "mobile",
+            id="device-from-user-agent",
+        ),
+        pytest.param(
+            {
+                "type": "screen",
+                "userId": "u",
+                "name": "Cart",
+                "context": {"device": {"type": "ios"}, "os": {"name": "iOS"}},
+            },
+            {},
+            "device_type",
+            "mobile",
+            id="mobile-device-type",
+        ),
+        pytest.param(
+            {"type": "track", "event": "x", "userId": "u", "context": {"sessionId": 123}},
+            {},
+            "session_id",
+            "123",
+            id="session",
+        ),
     ],
 )
-def test_segment_fields(msg: dict[str, Any], kwargs: dict[str, Any], column: str,
-                        expected: str) -> None:
+def test_segment_fields(
+    msg: dict[str, Any], kwargs: dict[str, Any], column: str, expected: str
+) -> None:
     assert from_segment(msg, **kwargs)[column] == expected
 
 
@@ -157,8 +253,11 @@ def test_segment_message_without_id_gets_a_stable_content_id() -> None:
         pytest.param([1, 2], "event.not_an_object", id="not-an-object"),
         pytest.param({"type": "launch", "userId": "u"}, "event.unknown_type", id="unknown-type"),
         pytest.param({"userId": "u"}, "event.unknown_type", id="no-type-no-event"),
-        pytest.param({"type": "track", "event": "x", "properties": [1]},
-                     "event.invalid_properties", id="properties-a-list"),
+        pytest.param(
+            {"type": "track", "event": "x", "properties": [1]},
+            "event.invalid_properties",
+            id="properties-a-list",
+        ),
     ],
 )
 def test_segment_unmappable(msg: Any, code: str) -> None:
@@ -169,6 +268,7 @@ def test_segment_unmappable(msg: Any, code: str) -> None:
 
 # -- PostHog ----------------------------------------------------------------------------------
 
+
 def test_posthog_batch_v0() -> None:
     batch = body("posthog-python-batch-v0.json")
     rows = [from_posthog(e, sent_at=batch["sent_at"], now=NOW) for e in batch["batch"]]
@@ -177,10 +277,14 @@ def test_posthog_batch_v0() -> None:
     assert pageview["event_id"] == "9fdaf863-ff8a-470d-bf7e-e8e258f3bd8b"
     assert pageview["page_path"] == "/checkout/thanks"
     assert (pageview["utm_source"], pageview["utm_medium"], pageview["utm_campaign"]) == (
-        "newsletter", "email", "spring_sale")
+        "newsletter",
+        "email",
+        "spring_sale",
+    )
     assert pageview["os"] is None  # $os of a server SDK is the server's
-    assert props(pageview) == {"context": {
-        "ip": "203.0.113.7", "library": {"name": "posthog-python", "version": "7.91.1"}}}
+    assert props(pageview) == {
+        "context": {"ip": "203.0.113.7", "library": {"name": "posthog-python", "version": "7.91.1"}}
+    }
     # skew: timestamp is sent_at - 0.xxx s; corrected against NOW
     sent = datetime.fromisoformat(batch["sent_at"])
     ts = datetime.fromisoformat(batch["batch"][0]["timestamp"])
@@ -191,7 +295,10 @@ def test_posthog_batch_v0() -> None:
     assert props(order)["traits_once"] == {"first_order_id": "ord_5001"}
     assert props(set_event)["traits"] == {"lifetime_orders": 3}
     assert (alias["user_id"], alias["previous_id"], alias["anonymous_id"]) == (
-        "user_42", "anon_abc", None)
+        "user_42",
+        "anon_abc",
+        None,
+    )
     assert group["user_id"] is None and group["anonymous_id"] is not None
     assert props(group)["group_id"] == "acme"
 
@@ -206,16 +313,31 @@ def test_posthog_v1_shape_maps_the_same() -> None:
 @pytest.mark.parametrize(
     ("event", "expected"),
     [
-        pytest.param({"distinct_id": "d1", "properties": {"$device_id": "d1"}}, (None, "d1"),
-                     id="js-before-identify"),
-        pytest.param({"distinct_id": "u1", "properties": {"$device_id": "d1"}}, ("u1", "d1"),
-                     id="js-after-identify"),
-        pytest.param({"event": "$identify", "distinct_id": "u1",
-                      "properties": {"$anon_distinct_id": "a1"}}, ("u1", "a1"), id="identify"),
-        pytest.param({"distinct_id": "g", "properties": {"$process_person_profile": False}},
-                     (None, "g"), id="personless"),
-        pytest.param({"properties": {"distinct_id": 42, "token": "t"}}, ("42", None),
-                     id="id-in-properties-stringified"),
+        pytest.param(
+            {"distinct_id": "d1", "properties": {"$device_id": "d1"}},
+            (None, "d1"),
+            id="js-before-identify",
+        ),
+        pytest.param(
+            {"distinct_id": "u1", "properties": {"$device_id": "d1"}},
+            ("u1", "d1"),
+            id="js-after-identify",
+        ),
+        pytest.param(
+            {"event": "$identify", "distinct_id": "u1", "properties": {"$anon_distinct_id": "a1"}},
+            ("u1", "a1"),
+            id="identify",
+        ),
+        pytest.param(
+            {"distinct_id": "g", "properties": {"$process_person_profile": False}},
+            (None, "g"),
+            id="personless",
+        ),
+        pytest.param(
+            {"properties": {"distinct_id": 42, "token": "t"}},
+            ("42", None),
+            id="id-in-properties-stringified",
+        ),
         pytest.param({"$distinct_id": "x" * 300}, ("x" * 200, None), id="truncated-200"),
     ],
 )
@@ -225,12 +347,27 @@ def test_posthog_identity(event: dict[str, Any], expected: tuple[str | None, str
 
 
 def test_posthog_js_event_with_offset_and_session() -> None:
-    row = from_posthog({
-        "event": "$pageview", "uuid": "0190-js", "offset": 1500,
-        "properties": {"token": "phc", "distinct_id": "d1", "$device_id": "d1",
-                       "$session_id": "s1", "$current_url": "https://s.example/p?utm_source=ig",
-                       "$referrer": "$direct", "title": "Mug", "$browser": "Firefox",
-                       "$os": "Windows", "$device_type": "Desktop", "$lib": "web"}}, now=NOW)
+    row = from_posthog(
+        {
+            "event": "$pageview",
+            "uuid": "0190-js",
+            "offset": 1500,
+            "properties": {
+                "token": "phc",
+                "distinct_id": "d1",
+                "$device_id": "d1",
+                "$session_id": "s1",
+                "$current_url": "https://s.example/p?utm_source=ig",
+                "$referrer": "$direct",
+                "title": "Mug",
+                "$browser": "Firefox",
+                "$os": "Windows",
+                "$device_type": "Desktop",
+                "$lib": "web",
+            },
+        },
+        now=NOW,
+    )
     assert row["timestamp"] == "2026-11-22T18:03:38.500000+00:00"
     assert (row["session_id"], row["page_title"], row["referrer"]) == ("s1", "Mug", None)
     assert (row["browser"], row["os"], row["device_type"]) == ("Firefox", "Windows", "desktop")
@@ -246,18 +383,26 @@ def test_posthog_unmappable() -> None:
 
 # -- Snowplow ---------------------------------------------------------------------------------
 
+
 def test_snowplow_tp2_post() -> None:
     data = body("snowplow-python-tp2-post.json")["data"]
     pv, se, ue = (from_snowplow(p) for p in data)
     assert (pv["event"], pv["user_id"], pv["anonymous_id"]) == ("page_view", "user_42", "duid_abc")
     assert pv["timestamp"] == "2026-11-22T18:05:53.973000+00:00"  # dtm, no receive time
     assert (pv["page_title"], pv["page_path"], pv["utm_source"]) == (
-        "Thank you", "/checkout/thanks", "newsletter")
+        "Thank you",
+        "/checkout/thanks",
+        "newsletter",
+    )
     assert props(pv)["context"]["app_id"] == "demo-shop"
     assert se["event"] == "add-to-cart" and props(se)["se_label"] == "SKU-1"
     assert se["revenue"] is None
     assert (ue["event"], ue["order_id"], ue["revenue"], ue["currency"]) == (
-        "transaction", "ord_5001", "47.5", "EUR")
+        "transaction",
+        "ord_5001",
+        "47.5",
+        "EUR",
+    )
     assert [i["product_id"] for i in items(ue)] == ["p_1", "p_2"]
     assert props(ue)["traits"]["email"] == "jane@example.com"
 
@@ -287,9 +432,13 @@ def test_snowplow_unmappable(params: dict[str, str], code: str) -> None:
 
 
 def test_snowplow_js_unpadded_urlsafe_base64() -> None:
-    payload = {"schema": "iglu:x/unstruct_event/jsonschema/1-0-0",
-               "data": {"schema": "iglu:com.acme/link_click/jsonschema/1-0-0",
-                        "data": {"target": "https://a.example/?q=1>"}}}
+    payload = {
+        "schema": "iglu:x/unstruct_event/jsonschema/1-0-0",
+        "data": {
+            "schema": "iglu:com.acme/link_click/jsonschema/1-0-0",
+            "data": {"target": "https://a.example/?q=1>"},
+        },
+    }
     encoded = base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
     row = from_snowplow({"e": "ue", "ue_px": encoded, "eid": "1", "duid": "d"})
     assert row["event"] == "link_click"
@@ -298,18 +447,26 @@ def test_snowplow_js_unpadded_urlsafe_base64() -> None:
 
 # -- helpers ----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("eyJhIjoxfQ", b'{"a":1}'), ("eyJhIjoxfQ==", b'{"a":1}'), ("Pz8_", b"???"),
-     ("Pz8/", b"???"), (" eyJh\nIjoxfQ ", b'{"a":1}')],
+    [
+        ("eyJhIjoxfQ", b'{"a":1}'),
+        ("eyJhIjoxfQ==", b'{"a":1}'),
+        ("Pz8_", b"???"),
+        ("Pz8/", b"???"),
+        (" eyJh\nIjoxfQ ", b'{"a":1}'),
+    ],
 )
 def test_lenient_b64decode(text: str, expected: bytes) -> None:
     assert lenient_b64decode(text) == expected
 
 
 def test_user_agent_parts() -> None:
-    chrome = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-              "Chrome/124.0 Safari/537.36")
+    chrome = (
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/124.0 Safari/537.36"
+    )
     edge = chrome + " Edg/124.0"
     assert user_agent_parts(chrome) == ("Chrome", "Windows", "desktop")
     assert user_agent_parts(edge)[0] == "Edge"
@@ -317,14 +474,23 @@ def test_user_agent_parts() -> None:
 
 
 def test_native_keeps_unknown_keys_in_properties() -> None:
-    row = from_native({"event_id": "e", "event": "x", "user_id": 5, "coupon": "A",
-                       "properties": {"a": 1}, "items": [{"item_id": "p", "price": 2}]})
+    row = from_native(
+        {
+            "event_id": "e",
+            "event": "x",
+            "user_id": 5,
+            "coupon": "A",
+            "properties": {"a": 1},
+            "items": [{"item_id": "p", "price": 2}],
+        }
+    )
     assert row["user_id"] == "5"
     assert props(row) == {"a": 1, "coupon": "A"}
     assert items(row) == [{"product_id": "p", "price": 2}]
 
 
 # -- rows pass the pipeline -----------------------------------------------------------------------
+
 
 def test_every_sample_row_is_accepted_by_the_pipeline(workspace: Workspace) -> None:
     rows: list[dict[str, str | None]] = []
@@ -339,11 +505,11 @@ def test_every_sample_row_is_accepted_by_the_pipeline(workspace: Workspace) -> N
     table = pa.Table.from_pylist(rows, schema=schema)
     report = workspace.append_staging(table, source="test", received_at=NOW)
     assert (report.rejected, report.inserted) == (0, len(rows))
-    stored = dict(workspace.store.query(
-        "SELECT event, count(*) FROM events GROUP BY event"))
+    stored = dict(workspace.store.query("SELECT event, count(*) FROM events GROUP BY event"))
     assert stored["order_completed"] == 4  # Segment, Rudder, PostHog, Snowplow transaction
     assert stored["product_added"] == 2  # Segment Product Added, Snowplow add-to-cart
     (persons,) = workspace.store.query(
         "SELECT count(DISTINCT m.canonical_id) FROM events e JOIN person_map m USING (person_id) "
-        "WHERE e.user_id = 'user_42' OR e.anonymous_id IN ('anon_abc', 'duid_abc')")[0]
+        "WHERE e.user_id = 'user_42' OR e.anonymous_id IN ('anon_abc', 'duid_abc')"
+    )[0]
     assert persons == 1  # identify, alias and shared ids stitch to one person

@@ -54,7 +54,12 @@ def test_cli_report_json_and_table(tmp_path: Path, capsys: pytest.CaptureFixture
     main(["report", *window, "--format", "json"])
     out = json.loads(capsys.readouterr().out)
     assert [s["stage"] for s in out["stages"]] == [
-        "awareness", "interest", "decision", "action", "retention"]
+        "awareness",
+        "interest",
+        "decision",
+        "action",
+        "retention",
+    ]
     assert out["stages"][0]["kpis"]["visitors"]["value"] == 5
     assert out["currency"] == "USD"
     main(["report", *window])
@@ -79,21 +84,29 @@ def test_cli_report_bad_stage_file_exits_2(
 
 REPEATS = {
     # two orders at the same instant, then a third: one Action and two Retention events
-    "tia": [(0, "page_viewed"), (10, "order_completed", {"order_id": "t1"}),
-            (10, "order_completed", {"order_id": "t2"}), (3000, "order_completed",
-                                                          {"order_id": "t3"})],
+    "tia": [
+        (0, "page_viewed"),
+        (10, "order_completed", {"order_id": "t1"}),
+        (10, "order_completed", {"order_id": "t2"}),
+        (3000, "order_completed", {"order_id": "t3"}),
+    ],
     # anonymous, then identified: one person; her first order is before the window below
-    "uma": [(0, "product_viewed", {"anonymous_id": "anon-u"}),
-            (5, "order_completed", {"anonymous_id": "anon-u", "order_id": "u1"}),
-            (6, "identify", {"anonymous_id": "anon-u", "user_id": "uma"}),
-            (2000, "order_completed", {"user_id": "uma", "order_id": "u2"}),
-            (2001, "nps_answered", {"user_id": "uma"})],
+    "uma": [
+        (0, "product_viewed", {"anonymous_id": "anon-u"}),
+        (5, "order_completed", {"anonymous_id": "anon-u", "order_id": "u1"}),
+        (6, "identify", {"anonymous_id": "anon-u", "user_id": "uma"}),
+        (2000, "order_completed", {"user_id": "uma", "order_id": "u2"}),
+        (2001, "nps_answered", {"user_id": "uma"}),
+    ],
     "vic": [(2500, "ad_impression"), (2600, "product_added")],
 }
 
 
-@pytest.mark.parametrize("window", [(0, 10_000), (11, 10_000), (0, 10), (1999, 2600)],
-                         ids=["all", "after-first-orders", "before-orders", "middle"])
+@pytest.mark.parametrize(
+    "window",
+    [(0, 10_000), (11, 10_000), (0, 10), (1999, 2600)],
+    ids=["all", "after-first-orders", "before-orders", "middle"],
+)
 @pytest.mark.parametrize("model", ["default", "no-repeat-rule", "orders-unmapped"])
 def test_layout_counts_equal_the_sql_counts(
     workspace: Workspace, window: tuple[int, int], model: str
@@ -103,8 +116,9 @@ def test_layout_counts_equal_the_sql_counts(
         "default": DEFAULT_STAGE_MODEL,
         "no-repeat-rule": StageModel(DEFAULT_STAGE_MODEL.events, repeat_order_is_retention=False),
         # only repeat orders are stage events here (Retention); a first order is in no stage
-        "orders-unmapped": StageModel({"page_viewed": Stage.INTEREST,
-                                       "product_viewed": Stage.INTEREST}),
+        "orders-unmapped": StageModel(
+            {"page_viewed": Stage.INTEREST, "product_viewed": Stage.INTEREST}
+        ),
     }[model]
     start, end = (T0 + timedelta(minutes=m) for m in window)
     layout = _stage_counts_layout(workspace.engine.person_layout(), stages, start, end)
@@ -114,8 +128,9 @@ def test_layout_counts_equal_the_sql_counts(
 
 def test_layout_counts_by_hand(workspace: Workspace) -> None:
     load_journeys(workspace, REPEATS)
-    active, tops = stage_counts(workspace.engine, start=T0 + timedelta(minutes=11),
-                                end=T0 + timedelta(minutes=10_000))
+    active, tops = stage_counts(
+        workspace.engine, start=T0 + timedelta(minutes=11), end=T0 + timedelta(minutes=10_000)
+    )
     # tia: her third order (Retention); uma: second order (Retention) and NPS (Retention);
     # vic: an impression (Awareness) and an add to cart (Decision)
     assert active == {1: (1, 1), 2: (0, 0), 3: (1, 1), 4: (0, 0), 5: (3, 2)}
@@ -124,10 +139,13 @@ def test_layout_counts_by_hand(workspace: Workspace) -> None:
 
 def test_the_simulated_shop_counts_alike(workspace: Workspace) -> None:
     simulate(customers=300, days=20, seed=5).write_store(
-        workspace.store, received_at=datetime(2024, 2, 1, tzinfo=UTC))
+        workspace.store, received_at=datetime(2024, 2, 1, tzinfo=UTC)
+    )
     layout = workspace.engine.person_layout()
-    for start, end in [(datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 21, tzinfo=UTC)),
-                       (datetime(2024, 1, 8, 13, tzinfo=UTC), datetime(2024, 1, 15, tzinfo=UTC))]:
+    for start, end in [
+        (datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 21, tzinfo=UTC)),
+        (datetime(2024, 1, 8, 13, tzinfo=UTC), datetime(2024, 1, 15, tzinfo=UTC)),
+    ]:
         counts = _stage_counts_layout(layout, DEFAULT_STAGE_MODEL, start, end)
         assert counts == _stage_counts_sql(workspace.engine, DEFAULT_STAGE_MODEL, start, end)
         assert counts[0][1][0] > 0 and counts[0][4][0] > 0  # not vacuous: impressions, orders

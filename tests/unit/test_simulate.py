@@ -48,8 +48,14 @@ def sql(table: pa.Table, query: str) -> list[tuple[object, ...]]:
 
 def test_same_seed_gives_identical_tables() -> None:
     a, b = simulate(300, 20, 5), simulate(300, 20, 5)
-    for name in ("events", "ad_spend", "email_campaigns", "survey_responses", "products",
-                 "currency_rates"):
+    for name in (
+        "events",
+        "ad_spend",
+        "email_campaigns",
+        "survey_responses",
+        "products",
+        "currency_rates",
+    ):
         assert getattr(a, name).equals(getattr(b, name)), name
 
 
@@ -76,13 +82,23 @@ def test_events_are_typed_sorted_and_deterministically_named(shop: SimulatedShop
 
 
 def test_ctr_and_cost_per_channel_are_in_their_configured_ranges(shop: SimulatedShop) -> None:
-    rows = sql(shop.ad_spend, "SELECT channel, sum(clicks), sum(impressions), sum(spend) "
-                              "FROM t GROUP BY channel")
-    seen = {ch: (clicks / impressions, float(spend) / clicks) for ch, clicks, impressions, spend
-            in rows}
+    rows = sql(
+        shop.ad_spend,
+        "SELECT channel, sum(clicks), sum(impressions), sum(spend) FROM t GROUP BY channel",
+    )
+    seen = {
+        ch: (clicks / impressions, float(spend) / clicks) for ch, clicks, impressions, spend in rows
+    }
     profiles = {p.name: p for p in CHANNEL_PROFILES}
-    assert set(seen) == {"paid_search", "paid_social", "display", "affiliate", "organic_search",
-                         "organic_social", "email"}
+    assert set(seen) == {
+        "paid_search",
+        "paid_social",
+        "display",
+        "affiliate",
+        "organic_search",
+        "organic_social",
+        "email",
+    }
     for channel, (ctr, cpc) in seen.items():
         lo, hi = profiles[channel].ctr or (0, 0)
         assert lo <= ctr <= hi, (channel, ctr)
@@ -93,11 +109,15 @@ def test_ctr_and_cost_per_channel_are_in_their_configured_ranges(shop: Simulated
 
 
 def test_session_conversion_is_in_a_plausible_band(shop: SimulatedShop) -> None:
-    sessions, orders = sql(shop.events, "SELECT count(DISTINCT session_id), "
-                           "count(*) FILTER (WHERE event = 'order_completed') FROM t")[0]
+    sessions, orders = sql(
+        shop.events,
+        "SELECT count(DISTINCT session_id), "
+        "count(*) FILTER (WHERE event = 'order_completed') FROM t",
+    )[0]
     assert 0.01 <= orders / sessions <= 0.05
-    abandoned = sql(shop.events, "SELECT 1 - count(DISTINCT order_id) / count(DISTINCT cart_id) "
-                                 "FROM t")[0][0]
+    abandoned = sql(
+        shop.events, "SELECT 1 - count(DISTINCT order_id) / count(DISTINCT cart_id) FROM t"
+    )[0][0]
     assert 0.6 <= abandoned <= 0.85  # cart abandonment
 
 
@@ -117,30 +137,41 @@ def test_repeat_purchasing_is_heterogeneous(loaded: tuple[Workspace, IngestRepor
 
 
 def test_weekends_differ_from_weekdays(shop: SimulatedShop) -> None:
-    rows = sql(shop.events, """
+    rows = sql(
+        shop.events,
+        """
         SELECT isodow("timestamp") >= 6 AS weekend,
                count(DISTINCT session_id) / count(DISTINCT CAST("timestamp" AS DATE)),
                count(*) FILTER (WHERE event = 'order_completed') / count(DISTINCT session_id)
-        FROM t WHERE session_id IS NOT NULL GROUP BY 1""")
+        FROM t WHERE session_id IS NOT NULL GROUP BY 1""",
+    )
     by = {weekend: (per_day, conv) for weekend, per_day, conv in rows}
     assert by[True][0] > 1.1 * by[False][0]  # more visits on a weekend day
     assert by[True][1] < by[False][1]  # which convert less
 
 
 def test_refunds_returns_and_a_second_currency(shop: SimulatedShop) -> None:
-    refunds = sql(shop.events, """
+    refunds = sql(
+        shop.events,
+        """
         SELECT r.revenue, r.currency, o.currency, r.revenue <= o.revenue
         FROM t r JOIN t o ON o.order_id = r.order_id AND o.event = 'order_completed'
-        WHERE r.event = 'order_refunded'""")
+        WHERE r.event = 'order_refunded'""",
+    )
     assert refunds
     assert all(rev > 0 and cur == order_cur and within for rev, cur, order_cur, within in refunds)
     assert sql(shop.events, "SELECT count(*) FROM t WHERE event = 'product_returned'")[0][0]
-    currencies = dict(sql(shop.events, "SELECT currency, count(*) FROM t "
-                                       "WHERE event = 'order_completed' GROUP BY 1"))
+    currencies = dict(
+        sql(
+            shop.events,
+            "SELECT currency, count(*) FROM t WHERE event = 'order_completed' GROUP BY 1",
+        )
+    )
     assert {"USD", "EUR", "GBP"} <= set(currencies)
     assert currencies["USD"] > 2 * (currencies["EUR"] + currencies["GBP"])  # a small share
-    assert sql(shop.currency_rates, "SELECT count(DISTINCT \"date\"), count(*) FROM t") == [
-        (DAYS, 2 * DAYS)]
+    assert sql(shop.currency_rates, 'SELECT count(DISTINCT "date"), count(*) FROM t') == [
+        (DAYS, 2 * DAYS)
+    ]
 
 
 def test_everything_loads_with_zero_rejections(
@@ -198,8 +229,9 @@ def test_derived_channels_match_the_campaigns(loaded: tuple[Workspace, IngestRep
         JOIN events e ON e.utm_campaign = a.campaign AND e.event <> 'ad_impression'
         WHERE a.campaign IS NOT NULL AND e.channel <> a.channel""")
     assert mismatched == []
-    email = ws.store.query("SELECT DISTINCT channel FROM events WHERE event = 'email_clicked' "
-                           "OR utm_medium = 'email'")
+    email = ws.store.query(
+        "SELECT DISTINCT channel FROM events WHERE event = 'email_clicked' OR utm_medium = 'email'"
+    )
     assert email == [("email",)]
 
 
@@ -224,12 +256,20 @@ def test_email_campaigns_and_their_events(loaded: tuple[Workspace, IngestReport]
     campaigns = ws.store.query("SELECT campaign_id, recipients, delivered FROM email_campaigns")
     assert len(campaigns) == 2 * DAYS // 7 + 1 or len(campaigns) == 2 * DAYS // 7
     assert all(0 < delivered <= recipients for _, recipients, delivered in campaigns)
-    opened = {r[0] for r in ws.store.query(
-        "SELECT DISTINCT properties ->> 'campaign_id' FROM events WHERE event = 'email_opened'")}
+    opened = {
+        r[0]
+        for r in ws.store.query(
+            "SELECT DISTINCT properties ->> 'campaign_id' FROM events WHERE event = 'email_opened'"
+        )
+    }
     assert opened <= {c[0] for c in campaigns}
     assert len(opened) >= len(campaigns) - 1
-    actions = {r[0] for r in ws.store.query(
-        "SELECT DISTINCT properties ->> 'action' FROM events WHERE event = 'social_engaged'")}
+    actions = {
+        r[0]
+        for r in ws.store.query(
+            "SELECT DISTINCT properties ->> 'action' FROM events WHERE event = 'social_engaged'"
+        )
+    }
     assert actions == {"like", "comment", "share", "follow"}
 
 
@@ -244,7 +284,8 @@ def test_write_files(tmp_path: Path, suffix: str) -> None:
     path = str(written["events"])
     n, orders = con.execute(
         f"SELECT count(*), count(*) FILTER (WHERE event = 'order_completed') FROM {reader}(?)",
-        [path]).fetchone() or (0, 0)
+        [path],
+    ).fetchone() or (0, 0)
     assert n == small.events.num_rows
     assert orders > 0
     if suffix != ".parquet":
@@ -256,8 +297,9 @@ def test_write_files(tmp_path: Path, suffix: str) -> None:
             items = [json.loads(r)["items"] for r in Path(path).read_text().splitlines()]
             assert any(isinstance(i, str) and json.loads(i)[0]["product_id"] for i in items)
     for name, table in small.facts.items():
-        assert con.execute("SELECT count(*) FROM read_csv(?)",
-                           [str(written[name])]).fetchone() == (table.num_rows,)
+        assert con.execute("SELECT count(*) FROM read_csv(?)", [str(written[name])]).fetchone() == (
+            table.num_rows,
+        )
 
 
 @pytest.mark.parametrize(
@@ -266,8 +308,11 @@ def test_write_files(tmp_path: Path, suffix: str) -> None:
         pytest.param((0, 10, 1), ["simulate.bad_customers"], id="no-customers"),
         pytest.param((10, 0, 1), ["simulate.bad_days"], id="no-days"),
         pytest.param((10, 3651, 1), ["simulate.bad_days"], id="too-many-days"),
-        pytest.param((0, 0, -1), ["simulate.bad_customers", "simulate.bad_days",
-                                  "simulate.bad_seed"], id="all-wrong"),
+        pytest.param(
+            (0, 0, -1),
+            ["simulate.bad_customers", "simulate.bad_days", "simulate.bad_seed"],
+            id="all-wrong",
+        ),
     ],
 )
 def test_bad_arguments_name_the_allowed_range(args: tuple[int, int, int], codes: list[str]) -> None:
@@ -285,19 +330,34 @@ def test_unknown_file_extension_is_rejected(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("argv", "code"),
     [
-        pytest.param(["--customers", "0", "--days", "5", "--out", "x.csv"],
-                     "simulate.bad_customers", id="no-customers"),
-        pytest.param(["--customers", "5", "--days", "3651", "--out", "x.csv"],
-                     "simulate.bad_days", id="too-many-days"),
+        pytest.param(
+            ["--customers", "0", "--days", "5", "--out", "x.csv"],
+            "simulate.bad_customers",
+            id="no-customers",
+        ),
+        pytest.param(
+            ["--customers", "5", "--days", "3651", "--out", "x.csv"],
+            "simulate.bad_days",
+            id="too-many-days",
+        ),
         pytest.param(["--customers", "5", "--days", "5"], "simulate.target", id="no-target"),
-        pytest.param(["--customers", "5", "--days", "5", "--out", "x.csv", "--store", "s.db"],
-                     "simulate.target", id="two-targets"),
-        pytest.param(["--customers", "5", "--days", "5", "--out", "x.csv", "--start", "2999-01-01"],
-                     "simulate.future_period", id="future"),
+        pytest.param(
+            ["--customers", "5", "--days", "5", "--out", "x.csv", "--store", "s.db"],
+            "simulate.target",
+            id="two-targets",
+        ),
+        pytest.param(
+            ["--customers", "5", "--days", "5", "--out", "x.csv", "--start", "2999-01-01"],
+            "simulate.future_period",
+            id="future",
+        ),
     ],
 )
 def test_cli_bad_values_exit_2_with_one_line(
-    argv: list[str], code: str, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+    argv: list[str],
+    code: str,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from funnelscope.cli.main import main
@@ -316,8 +376,23 @@ def test_cli_simulates_into_a_store(tmp_path: Path, capsys: pytest.CaptureFixtur
     from funnelscope.cli.main import main
 
     store = tmp_path / "demo" / "shop.duckdb"
-    main(["simulate", "--customers", "50", "--days", "7", "--seed", "2", "--store", str(store),
-          "--start", "2024-05-01", "-f", "json"])
+    main(
+        [
+            "simulate",
+            "--customers",
+            "50",
+            "--days",
+            "7",
+            "--seed",
+            "2",
+            "--store",
+            str(store),
+            "--start",
+            "2024-05-01",
+            "-f",
+            "json",
+        ]
+    )
     result = json.loads(capsys.readouterr().out)
     assert result["ingest"]["rejected"] == 0
     assert result["events_per_second"] > 0

@@ -27,31 +27,61 @@ LZ = lzstring.LZString().compressToBase64(PAYLOAD).encode()
     [
         pytest.param(RAW, {"content_type": "application/json"}, (), id="plain-json"),
         pytest.param(RAW, {"content_type": "text/plain"}, (), id="text-plain"),
-        pytest.param(gzip.compress(RAW), {"content_encoding": "gzip"}, ("gunzip",),
-                     id="content-encoding-gzip"),
-        pytest.param(zlib.compress(RAW), {"content_encoding": "deflate"}, ("gunzip",),
-                     id="content-encoding-deflate"),
-        pytest.param(gzip.compress(RAW), {"compression": "gzip-js", "content_type": "text/plain"},
-                     ("gunzip",), id="posthog-js-gzip-js"),
+        pytest.param(
+            gzip.compress(RAW),
+            {"content_encoding": "gzip"},
+            ("gunzip",),
+            id="content-encoding-gzip",
+        ),
+        pytest.param(
+            zlib.compress(RAW),
+            {"content_encoding": "deflate"},
+            ("gunzip",),
+            id="content-encoding-deflate",
+        ),
+        pytest.param(
+            gzip.compress(RAW),
+            {"compression": "gzip-js", "content_type": "text/plain"},
+            ("gunzip",),
+            id="posthog-js-gzip-js",
+        ),
         pytest.param(gzip.compress(RAW), {}, ("gunzip",), id="gzip-sniffed-by-magic"),
-        pytest.param(gzip.compress(RAW) + gzip.compress(b""), {}, ("gunzip",),
-                     id="two-gzip-members"),
+        pytest.param(
+            gzip.compress(RAW) + gzip.compress(b""), {}, ("gunzip",), id="two-gzip-members"
+        ),
         pytest.param(B64, {"compression": "base64"}, ("base64",), id="base64-hint"),
         pytest.param(B64, {}, ("base64",), id="base64-sniffed"),
-        pytest.param(base64.urlsafe_b64encode(RAW).rstrip(b"="), {}, ("base64",),
-                     id="base64-urlsafe-unpadded"),
+        pytest.param(
+            base64.urlsafe_b64encode(RAW).rstrip(b"="),
+            {},
+            ("base64",),
+            id="base64-urlsafe-unpadded",
+        ),
         pytest.param(LZ, {"compression": "lz64"}, ("lz64",), id="lz64"),
-        pytest.param(b"data=" + quote(B64.decode()).encode(),
-                     {"content_type": "application/x-www-form-urlencoded"},
-                     ("form", "base64"), id="form-data-quoted"),
-        pytest.param(b"data=" + B64.replace(b"+", b" ") + b"&compression=base64",
-                     {"content_type": "application/x-www-form-urlencoded"},
-                     ("form", "base64"), id="form-data-plus-as-space"),
-        pytest.param(b"data=" + quote(LZ.decode()).encode() + b"&compression=lz64",
-                     {"content_type": "application/x-www-form-urlencoded"},
-                     ("form", "lz64"), id="form-lz64"),
-        pytest.param(base64.b64encode(gzip.compress(RAW)), {"compression": "base64"},
-                     ("base64", "gunzip"), id="base64-of-gzip"),
+        pytest.param(
+            b"data=" + quote(B64.decode()).encode(),
+            {"content_type": "application/x-www-form-urlencoded"},
+            ("form", "base64"),
+            id="form-data-quoted",
+        ),
+        pytest.param(
+            b"data=" + B64.replace(b"+", b" ") + b"&compression=base64",
+            {"content_type": "application/x-www-form-urlencoded"},
+            ("form", "base64"),
+            id="form-data-plus-as-space",
+        ),
+        pytest.param(
+            b"data=" + quote(LZ.decode()).encode() + b"&compression=lz64",
+            {"content_type": "application/x-www-form-urlencoded"},
+            ("form", "lz64"),
+            id="form-lz64",
+        ),
+        pytest.param(
+            base64.b64encode(gzip.compress(RAW)),
+            {"compression": "base64"},
+            ("base64", "gunzip"),
+            id="base64-of-gzip",
+        ),
     ],
 )
 def test_decodes(body: bytes, kwargs: dict[str, str], steps: tuple[str, ...]) -> None:
@@ -111,7 +141,8 @@ def test_lz64_matches_the_lzstring_package(text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "data", [b"{", b"\xff\xfe", b"[1,", b"[" * 100_000 + b"]" * 100_000],
+    "data",
+    [b"{", b"\xff\xfe", b"[1,", b"[" * 100_000 + b"]" * 100_000],
     ids=["unclosed", "not-utf8", "truncated", "deep-nesting"],
 )
 def test_parse_json_rejects(data: bytes) -> None:
@@ -127,4 +158,4 @@ def test_lz64_joins_utf16_surrogate_pairs() -> None:
 
 
 def test_parse_json_tolerates_bom() -> None:
-    assert parse_json(b"\xef\xbb\xbf{\"a\": 1}") == {"a": 1}
+    assert parse_json(b'\xef\xbb\xbf{"a": 1}') == {"a": 1}

@@ -66,10 +66,25 @@ ATTRIBUTIONS: Final = ("first_touch", "last_touch", "step")
 PERIODS: Final = ("day", "week", "month")
 UNITS: Final = ("persons", "sessions")
 FILTER_OPS: Final = (
-    "eq", "neq", "in", "not_in", "gt", "gte", "lt", "lte", "contains", "is_set", "is_not_set",
+    "eq",
+    "neq",
+    "in",
+    "not_in",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+    "contains",
+    "is_set",
+    "is_not_set",
 )
 _OP_SYMBOLS: Final = (
-    ("!=", "neq"), (">=", "gte"), ("<=", "lte"), ("~", "contains"), ("=", "eq"), (">", "gt"),
+    ("!=", "neq"),
+    (">=", "gte"),
+    ("<=", "lte"),
+    ("~", "contains"),
+    ("=", "eq"),
+    (">", "gt"),
     ("<", "lt"),
 )
 #: Event columns a filter, breakdown, key or hold-constant may name (or ``properties.<key>``).
@@ -78,8 +93,16 @@ PROPERTY_COLUMNS: Final = tuple(
 )
 _PROPERTY_KEY = re.compile(r"^properties\.[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(w|d|h|m|min|s|ms)?\s*$")
-_UNIT_SECONDS: Final = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "min": 60, "s": 1,
-                        "ms": 0.001, None: 1}
+_UNIT_SECONDS: Final = {
+    "w": 604800,
+    "d": 86400,
+    "h": 3600,
+    "m": 60,
+    "min": 60,
+    "s": 1,
+    "ms": 0.001,
+    None: 1,
+}
 
 
 def parse_duration(value: str | int | float | timedelta) -> timedelta:
@@ -100,11 +123,14 @@ def parse_duration(value: str | int | float | timedelta) -> timedelta:
 
 def _check_property(name: str, location: str, problems: list[Problem]) -> None:
     if name not in PROPERTY_COLUMNS and not _PROPERTY_KEY.match(name):
-        problems.append(Problem(
-            "funnel.unknown_property", location,
-            f"unknown property {name!r}: use an event column ({', '.join(PROPERTY_COLUMNS)}) "
-            "or properties.<key>",
-        ))
+        problems.append(
+            Problem(
+                "funnel.unknown_property",
+                location,
+                f"unknown property {name!r}: use an event column ({', '.join(PROPERTY_COLUMNS)}) "
+                "or properties.<key>",
+            )
+        )
 
 
 @dataclass(frozen=True)
@@ -127,11 +153,19 @@ class PropertyFilter:
         found: list[Problem] = []
         _check_property(self.property, f"{location}.property", found)
         if self.op not in FILTER_OPS:
-            found.append(Problem("filter.unknown_op", f"{location}.op",
-                                 f"unknown operator {self.op!r}; allowed: {', '.join(FILTER_OPS)}"))
+            found.append(
+                Problem(
+                    "filter.unknown_op",
+                    f"{location}.op",
+                    f"unknown operator {self.op!r}; allowed: {', '.join(FILTER_OPS)}",
+                )
+            )
         elif self.op not in ("is_set", "is_not_set") and self.value is None:
-            found.append(Problem("filter.missing_value", f"{location}.value",
-                                 f"operator {self.op} needs a value"))
+            found.append(
+                Problem(
+                    "filter.missing_value", f"{location}.value", f"operator {self.op} needs a value"
+                )
+            )
         return found
 
     @classmethod
@@ -148,9 +182,16 @@ class PropertyFilter:
             if symbol in text:
                 prop, _, value = text.partition(symbol)
                 return cls(prop.strip(), op, value.strip())
-        raise InvalidSpecError([Problem("filter.unparsable", "filter",
-                                        f"cannot read filter {text!r}: use property=value, "
-                                        "property>=value or 'property in a,b'")])
+        raise InvalidSpecError(
+            [
+                Problem(
+                    "filter.unparsable",
+                    "filter",
+                    f"cannot read filter {text!r}: use property=value, "
+                    "property>=value or 'property in a,b'",
+                )
+            ]
+        )
 
     @classmethod
     def from_value(cls, value: Any) -> PropertyFilter:
@@ -163,8 +204,15 @@ class PropertyFilter:
             if isinstance(raw, list):
                 raw = tuple(raw)
             return cls(str(value.get("property", "")), str(value.get("op", "eq")), raw)
-        raise InvalidSpecError([Problem("filter.unparsable", "filter",
-                                        f"a filter is a string or a mapping, got {value!r}")])
+        raise InvalidSpecError(
+            [
+                Problem(
+                    "filter.unparsable",
+                    "filter",
+                    f"a filter is a string or a mapping, got {value!r}",
+                )
+            ]
+        )
 
     def to_dict(self) -> dict[str, Any]:
         value = list(self.value) if isinstance(self.value, tuple) else self.value
@@ -198,8 +246,9 @@ class Step:
     def __post_init__(self) -> None:
         if self.event is not None:
             object.__setattr__(self, "event", canonical_event(self.event))
-        object.__setattr__(self, "filters",
-                           tuple(PropertyFilter.from_value(f) for f in self.filters))
+        object.__setattr__(
+            self, "filters", tuple(PropertyFilter.from_value(f) for f in self.filters)
+        )
 
     @classmethod
     def stage(cls, name: str | Stage, **options: Any) -> Step:
@@ -239,11 +288,23 @@ class Step:
                 label=data.pop("label", None),
             )
             if data:
-                raise InvalidSpecError([Problem("funnel.unknown_field", "steps",
-                                                f"unknown step fields {sorted(data)}")])
+                raise InvalidSpecError(
+                    [
+                        Problem(
+                            "funnel.unknown_field", "steps", f"unknown step fields {sorted(data)}"
+                        )
+                    ]
+                )
             return step
-        raise InvalidSpecError([Problem("funnel.bad_step", "steps",
-                                        f"a step is an event name or a mapping, got {value!r}")])
+        raise InvalidSpecError(
+            [
+                Problem(
+                    "funnel.bad_step",
+                    "steps",
+                    f"a step is an event name or a mapping, got {value!r}",
+                )
+            ]
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -275,8 +336,9 @@ class Exclusion:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "event", canonical_event(self.event))
-        object.__setattr__(self, "filters",
-                           tuple(PropertyFilter.from_value(f) for f in self.filters))
+        object.__setattr__(
+            self, "filters", tuple(PropertyFilter.from_value(f) for f in self.filters)
+        )
 
     @classmethod
     def from_value(cls, value: Any) -> Exclusion:
@@ -290,15 +352,29 @@ class Exclusion:
                 return cls(name, from_step=int(a), to_step=int(b) if b else None)
             return cls(name)
         if isinstance(value, Mapping):
-            return cls(str(value.get("event", "")), tuple(value.get("filters", ()) or ()),
-                       int(value.get("from_step", 1)),
-                       None if value.get("to_step") is None else int(value["to_step"]))
-        raise InvalidSpecError([Problem("funnel.bad_exclusion", "exclusions",
-                                        f"an exclusion is an event name or a mapping: {value!r}")])
+            return cls(
+                str(value.get("event", "")),
+                tuple(value.get("filters", ()) or ()),
+                int(value.get("from_step", 1)),
+                None if value.get("to_step") is None else int(value["to_step"]),
+            )
+        raise InvalidSpecError(
+            [
+                Problem(
+                    "funnel.bad_exclusion",
+                    "exclusions",
+                    f"an exclusion is an event name or a mapping: {value!r}",
+                )
+            ]
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"event": self.event, "filters": [f.to_dict() for f in self.filters],
-                "from_step": self.from_step, "to_step": self.to_step}
+        return {
+            "event": self.event,
+            "filters": [f.to_dict() for f in self.filters],
+            "from_step": self.from_step,
+            "to_step": self.to_step,
+        }
 
 
 @dataclass(frozen=True)
@@ -375,10 +451,12 @@ class FunnelSpec:
             if isinstance(value, str):
                 object.__setattr__(self, name, (value,))
         try:
-            object.__setattr__(self, "exclusions",
-                               tuple(Exclusion.from_value(x) for x in self.exclusions))
-            object.__setattr__(self, "filters",
-                               tuple(PropertyFilter.from_value(f) for f in self.filters))
+            object.__setattr__(
+                self, "exclusions", tuple(Exclusion.from_value(x) for x in self.exclusions)
+            )
+            object.__setattr__(
+                self, "filters", tuple(PropertyFilter.from_value(f) for f in self.filters)
+            )
         except InvalidSpecError as exc:
             problems.extend(exc.problems)
         if not isinstance(self.window, timedelta):
@@ -412,9 +490,16 @@ class FunnelSpec:
             data["is_open"] = data.pop("open")
         unknown = sorted(set(data) - known)
         if unknown:
-            raise InvalidSpecError([Problem("funnel.unknown_field", k,
-                                            f"unknown field; allowed: {', '.join(sorted(known))}")
-                                    for k in unknown])
+            raise InvalidSpecError(
+                [
+                    Problem(
+                        "funnel.unknown_field",
+                        k,
+                        f"unknown field; allowed: {', '.join(sorted(known))}",
+                    )
+                    for k in unknown
+                ]
+            )
         options: dict[str, Any] = {}
         problems: list[Problem] = []
         for key, value in data.items():
@@ -428,8 +513,9 @@ class FunnelSpec:
                 try:
                     value = _parse_instant(value)
                 except ValueError:
-                    problems.append(Problem("funnel.bad_date", key,
-                                            f"not an ISO 8601 date or time: {value!r}"))
+                    problems.append(
+                        Problem("funnel.bad_date", key, f"not an ISO 8601 date or time: {value!r}")
+                    )
                     continue
             elif key in ("steps", "exclusions", "filters", "hold_constant", "breakdowns"):
                 value = tuple(value) if isinstance(value, list | tuple) else (value,)
@@ -451,8 +537,13 @@ class FunnelSpec:
         except yaml.YAMLError as exc:
             raise InvalidSpecError([Problem("funnel.bad_yaml", str(path), str(exc))]) from exc
         if not isinstance(data, Mapping):
-            raise InvalidSpecError([Problem("funnel.bad_file", str(path),
-                                            "the file must hold a mapping of spec fields")])
+            raise InvalidSpecError(
+                [
+                    Problem(
+                        "funnel.bad_file", str(path), "the file must hold a mapping of spec fields"
+                    )
+                ]
+            )
         return cls.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:
@@ -501,50 +592,103 @@ class FunnelSpec:
         p: list[Problem] = []
         n = len(self.steps)
         if n < MIN_STEPS:
-            p.append(Problem("funnel.too_few_steps", "steps",
-                             f"a funnel needs {MIN_STEPS} to {MAX_STEPS} steps, got {n}"))
+            p.append(
+                Problem(
+                    "funnel.too_few_steps",
+                    "steps",
+                    f"a funnel needs {MIN_STEPS} to {MAX_STEPS} steps, got {n}",
+                )
+            )
         if n > MAX_STEPS:
-            p.append(Problem("funnel.too_many_steps", "steps",
-                             f"a funnel needs {MIN_STEPS} to {MAX_STEPS} steps, got {n}"))
+            p.append(
+                Problem(
+                    "funnel.too_many_steps",
+                    "steps",
+                    f"a funnel needs {MIN_STEPS} to {MAX_STEPS} steps, got {n}",
+                )
+            )
         if not timedelta(0) <= self.window <= MAX_WINDOW:
-            p.append(Problem("funnel.window_out_of_range", "window",
-                             f"the window must be between 0 seconds and {MAX_WINDOW.days} days, "
-                             f"got {self.window}"))
-        for name, allowed in (("mode", MODES), ("counting", COUNTINGS),
-                              ("attribution", ATTRIBUTIONS), ("trend_period", PERIODS)):
+            p.append(
+                Problem(
+                    "funnel.window_out_of_range",
+                    "window",
+                    f"the window must be between 0 seconds and {MAX_WINDOW.days} days, "
+                    f"got {self.window}",
+                )
+            )
+        for name, allowed in (
+            ("mode", MODES),
+            ("counting", COUNTINGS),
+            ("attribution", ATTRIBUTIONS),
+            ("trend_period", PERIODS),
+        ):
             if getattr(self, name) not in allowed:
-                p.append(Problem(f"funnel.unknown_{name}", name,
-                                 f"unknown {name} {getattr(self, name)!r}; allowed: "
-                                 f"{', '.join(allowed)}"))
+                p.append(
+                    Problem(
+                        f"funnel.unknown_{name}",
+                        name,
+                        f"unknown {name} {getattr(self, name)!r}; allowed: {', '.join(allowed)}",
+                    )
+                )
         for i, step in enumerate(self.steps):
             loc = f"steps[{i}]"
             if (step.event is None) == (step.of_stage is None):
-                p.append(Problem("funnel.bad_step", loc,
-                                 "a step needs exactly one of an event name or a stage"))
+                p.append(
+                    Problem(
+                        "funnel.bad_step",
+                        loc,
+                        "a step needs exactly one of an event name or a stage",
+                    )
+                )
             for j, f in enumerate(step.filters):
                 p.extend(f.problems(f"{loc}.filters[{j}]"))
             if step.within is not None:
                 if i == 0:
-                    p.append(Problem("funnel.step_window_on_first_step", f"{loc}.within",
-                                     "the first step has no previous step to be within"))
+                    p.append(
+                        Problem(
+                            "funnel.step_window_on_first_step",
+                            f"{loc}.within",
+                            "the first step has no previous step to be within",
+                        )
+                    )
                 elif not timedelta(0) <= step.within <= self.window:
-                    p.append(Problem("funnel.step_window_out_of_range", f"{loc}.within",
-                                     f"a step limit must be between 0 and the window "
-                                     f"({self.window}), got {step.within}"))
+                    p.append(
+                        Problem(
+                            "funnel.step_window_out_of_range",
+                            f"{loc}.within",
+                            f"a step limit must be between 0 and the window "
+                            f"({self.window}), got {step.within}",
+                        )
+                    )
             if step.is_optional and i in (0, n - 1):
-                p.append(Problem("funnel.optional_end_step", f"{loc}.optional",
-                                 f"only steps 2 to {max(n - 1, 2)} may be optional: the first "
-                                 "and last steps define the funnel"))
+                p.append(
+                    Problem(
+                        "funnel.optional_end_step",
+                        f"{loc}.optional",
+                        f"only steps 2 to {max(n - 1, 2)} may be optional: the first "
+                        "and last steps define the funnel",
+                    )
+                )
         for j, x in enumerate(self.exclusions):
             loc = f"exclusions[{j}]"
             to = n if x.to_step is None else x.to_step
             if not 1 <= x.from_step < to <= n:
-                p.append(Problem("funnel.exclusion_out_of_range", loc,
-                                 f"an exclusion needs 1 <= from_step < to_step <= {n}, got "
-                                 f"{x.from_step}..{to}"))
+                p.append(
+                    Problem(
+                        "funnel.exclusion_out_of_range",
+                        loc,
+                        f"an exclusion needs 1 <= from_step < to_step <= {n}, got "
+                        f"{x.from_step}..{to}",
+                    )
+                )
             elif self.steps[x.from_step - 1].is_optional or self.steps[to - 1].is_optional:
-                p.append(Problem("funnel.exclusion_on_optional_step", loc,
-                                 "an exclusion must start and end at required steps"))
+                p.append(
+                    Problem(
+                        "funnel.exclusion_on_optional_step",
+                        loc,
+                        "an exclusion must start and end at required steps",
+                    )
+                )
             for k, f in enumerate(x.filters):
                 p.extend(f.problems(f"{loc}.filters[{k}]"))
         for k, f in enumerate(self.filters):
@@ -554,26 +698,47 @@ class FunnelSpec:
         for k, name in enumerate(self.hold_constant):
             _check_property(name, f"hold_constant[{k}]", p)
         if len(self.hold_constant) > MAX_HOLD_CONSTANT:
-            p.append(Problem("funnel.too_many_hold_constant", "hold_constant",
-                             f"hold at most {MAX_HOLD_CONSTANT} properties constant"))
+            p.append(
+                Problem(
+                    "funnel.too_many_hold_constant",
+                    "hold_constant",
+                    f"hold at most {MAX_HOLD_CONSTANT} properties constant",
+                )
+            )
         for k, name in enumerate(self.breakdowns):
             _check_property(name, f"breakdowns[{k}]", p)
         if len(self.breakdowns) > MAX_BREAKDOWNS:
-            p.append(Problem("funnel.too_many_breakdowns", "breakdowns",
-                             f"break down by at most {MAX_BREAKDOWNS} properties"))
+            p.append(
+                Problem(
+                    "funnel.too_many_breakdowns",
+                    "breakdowns",
+                    f"break down by at most {MAX_BREAKDOWNS} properties",
+                )
+            )
         if self.attribution == "step" and (
             self.attribution_step is None or not 1 <= self.attribution_step <= n
         ):
-            p.append(Problem("funnel.attribution_step_out_of_range", "attribution_step",
-                             f"step attribution needs attribution_step in 1..{n}"))
+            p.append(
+                Problem(
+                    "funnel.attribution_step_out_of_range",
+                    "attribution_step",
+                    f"step attribution needs attribution_step in 1..{n}",
+                )
+            )
         if self.start_at and self.end_at and self.start_at >= self.end_at:
-            p.append(Problem("funnel.date_range_reversed", "end_at",
-                             "end_at must be after start_at"))
+            p.append(
+                Problem("funnel.date_range_reversed", "end_at", "end_at must be after start_at")
+            )
         for name in ("start_at", "end_at"):
             value = getattr(self, name)
             if value is not None and value.tzinfo is None:
-                p.append(Problem("funnel.naive_datetime", name,
-                                 "give a timezone-aware instant (UTC recommended)"))
+                p.append(
+                    Problem(
+                        "funnel.naive_datetime",
+                        name,
+                        "give a timezone-aware instant (UTC recommended)",
+                    )
+                )
         p.extend(self._mode_conflicts())
         return p
 
@@ -691,12 +856,15 @@ def run_many(specs: Sequence[FunnelSpec], engine: Any) -> list[FunnelResult]:
         group = tuple(specs[i] for i in indexes)
         columns = tuple(dict.fromkeys(c for spec in group for c in spec.columns))
         packed = engine.map_person_partitions(
-            partial(compute_packed, group), columns=columns, schema=PACKED_SCHEMA,
+            partial(compute_packed, group),
+            columns=columns,
+            schema=PACKED_SCHEMA,
             partition_by=key,
         )
         for j, outcomes in enumerate(unpack(group, packed)):
-            results[indexes[j]] = build_result(group[j], outcomes, engine=engine.name,
-                                               events_of=engine.events_of_person)
+            results[indexes[j]] = build_result(
+                group[j], outcomes, engine=engine.name, events_of=engine.events_of_person
+            )
     return [results[i] for i in range(len(specs))]
 
 

@@ -33,9 +33,11 @@ def _span(seconds: float) -> str:
 def explain_person(spec: FunnelSpec, events: pa.Table, person: int) -> str:
     """The trace for ``person`` given all of their events (canonical columns)."""
     n = len(spec.steps)
-    head = (f"person {person}: {spec.mode} funnel of {n} steps, window "
-            f"{_span(spec.window.total_seconds())}, "
-            f"counting {spec.counting} of {spec.count_by}")
+    head = (
+        f"person {person}: {spec.mode} funnel of {n} steps, window "
+        f"{_span(spec.window.total_seconds())}, "
+        f"counting {spec.counting} of {spec.count_by}"
+    )
     if events.num_rows == 0:
         return f"{head}\nno events: not counted (furthest step 0)"
     layout = PersonLayout.from_table(events)
@@ -58,8 +60,9 @@ def explain_person(spec: FunnelSpec, events: pa.Table, person: int) -> str:
     furthest = int(level.max()) if level.shape[0] else 0
     name = spec.steps[furthest - 1].name if furthest else "none"
     if spec.counting == "totals":
-        done = ", ".join(f"attempt {int(a) + 1}: step {int(lv)}"
-                         for a, lv in zip(attempt, level, strict=True))
+        done = ", ".join(
+            f"attempt {int(a) + 1}: step {int(lv)}" for a, lv in zip(attempt, level, strict=True)
+        )
         lines.append(f"counted attempts: {done}")
     lines.append(f"furthest step: {furthest} of {n} ({name})")
     lines.append("events (time order; ties by step):")
@@ -67,35 +70,48 @@ def explain_person(spec: FunnelSpec, events: pa.Table, person: int) -> str:
     for i in range(layout.n_rows):
         event = layout.event_names[layout.codes[i]]
         steps = step_of_row.get(i, [])
-        note = "hidden by filters or the date range" if i not in visible else (
-            "matches step " + ", ".join(map(str, steps)) if steps else "")
+        note = (
+            "hidden by filters or the date range"
+            if i not in visible
+            else ("matches step " + ", ".join(map(str, steps)) if steps else "")
+        )
         mark = f"  <- step {chain_rows[i]} of the counted chain" if i in chain_rows else ""
         lines.append(f"  {_at(int(layout.ts[i]))}  {event:<24} {note}{mark}")
     if best < 0 or furthest == 0:
-        lines.append("never entered: no event matched step 1"
-                     + (" inside the entry range" if spec.start_at or spec.end_at else ""))
+        lines.append(
+            "never entered: no event matched step 1"
+            + (" inside the entry range" if spec.start_at or spec.end_at else "")
+        )
         return "\n".join(lines)
-    times = {k: int(layout.ts[int(rows[int(chain[best, k])])]) for k in range(n)
-             if chain[best, k] >= 0}
+    times = {
+        k: int(layout.ts[int(rows[int(chain[best, k])])]) for k in range(n) if chain[best, k] >= 0
+    }
     start = times[min(times)]
-    parts = [f"step {k + 1} at {_at(t)}" + (f" (+{_span((t - start) / 1e6)})" if k else "")
-             for k, t in sorted(times.items())]
+    parts = [
+        f"step {k + 1} at {_at(t)}" + (f" (+{_span((t - start) / 1e6)})" if k else "")
+        for k, t in sorted(times.items())
+    ]
     lines.append("counted chain: " + "; ".join(parts))
     if furthest < n and spec.mode != "any":
         nxt = spec.steps[furthest]
         deadline = start + int(spec.window.total_seconds() * 1e6)
-        candidates = [int(layout.ts[int(r)]) for pos, r in enumerate(rows)
-                      if int(masks[pos]) >> furthest & 1]
+        candidates = [
+            int(layout.ts[int(r)]) for pos, r in enumerate(rows) if int(masks[pos]) >> furthest & 1
+        ]
         later = [t for t in candidates if t >= times[max(times)]]
         if not later:
             why = "no matching event after the previous step"
         elif min(later) > deadline:
-            why = (f"the next matching event ({_at(min(later))}) is after the window's end "
-                   f"({_at(deadline)})")
+            why = (
+                f"the next matching event ({_at(min(later))}) is after the window's end "
+                f"({_at(deadline)})"
+            )
         elif spec.mode == "strict":
             why = "another event came between the previous step and every matching event"
         else:
-            why = ("every matching event in the window was ruled out (a per-step limit, an "
-                   "exclusion or a hold-constant value)")
+            why = (
+                "every matching event in the window was ruled out (a per-step limit, an "
+                "exclusion or a hold-constant value)"
+            )
         lines.append(f"step {furthest + 1} ({nxt.name}) not reached: {why}")
     return "\n".join(lines)

@@ -59,8 +59,14 @@ def breakdown_column(name: str) -> str:
 def outcome_schema(spec: FunnelSpec) -> pa.Schema:
     """The columns :func:`compute_outcomes` returns (also Spark's ``mapInArrow`` schema)."""
     return pa.schema(
-        [("person_id", pa.int64()), ("unit", pa.string()), ("attempt", pa.int32()),
-         ("level", pa.int8()), ("reached", pa.int64()), ("advanced", pa.int64())]
+        [
+            ("person_id", pa.int64()),
+            ("unit", pa.string()),
+            ("attempt", pa.int32()),
+            ("level", pa.int8()),
+            ("reached", pa.int64()),
+            ("advanced", pa.int64()),
+        ]
         + [(step_column(k + 1), TS_TYPE) for k in range(len(spec.steps))]
         + [(breakdown_column(b), pa.string()) for b in spec.breakdowns]
     )
@@ -78,8 +84,11 @@ def filter_rows(layout: PersonLayout, f: PropertyFilter) -> npt.NDArray[np.bool_
     if f.op == "is_not_set":
         return np.asarray(pc.is_null(col).to_numpy(zero_copy_only=False), dtype=bool)
     values = f.value if isinstance(f.value, tuple | list) else (f.value,)
-    numeric = pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or \
-        pa.types.is_decimal(col.type)
+    numeric = (
+        pa.types.is_integer(col.type)
+        or pa.types.is_floating(col.type)
+        or pa.types.is_decimal(col.type)
+    )
     if f.op in ("gt", "gte", "lt", "lte") or numeric:
         import pandas as pd
 
@@ -91,8 +100,12 @@ def filter_rows(layout: PersonLayout, f: PropertyFilter) -> npt.NDArray[np.bool_
             right = None
         if right is not None:
             if f.op in ("gt", "gte", "lt", "lte"):
-                result = getattr(pc, {"gt": "greater", "gte": "greater_equal", "lt": "less",
-                                      "lte": "less_equal"}[f.op])(left, right[0])
+                result = getattr(
+                    pc,
+                    {"gt": "greater", "gte": "greater_equal", "lt": "less", "lte": "less_equal"}[
+                        f.op
+                    ],
+                )(left, right[0])
             elif f.op in ("eq", "in"):
                 result = pc.is_in(left, value_set=pa.array(right, pa.float64()))
             elif f.op in ("neq", "not_in"):
@@ -147,8 +160,10 @@ def _step_masks(spec: FunnelSpec, layout: PersonLayout) -> tuple[Any, Any]:
         else:
             wanted = {str(step.event)}
         codes = [c for c, name in enumerate(names) if name in wanted]
-        needs_rows = bool(step.filters) or step.first_time or (
-            split and step.of_stage in (Stage.ACTION, Stage.RETENTION)
+        needs_rows = (
+            bool(step.filters)
+            or step.first_time
+            or (split and step.of_stage in (Stage.ACTION, Stage.RETENTION))
         )
         if needs_rows:
             special.append((k, codes))
@@ -292,9 +307,21 @@ def prepare(spec: FunnelSpec, layout: PersonLayout) -> Stream:
         if (sizes == 0).any():
             unit_index = np.flatnonzero(sizes > 0)
             offsets = np.append(offsets[unit_index], offsets[-1])
-    return Stream(offsets, rows, np.ascontiguousarray(ts), np.ascontiguousarray(codes), lut,
-                  emask, xmask, hold, kunit_unit, unit_offsets, unit_person, unit_label,
-                  unit_index)
+    return Stream(
+        offsets,
+        rows,
+        np.ascontiguousarray(ts),
+        np.ascontiguousarray(codes),
+        lut,
+        emask,
+        xmask,
+        hold,
+        kunit_unit,
+        unit_offsets,
+        unit_person,
+        unit_label,
+        unit_index,
+    )
 
 
 def run_kernel(spec: FunnelSpec, s: Stream) -> tuple[Any, ...]:
@@ -307,31 +334,68 @@ def _run_kernel(spec: FunnelSpec, s: Stream, *, keep_chain: bool) -> tuple[Any, 
     ``keep_chain`` a kernel that writes the times may return a chain with no rows."""
     n = len(spec.steps)
     window = int(spec.window.total_seconds() * 1_000_000)
-    limits = np.array([-1 if st.within is None else int(st.within.total_seconds() * 1e6)
-                       for st in spec.steps], np.int64)
+    limits = np.array(
+        [-1 if st.within is None else int(st.within.total_seconds() * 1e6) for st in spec.steps],
+        np.int64,
+    )
     optional = np.array([st.is_optional for st in spec.steps], np.bool_)
     lo = _us(spec.start_at) if spec.start_at else -_FAR
     hi = _us(spec.end_at) if spec.end_at else _FAR
     xfrom = np.array([x.from_step - 1 for x in spec.exclusions], np.int64)
-    xto = np.array([(n if x.to_step is None else x.to_step) - 1 for x in spec.exclusions],
-                   np.int64)
+    xto = np.array([(n if x.to_step is None else x.to_step) - 1 for x in spec.exclusions], np.int64)
     overlap = _can_overlap(spec)
     units = s.offsets.shape[0] - 1
     chunks = kf.chunks_for(units)
     if spec.counting == "totals":
         unit, attempt, level, reached, chain = kf.ordered_totals(
-            chunks, s.offsets, s.ts, s.codes, s.lut, s.emask, s.xmask, xfrom, xto, n, window,
-            limits, optional, lo, hi, overlap)
+            chunks,
+            s.offsets,
+            s.ts,
+            s.codes,
+            s.lut,
+            s.emask,
+            s.xmask,
+            xfrom,
+            xto,
+            n,
+            window,
+            limits,
+            optional,
+            lo,
+            hi,
+            overlap,
+        )
         keep = unit >= 0
-        return (unit[keep], attempt[keep], level[keep], reached[keep],
-                np.zeros(int(keep.sum()), np.int64), chain[keep], None)
+        return (
+            unit[keep],
+            attempt[keep],
+            level[keep],
+            reached[keep],
+            np.zeros(int(keep.sum()), np.int64),
+            chain[keep],
+            None,
+        )
     if spec.mode == "strict":
         level, reached, advanced, chain = kf.strict_uniques(
-            chunks, s.offsets, s.ts, s.codes, s.lut, s.emask, s.xmask, s.hold, n, window,
-            limits, optional, lo, hi)
+            chunks,
+            s.offsets,
+            s.ts,
+            s.codes,
+            s.lut,
+            s.emask,
+            s.xmask,
+            s.hold,
+            n,
+            window,
+            limits,
+            optional,
+            lo,
+            hi,
+        )
     elif spec.mode == "any":
         level, reached, advanced, chain = kf.any_uniques(
-            chunks, s.offsets, s.ts, s.codes, s.lut, s.emask, n, window, lo, hi)
+            chunks, s.offsets, s.ts, s.codes, s.lut, s.emask, n, window, lo, hi
+        )
     elif _is_plain(spec) and not overlap:
         # the common funnel: each event in at most one step
         step_of = np.full(s.lut.shape[0], -1, np.int64)
@@ -339,9 +403,17 @@ def _run_kernel(spec: FunnelSpec, s: Stream, *, keep_chain: bool) -> tuple[Any, 
             if bits:
                 step_of[code] = int(bits).bit_length() - 1
         level, reached, advanced, chain, times = kp.ordered_lean(
-            chunks, s.offsets, s.ts, s.codes, step_of, s.emask, n, window, lo, hi, keep_chain)
-        return np.arange(units, dtype=np.int64), np.zeros(units, np.int32), level, reached, \
-            advanced, chain, times
+            chunks, s.offsets, s.ts, s.codes, step_of, s.emask, n, window, lo, hi, keep_chain
+        )
+        return (
+            np.arange(units, dtype=np.int64),
+            np.zeros(units, np.int32),
+            level,
+            reached,
+            advanced,
+            chain,
+            times,
+        )
     elif _is_plain(spec):
         # repeated steps: each code's (read, write) slots, its last step first
         steps_of = [[k for k in range(n) if int(bits) >> k & 1][::-1] for bits in s.lut]
@@ -349,11 +421,23 @@ def _run_kernel(spec: FunnelSpec, s: Stream, *, keep_chain: bool) -> tuple[Any, 
         src_of = np.full((s.lut.shape[0], width), n + 1, np.int64)
         dst_of = np.full((s.lut.shape[0], width), n + 2, np.int64)
         for code, st in enumerate(steps_of):
-            src_of[code, :len(st)] = st
-            dst_of[code, :len(st)] = [k + 1 for k in st]
+            src_of[code, : len(st)] = st
+            dst_of[code, : len(st)] = [k + 1 for k in st]
         level, reached, advanced, chain, times = kp.ordered_repeat(
-            chunks, s.offsets, s.ts, s.codes, s.lut, src_of, dst_of, s.emask, n, window, lo, hi,
-            keep_chain)
+            chunks,
+            s.offsets,
+            s.ts,
+            s.codes,
+            s.lut,
+            src_of,
+            dst_of,
+            s.emask,
+            n,
+            window,
+            lo,
+            hi,
+            keep_chain,
+        )
         punted = np.flatnonzero(level < 0)
         if punted.shape[0]:
             # units with simultaneous events matching several steps: the general kernel
@@ -361,28 +445,69 @@ def _run_kernel(spec: FunnelSpec, s: Stream, *, keep_chain: bool) -> tuple[Any, 
             take = np.concatenate([np.arange(s.offsets[u], s.offsets[u + 1]) for u in punted])
             sub = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
             lv, rc, ad, chn = kf.ordered_uniques(
-                kf.chunks_for(punted.shape[0]), sub, s.ts[take], s.codes[take], s.lut,
-                s.emask[take] if s.emask.shape[0] else s.emask, s.xmask, xfrom, xto, n,
-                window, limits, optional, lo, hi, overlap, False)
+                kf.chunks_for(punted.shape[0]),
+                sub,
+                s.ts[take],
+                s.codes[take],
+                s.lut,
+                s.emask[take] if s.emask.shape[0] else s.emask,
+                s.xmask,
+                xfrom,
+                xto,
+                n,
+                window,
+                limits,
+                optional,
+                lo,
+                hi,
+                overlap,
+                False,
+            )
             level[punted], reached[punted], advanced[punted] = lv, rc, ad
             rows = np.where(chn >= 0, take[np.maximum(chn, 0)], -1)
             times[punted] = np.where(rows >= 0, s.ts[rows.clip(0)], NONE)
             if keep_chain:
                 chain[punted] = rows
-        return np.arange(units, dtype=np.int64), np.zeros(units, np.int32), level, reached, \
-            advanced, chain, times
+        return (
+            np.arange(units, dtype=np.int64),
+            np.zeros(units, np.int32),
+            level,
+            reached,
+            advanced,
+            chain,
+            times,
+        )
     else:
         level, reached, advanced, chain = kf.ordered_uniques(
-            chunks, s.offsets, s.ts, s.codes, s.lut, s.emask, s.xmask, xfrom, xto, n, window,
-            limits, optional, lo, hi, overlap, spec.is_open)
+            chunks,
+            s.offsets,
+            s.ts,
+            s.codes,
+            s.lut,
+            s.emask,
+            s.xmask,
+            xfrom,
+            xto,
+            n,
+            window,
+            limits,
+            optional,
+            lo,
+            hi,
+            overlap,
+            spec.is_open,
+        )
     unit = np.arange(units, dtype=np.int64)
     return unit, np.zeros(units, np.int32), level, reached, advanced, chain, None
 
 
 def _is_plain(spec: FunnelSpec) -> bool:
     """No option that needs the general kernel's per-slot chains."""
-    return not (spec.exclusions or spec.is_open
-                or any(s.within is not None or s.is_optional for s in spec.steps))
+    return not (
+        spec.exclusions
+        or spec.is_open
+        or any(s.within is not None or s.is_optional for s in spec.steps)
+    )
 
 
 def _can_overlap(spec: FunnelSpec) -> bool:
@@ -418,8 +543,10 @@ class Outcomes:
         arrays: list[pa.Array] = [
             pa.array(self.person_id, pa.int64()),
             self.unit.cast(pa.string()) if self.unit is not None else pa.nulls(rows, pa.string()),
-            pa.array(self.attempt, pa.int32()), pa.array(self.level, pa.int8()),
-            pa.array(self.reached, pa.int64()), pa.array(self.advanced, pa.int64()),
+            pa.array(self.attempt, pa.int32()),
+            pa.array(self.level, pa.int8()),
+            pa.array(self.reached, pa.int64()),
+            pa.array(self.advanced, pa.int64()),
         ]
         for k in range(self.times.shape[1]):
             col = np.ascontiguousarray(self.times[:, k])
@@ -441,17 +568,25 @@ class Outcomes:
         return cls(
             np_of("person_id").astype(np.int64),
             None if spec.count_by == "persons" else unit,
-            np_of("attempt").astype(np.int32), np_of("level").astype(np.int8),
-            np_of("reached").astype(np.int64), np_of("advanced").astype(np.int64), times,
+            np_of("attempt").astype(np.int32),
+            np_of("level").astype(np.int8),
+            np_of("reached").astype(np.int64),
+            np_of("advanced").astype(np.int64),
+            times,
             [table.column(breakdown_column(b)).combine_chunks() for b in spec.breakdowns],
         )
 
     def take(self, index: I64) -> Outcomes:
         pick = pa.array(index)
         return Outcomes(
-            self.person_id[index], None if self.unit is None else self.unit.take(pick),
-            self.attempt[index], self.level[index], self.reached[index], self.advanced[index],
-            self.times[index], [b.take(pick) for b in self.breakdowns],
+            self.person_id[index],
+            None if self.unit is None else self.unit.take(pick),
+            self.attempt[index],
+            self.level[index],
+            self.reached[index],
+            self.advanced[index],
+            self.times[index],
+            [b.take(pick) for b in self.breakdowns],
         )
 
     def __len__(self) -> int:
@@ -468,8 +603,7 @@ def compute_arrays(spec: FunnelSpec, layout: PersonLayout) -> Outcomes:
     s = prepare(spec, layout)
     # the chain's rows serve breakdowns and regrouped streams; otherwise its times suffice
     keep = bool(spec.breakdowns) or s.rows is not None or s.kunit_unit is not None
-    kunit, attempt, level, reached, advanced, chain, times = _run_kernel(spec, s,
-                                                                         keep_chain=keep)
+    kunit, attempt, level, reached, advanced, chain, times = _run_kernel(spec, s, keep_chain=keep)
     n = len(spec.steps)
     if s.kunit_unit is not None:
         times = None
@@ -502,26 +636,40 @@ def compute_arrays(spec: FunnelSpec, layout: PersonLayout) -> Outcomes:
         rows = chain  # stream rows are layout rows, and the kernel wrote the times
     else:
         rows, times = chain_rows_and_times(
-            np.ascontiguousarray(chain), _EMPTY_I64 if s.rows is None else s.rows, layout.ts)
+            np.ascontiguousarray(chain), _EMPTY_I64 if s.rows is None else s.rows, layout.ts
+        )
     breakdowns: list[pa.Array] = []
     if spec.breakdowns:
         touch = _attributed_rows(spec, rows, times)
         mask = pa.array(touch < 0)
         for b in spec.breakdowns:
             values = pc.cast(layout.column(b), pa.string())
-            picked = values.take(pa.array(np.maximum(touch, 0))) if len(touch) else \
-                pa.array([], pa.string())
-            breakdowns.append(pc.if_else(mask, pa.nulls(len(touch), pa.string()), picked)
-                              if len(touch) else picked)
-    whole = spec.counting == "uniques" and s.unit_label is None and s.unit_index is None \
-        and s.kunit_unit is None and unit.shape[0] == layout.n_persons
+            picked = (
+                values.take(pa.array(np.maximum(touch, 0)))
+                if len(touch)
+                else pa.array([], pa.string())
+            )
+            breakdowns.append(
+                pc.if_else(mask, pa.nulls(len(touch), pa.string()), picked)
+                if len(touch)
+                else picked
+            )
+    whole = (
+        spec.counting == "uniques"
+        and s.unit_label is None
+        and s.unit_index is None
+        and s.kunit_unit is None
+        and unit.shape[0] == layout.n_persons
+    )
     return Outcomes(
         # every person a unit, in layout order: no gather (copied: layouts refresh in place)
         person_id=layout.person_ids.copy() if whole else layout.person_ids[s.unit_person[unit]],
         unit=None if s.unit_label is None else s.unit_label.take(pa.array(unit)),
-        attempt=attempt.astype(np.int32, copy=False), level=level.astype(np.int8, copy=False),
+        attempt=attempt.astype(np.int32, copy=False),
+        level=level.astype(np.int8, copy=False),
         reached=reached.astype(np.int64, copy=False),
-        advanced=advanced.astype(np.int64, copy=False), times=times,
+        advanced=advanced.astype(np.int64, copy=False),
+        times=times,
         breakdowns=breakdowns,
     )
 
@@ -562,15 +710,23 @@ def compute_packed(specs: tuple[FunnelSpec, ...], layout: PersonLayout) -> pa.Ta
         with pa.ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table)
         payloads.append(sink.getvalue().to_pybytes())
-    return pa.table({"spec": pa.array(range(len(specs)), pa.int32()),
-                     "outcomes": pa.array(payloads, pa.binary())}, schema=PACKED_SCHEMA)
+    return pa.table(
+        {
+            "spec": pa.array(range(len(specs)), pa.int32()),
+            "outcomes": pa.array(payloads, pa.binary()),
+        },
+        schema=PACKED_SCHEMA,
+    )
 
 
 def unpack(specs: tuple[FunnelSpec, ...], packed: pa.Table) -> list[pa.Table]:
     """Inverse of :func:`compute_packed` over every partition's rows."""
     parts: list[list[pa.Table]] = [[] for _ in specs]
-    for index, payload in zip(packed.column("spec").to_pylist(),
-                              packed.column("outcomes").to_pylist(), strict=True):
+    for index, payload in zip(
+        packed.column("spec").to_pylist(), packed.column("outcomes").to_pylist(), strict=True
+    ):
         parts[index].append(pa.ipc.open_stream(payload).read_all())
-    return [pa.concat_tables(p) if p else outcome_schema(s).empty_table()
-            for p, s in zip(parts, specs, strict=True)]
+    return [
+        pa.concat_tables(p) if p else outcome_schema(s).empty_table()
+        for p, s in zip(parts, specs, strict=True)
+    ]

@@ -32,8 +32,20 @@ __all__ = [
 ]
 
 #: Upper edges (seconds) of the time-to-convert histogram bins, cut at the window.
-HISTOGRAM_EDGES: Final = (60, 300, 900, 3600, 6 * 3600, 86400, 3 * 86400, 7 * 86400,
-                          14 * 86400, 30 * 86400, 90 * 86400, 366 * 86400)
+HISTOGRAM_EDGES: Final = (
+    60,
+    300,
+    900,
+    3600,
+    6 * 3600,
+    86400,
+    3 * 86400,
+    7 * 86400,
+    14 * 86400,
+    30 * 86400,
+    90 * 86400,
+    366 * 86400,
+)
 
 EventsOf = Callable[[int, tuple[str, ...]], pa.Table]
 
@@ -66,12 +78,15 @@ class StepResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "step": self.step, "name": self.name, "count": self.count,
+            "step": self.step,
+            "name": self.name,
+            "count": self.count,
             "conversion_from_first": self.conversion_from_first,
             "conversion_from_first_interval": _pair(self.conversion_from_first_interval),
             "conversion_from_previous": self.conversion_from_previous,
             "conversion_from_previous_interval": _pair(self.conversion_from_previous_interval),
-            "dropoff": self.dropoff, "dropoff_rate": self.dropoff_rate,
+            "dropoff": self.dropoff,
+            "dropoff_rate": self.dropoff_rate,
             "optional": self.is_optional,
         }
 
@@ -96,9 +111,13 @@ class TimeToConvert:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "step": self.step, "count": self.count, "median_seconds": self.median_seconds,
-            "p25_seconds": self.p25_seconds, "p75_seconds": self.p75_seconds,
-            "p90_seconds": self.p90_seconds, "mean_seconds": self.mean_seconds,
+            "step": self.step,
+            "count": self.count,
+            "median_seconds": self.median_seconds,
+            "p25_seconds": self.p25_seconds,
+            "p75_seconds": self.p75_seconds,
+            "p90_seconds": self.p90_seconds,
+            "mean_seconds": self.mean_seconds,
             "histogram": [{"upper_seconds": e, "count": c} for e, c in self.histogram],
         }
 
@@ -115,10 +134,14 @@ class TrendPoint:
     counts: tuple[int, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"period_start": self.period_start.isoformat(), "entered": self.entered,
-                "converted": self.converted, "conversion": self.conversion,
-                "conversion_interval": _pair(self.conversion_interval),
-                "counts": list(self.counts)}
+        return {
+            "period_start": self.period_start.isoformat(),
+            "entered": self.entered,
+            "converted": self.converted,
+            "conversion": self.conversion,
+            "conversion_interval": _pair(self.conversion_interval),
+            "counts": list(self.counts),
+        }
 
 
 @dataclass(frozen=True)
@@ -168,7 +191,8 @@ class FunnelResult:
             "steps": [s.to_dict() for s in self.steps],
             "time_to_convert": [t.to_dict() for t in self.time_to_convert],
             "total_time_to_convert": self.total_time_to_convert.to_dict()
-            if self.total_time_to_convert else None,
+            if self.total_time_to_convert
+            else None,
             "trend": [p.to_dict() for p in self.trend],
             "breakdowns": [b.to_dict() for b in self.breakdowns],
         }
@@ -205,8 +229,9 @@ class FunnelResult:
             if not 1 <= step <= n:
                 from funnelscope.errors import InvalidInputError
 
-                raise InvalidInputError(f"step must be in 1..{n}, got {step}",
-                                        code="funnel.step_out_of_range")
+                raise InvalidInputError(
+                    f"step must be in 1..{n}, got {step}", code="funnel.step_out_of_range"
+                )
             at = (reached >> (step - 1)) & 1 == 1
             if dropped:
                 if step == 1:
@@ -226,8 +251,9 @@ class FunnelResult:
         frame = frame.drop(columns=drop)
         return frame.rename(columns={f"breakdown.{b}": b for b in self.spec.breakdowns})
 
-    def export_persons(self, path: str | Path, step: int | None = None, *,
-                       dropped: bool = False) -> Path:
+    def export_persons(
+        self, path: str | Path, step: int | None = None, *, dropped: bool = False
+    ) -> Path:
         """Write :meth:`persons` to CSV or Parquet (by the file suffix)."""
         target = Path(path)
         frame = self.persons(step, dropped=dropped)
@@ -265,8 +291,9 @@ def _bits(values: npt.NDArray[np.int64], n: int) -> list[int]:
     return [int(c) for c in bit_counts(np.ascontiguousarray(values, np.int64), n)]
 
 
-def _steps(spec: FunnelSpec, reached: npt.NDArray[np.int64],
-           advanced: npt.NDArray[np.int64]) -> tuple[StepResult, ...]:
+def _steps(
+    spec: FunnelSpec, reached: npt.NDArray[np.int64], advanced: npt.NDArray[np.int64]
+) -> tuple[StepResult, ...]:
     n = len(spec.steps)
     counts = _bits(reached, n)
     moved = _bits(advanced, n) if spec.is_open else counts
@@ -280,13 +307,26 @@ def _steps(spec: FunnelSpec, reached: npt.NDArray[np.int64],
             prev, prev_ci = _rate(moved[k], counts[refs[k]])
             drop = counts[refs[k]] - moved[k]
         drop_rate = None if prev is None else 1 - prev
-        out.append(StepResult(k + 1, step.name, counts[k], first, first_ci, prev, prev_ci,
-                              drop, drop_rate, step.is_optional))
+        out.append(
+            StepResult(
+                k + 1,
+                step.name,
+                counts[k],
+                first,
+                first_ci,
+                prev,
+                prev_ci,
+                drop,
+                drop_rate,
+                step.is_optional,
+            )
+        )
     return tuple(out)
 
 
-def _distribution(step: int | None, seconds: npt.NDArray[np.float64],
-                  window: timedelta) -> TimeToConvert:
+def _distribution(
+    step: int | None, seconds: npt.NDArray[np.float64], window: timedelta
+) -> TimeToConvert:
     if seconds.shape[0] == 0:
         return TimeToConvert(step, 0, None, None, None, None, None, ())
     q = np.percentile(seconds, [50, 25, 75, 90])
@@ -294,20 +334,30 @@ def _distribution(step: int | None, seconds: npt.NDArray[np.float64],
     edges = [float(e) for e in HISTOGRAM_EDGES if e < limit] + [limit]
     bins = np.searchsorted(np.asarray(edges), seconds, side="left")
     counts = np.bincount(np.minimum(bins, len(edges) - 1), minlength=len(edges))
-    return TimeToConvert(step, int(seconds.shape[0]), float(q[0]), float(q[1]), float(q[2]),
-                         float(q[3]), float(seconds.mean()),
-                         tuple((e, int(c)) for e, c in zip(edges, counts, strict=True)))
+    return TimeToConvert(
+        step,
+        int(seconds.shape[0]),
+        float(q[0]),
+        float(q[1]),
+        float(q[2]),
+        float(q[3]),
+        float(seconds.mean()),
+        tuple((e, int(c)) for e, c in zip(edges, counts, strict=True)),
+    )
 
 
-def _times_to_convert(spec: FunnelSpec, times: npt.NDArray[np.int64]
-                      ) -> tuple[tuple[TimeToConvert, ...], TimeToConvert | None]:
+def _times_to_convert(
+    spec: FunnelSpec, times: npt.NDArray[np.int64]
+) -> tuple[tuple[TimeToConvert, ...], TimeToConvert | None]:
     if spec.mode == "any" or times.shape[1] == 0:
         return (), None
     from funnelscope.kernels.outcomes import step_gaps
 
     values, offsets, total = step_gaps(np.ascontiguousarray(times), NONE)
-    out = [_distribution(k + 1, values[offsets[k]:offsets[k + 1]] / 1e6, spec.window)
-           for k in range(1, times.shape[1])]
+    out = [
+        _distribution(k + 1, values[offsets[k] : offsets[k + 1]] / 1e6, spec.window)
+        for k in range(1, times.shape[1])
+    ]
     return tuple(out), _distribution(None, total / 1e6, spec.window)
 
 
@@ -321,16 +371,22 @@ def _period_datetime(value: int, period: str) -> datetime:
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(days=int(value))
 
 
-def _trend(spec: FunnelSpec, times: npt.NDArray[np.int64],
-           reached: npt.NDArray[np.int64]) -> tuple[TrendPoint, ...]:
+def _trend(
+    spec: FunnelSpec, times: npt.NDArray[np.int64], reached: npt.NDArray[np.int64]
+) -> tuple[TrendPoint, ...]:
     n = len(spec.steps)
     if times.shape[0] == 0:
         return ()
     from funnelscope.kernels.outcomes import trend_counts
 
     first, entered_by, per_step = trend_counts(
-        np.ascontiguousarray(times), np.ascontiguousarray(reached, np.int64), n,
-        not (spec.is_open or spec.mode == "any"), _PERIODS[spec.trend_period], NONE)
+        np.ascontiguousarray(times),
+        np.ascontiguousarray(reached, np.int64),
+        n,
+        not (spec.is_open or spec.mode == "any"),
+        _PERIODS[spec.trend_period],
+        NONE,
+    )
     points = []
     for offset in np.flatnonzero(entered_by):
         value = int(first) + int(offset)
@@ -338,8 +394,16 @@ def _trend(spec: FunnelSpec, times: npt.NDArray[np.int64],
         entered = int(entered_by[offset])
         converted = counts[-1]
         rate, ci = _rate(converted, entered)
-        points.append(TrendPoint(_period_datetime(int(value), spec.trend_period), entered,
-                                 converted, rate, ci, counts))
+        points.append(
+            TrendPoint(
+                _period_datetime(int(value), spec.trend_period),
+                entered,
+                converted,
+                rate,
+                ci,
+                counts,
+            )
+        )
     return tuple(points)
 
 
@@ -348,8 +412,9 @@ def _breakdowns(spec: FunnelSpec, out: Outcomes) -> tuple[BreakdownResult, ...]:
         return ()
     import pandas as pd
 
-    frame = pd.DataFrame({b: col.to_pandas() for b, col in zip(spec.breakdowns, out.breakdowns,
-                                                                 strict=True)})
+    frame = pd.DataFrame(
+        {b: col.to_pandas() for b, col in zip(spec.breakdowns, out.breakdowns, strict=True)}
+    )
     entered = out.level > 0
     groups = frame[entered].groupby(list(spec.breakdowns), dropna=False, sort=False).indices
     index = np.flatnonzero(entered)
@@ -363,15 +428,24 @@ def _breakdowns(spec: FunnelSpec, out: Outcomes) -> tuple[BreakdownResult, ...]:
     return tuple(result)
 
 
-def build_result(spec: FunnelSpec, outcomes: Outcomes | pa.Table, *, engine: str,
-                 events_of: EventsOf | None = None) -> FunnelResult:
+def build_result(
+    spec: FunnelSpec,
+    outcomes: Outcomes | pa.Table,
+    *,
+    engine: str,
+    events_of: EventsOf | None = None,
+) -> FunnelResult:
     """Aggregate the outcomes (arrays, or the Arrow table of a distributed engine)."""
     out = outcomes if isinstance(outcomes, Outcomes) else Outcomes.from_arrow(spec, outcomes)
-    if len(out) > 1 and (out.unit is not None or spec.counting == "totals"
-                         or (np.diff(out.person_id) < 0).any()):
+    if len(out) > 1 and (
+        out.unit is not None or spec.counting == "totals" or (np.diff(out.person_id) < 0).any()
+    ):
         # partitions come back in any order; persons() is deterministic
-        unit = np.zeros(len(out), np.int64) if out.unit is None else np.asarray(
-            pc.rank(out.unit.fill_null(""), sort_keys="ascending"))
+        unit = (
+            np.zeros(len(out), np.int64)
+            if out.unit is None
+            else np.asarray(pc.rank(out.unit.fill_null(""), sort_keys="ascending"))
+        )
         out = out.take(np.lexsort((out.attempt, unit, out.person_id)))
     ttc, total = _times_to_convert(spec, out.times)
     return FunnelResult(

@@ -72,27 +72,48 @@ BASES: Final[dict[str, BaseInfo]] = {
     b.name: b
     for b in (
         BaseInfo("traffic", "session", "session start", (*_SESSION_DIMS, "page")),
-        BaseInfo("site_events", "tracked event (impressions, social, product views, engagement, "
-                 "page loads)", "event time", ("channel", "campaign", "device", "country",
-                                               "product", "page")),
-        BaseInfo("spend", "ad_spend row (day x channel x campaign)", "its date",
-                 ("channel", "campaign")),
+        BaseInfo(
+            "site_events",
+            "tracked event (impressions, social, product views, engagement, page loads)",
+            "event time",
+            ("channel", "campaign", "device", "country", "product", "page"),
+        ),
+        BaseInfo(
+            "spend", "ad_spend row (day x channel x campaign)", "its date", ("channel", "campaign")
+        ),
         BaseInfo("email_sends", "email campaign", "its send time", ("channel", "campaign")),
-        BaseInfo("email_engagement", "person x email campaign with an open or click",
-                 "the campaign's send time", ("channel", "campaign")),
-        BaseInfo("orders", "order (order_completed, deduplicated by order_id)", "order time",
-                 _SESSION_DIMS),
+        BaseInfo(
+            "email_engagement",
+            "person x email campaign with an open or click",
+            "the campaign's send time",
+            ("channel", "campaign"),
+        ),
+        BaseInfo(
+            "orders",
+            "order (order_completed, deduplicated by order_id)",
+            "order time",
+            _SESSION_DIMS,
+        ),
         BaseInfo("order_items", "order line item", "order time", (*_SESSION_DIMS, "product")),
-        BaseInfo("carts", "session with an add-to-cart", "its first add-to-cart",
-                 _SESSION_DIMS),
-        BaseInfo("checkouts", "session with a checkout start", "its first checkout start",
-                 _SESSION_DIMS),
-        BaseInfo("customers", "customer x period with at least one order in it",
-                 "the period", ("channel", "country")),
-        BaseInfo("retention", "customer x period who ordered in the period before",
-                 "the period", ("channel", "country")),
-        BaseInfo("surveys", "NPS survey response (survey_responses, survey = 'nps')",
-                 "answer time", ()),
+        BaseInfo("carts", "session with an add-to-cart", "its first add-to-cart", _SESSION_DIMS),
+        BaseInfo(
+            "checkouts", "session with a checkout start", "its first checkout start", _SESSION_DIMS
+        ),
+        BaseInfo(
+            "customers",
+            "customer x period with at least one order in it",
+            "the period",
+            ("channel", "country"),
+        ),
+        BaseInfo(
+            "retention",
+            "customer x period who ordered in the period before",
+            "the period",
+            ("channel", "country"),
+        ),
+        BaseInfo(
+            "surveys", "NPS survey response (survey_responses, survey = 'nps')", "answer time", ()
+        ),
     )
 }
 
@@ -177,14 +198,20 @@ def _count(event: str) -> Measure:
 
 
 def _social(action: str) -> Measure:
-    return _m("site_events",
-              f"count(*) FILTER (WHERE event = 'social_engaged' AND social_action = '{action}')",
-              events=("social_engaged",))
+    return _m(
+        "site_events",
+        f"count(*) FILTER (WHERE event = 'social_engaged' AND social_action = '{action}')",
+        events=("social_engaged",),
+    )
 
 
 def _load(q: float) -> Measure:
-    return _m("site_events", "CASE WHEN event = 'page_viewed' THEN load_ms END", quantile=q,
-              events=("page_viewed",))
+    return _m(
+        "site_events",
+        "CASE WHEN event = 'page_viewed' THEN load_ms END",
+        quantile=q,
+        events=("page_viewed",),
+    )
 
 
 A, INT, D, ACT, R = Stage.AWARENESS, Stage.INTEREST, Stage.DECISION, Stage.ACTION, Stage.RETENTION
@@ -204,139 +231,444 @@ _LOAD_DIMS = ("channel", "device", "country", "page")
 
 CATALOGUE: Final[tuple[Kpi, ...]] = (
     # -- Awareness ---------------------------------------------------------------------------
-    Kpi("impressions", A, "count", "Ad impressions reported by the ad platforms (ad_spend); "
+    Kpi(
+        "impressions",
+        A,
+        "count",
+        "Ad impressions reported by the ad platforms (ad_spend); "
         "without ad spend rows in the window, person-level ad_impression events.",
-        IMPRESSIONS, additive=True, fallback=_count("ad_impression"),
-        fallback_note="no ad_spend rows: counted from ad_impression events"),
-    Kpi("reach", A, "count", "Unique persons shown an ad (ad_impression events); without "
+        IMPRESSIONS,
+        additive=True,
+        fallback=_count("ad_impression"),
+        fallback_note="no ad_spend rows: counted from ad_impression events",
+    ),
+    Kpi(
+        "reach",
+        A,
+        "count",
+        "Unique persons shown an ad (ad_impression events); without "
         "person-level impressions in the window, the platforms' reach from ad_spend (summed, so "
         "not de-duplicated across days, channels or campaigns).",
-        _m("site_events", "count(DISTINCT person_id) FILTER (WHERE event = 'ad_impression')",
-           events=("ad_impression",)),
+        _m(
+            "site_events",
+            "count(DISTINCT person_id) FILTER (WHERE event = 'ad_impression')",
+            events=("ad_impression",),
+        ),
         fallback=_m("spend", "sum(reach)"),
-        fallback_note="no ad_impression events: summed ad_spend.reach (not de-duplicated)"),
-    Kpi("sessions", A, "count", "Sessions started in the period (docs/sessions.md).", SESSIONS,
-        additive=True),
+        fallback_note="no ad_impression events: summed ad_spend.reach (not de-duplicated)",
+    ),
+    Kpi(
+        "sessions",
+        A,
+        "count",
+        "Sessions started in the period (docs/sessions.md).",
+        SESSIONS,
+        additive=True,
+    ),
     Kpi("visitors", A, "count", "Unique persons with a session started in the period.", VISITORS),
-    Kpi("new_visitors", A, "count", "Persons whose first session ever started in the period.",
-        _m("traffic", "count(*) FILTER (WHERE is_new_visitor)"), additive=True),
-    Kpi("social_likes", A, "count", "Likes: social_engaged events with action `like`.",
-        _social("like"), additive=True),
-    Kpi("social_comments", A, "count", "Comments: social_engaged events with action `comment`.",
-        _social("comment"), additive=True),
-    Kpi("social_shares", A, "count", "Shares: social_engaged events with action `share`.",
-        _social("share"), additive=True),
-    Kpi("social_follows", A, "count", "Follows: social_engaged events with action `follow`.",
-        _social("follow"), additive=True),
-    Kpi("cpm", A, "currency", "Cost per thousand impressions: spend / impressions x 1000.",
-        SPEND, IMPRESSIONS, scale=1000.0, higher_is_better=False),
+    Kpi(
+        "new_visitors",
+        A,
+        "count",
+        "Persons whose first session ever started in the period.",
+        _m("traffic", "count(*) FILTER (WHERE is_new_visitor)"),
+        additive=True,
+    ),
+    Kpi(
+        "social_likes",
+        A,
+        "count",
+        "Likes: social_engaged events with action `like`.",
+        _social("like"),
+        additive=True,
+    ),
+    Kpi(
+        "social_comments",
+        A,
+        "count",
+        "Comments: social_engaged events with action `comment`.",
+        _social("comment"),
+        additive=True,
+    ),
+    Kpi(
+        "social_shares",
+        A,
+        "count",
+        "Shares: social_engaged events with action `share`.",
+        _social("share"),
+        additive=True,
+    ),
+    Kpi(
+        "social_follows",
+        A,
+        "count",
+        "Follows: social_engaged events with action `follow`.",
+        _social("follow"),
+        additive=True,
+    ),
+    Kpi(
+        "cpm",
+        A,
+        "currency",
+        "Cost per thousand impressions: spend / impressions x 1000.",
+        SPEND,
+        IMPRESSIONS,
+        scale=1000.0,
+        higher_is_better=False,
+    ),
     # -- Interest ----------------------------------------------------------------------------
-    Kpi("ctr", INT, "ratio", "Click-through rate: ad clicks / ad impressions (ad_spend).",
-        CLICKS, IMPRESSIONS),
-    Kpi("cpc", INT, "currency", "Cost per click: spend / ad clicks (ad_spend).", SPEND, CLICKS,
-        higher_is_better=False),
-    Kpi("product_views", INT, "count", "Product detail views (product_viewed events).",
-        _count("product_viewed"), additive=True),
-    Kpi("product_views_per_session", INT, "count", "product_viewed events / sessions.",
-        _m("traffic", "sum(product_views)"), SESSIONS),
-    Kpi("time_on_page", INT, "seconds", "Average time on page: from a page_viewed event to the "
+    Kpi(
+        "ctr",
+        INT,
+        "ratio",
+        "Click-through rate: ad clicks / ad impressions (ad_spend).",
+        CLICKS,
+        IMPRESSIONS,
+    ),
+    Kpi(
+        "cpc",
+        INT,
+        "currency",
+        "Cost per click: spend / ad clicks (ad_spend).",
+        SPEND,
+        CLICKS,
+        higher_is_better=False,
+    ),
+    Kpi(
+        "product_views",
+        INT,
+        "count",
+        "Product detail views (product_viewed events).",
+        _count("product_viewed"),
+        additive=True,
+    ),
+    Kpi(
+        "product_views_per_session",
+        INT,
+        "count",
+        "product_viewed events / sessions.",
+        _m("traffic", "sum(product_views)"),
+        SESSIONS,
+    ),
+    Kpi(
+        "time_on_page",
+        INT,
+        "seconds",
+        "Average time on page: from a page_viewed event to the "
         "next event of the same session; the last page of a session has no known time and is "
-        "left out.", _m("traffic", "sum(timed_page_us)"), _m("traffic", "sum(timed_pages)"),
-        numerator_scale=1e-6),
-    Kpi("scroll_depth", INT, "percent", "Average scroll depth (properties.scroll_depth, 0-100) of "
+        "left out.",
+        _m("traffic", "sum(timed_page_us)"),
+        _m("traffic", "sum(timed_pages)"),
+        numerator_scale=1e-6,
+    ),
+    Kpi(
+        "scroll_depth",
+        INT,
+        "percent",
+        "Average scroll depth (properties.scroll_depth, 0-100) of "
         "content_engaged events that track it.",
-        _m("site_events", "sum(scroll_depth) FILTER (WHERE event = 'content_engaged')",
-           events=("content_engaged",)),
-        _m("site_events", "count(scroll_depth) FILTER (WHERE event = 'content_engaged')",
-           events=("content_engaged",))),
-    Kpi("email_open_rate", INT, "ratio", "Unique opens / delivered emails, per campaign sent in "
+        _m(
+            "site_events",
+            "sum(scroll_depth) FILTER (WHERE event = 'content_engaged')",
+            events=("content_engaged",),
+        ),
+        _m(
+            "site_events",
+            "count(scroll_depth) FILTER (WHERE event = 'content_engaged')",
+            events=("content_engaged",),
+        ),
+    ),
+    Kpi(
+        "email_open_rate",
+        INT,
+        "ratio",
+        "Unique opens / delivered emails, per campaign sent in "
         "the period (a click counts as an open).",
-        _m("email_engagement", "sum(opened)"), DELIVERED),
-    Kpi("email_click_rate", INT, "ratio", "Unique clicks / delivered emails, per campaign sent in "
-        "the period.", _m("email_engagement", "sum(clicked)"), DELIVERED),
-    Kpi("email_click_to_open_rate", INT, "ratio", "Unique clicks / unique opens.",
-        _m("email_engagement", "sum(clicked)"), _m("email_engagement", "sum(opened)")),
-    Kpi("bounce_rate", INT, "ratio", "Bounced sessions / sessions (bounce rule: "
-        "docs/sessions.md).", _m("traffic", "count(*) FILTER (WHERE is_bounce)"), SESSIONS,
-        higher_is_better=False),
-    Kpi("avg_session_duration", INT, "seconds", "Average session duration (first to last event).",
-        _m("traffic", "sum(duration_us)"), SESSIONS, numerator_scale=1e-6),
-    Kpi("pages_per_session", INT, "count", "page_viewed events / sessions.",
-        _m("traffic", "sum(page_count)"), SESSIONS),
-    Kpi("page_load_p50", INT, "seconds", "Median page load time (page_viewed "
-        "properties.load_time_ms), where tracked.", _load(0.5), numerator_scale=1e-3,
-        higher_is_better=False, only=_LOAD_DIMS),
-    Kpi("page_load_p75", INT, "seconds", "75th percentile page load time, where tracked.",
-        _load(0.75), numerator_scale=1e-3, higher_is_better=False, only=_LOAD_DIMS),
-    Kpi("page_load_p95", INT, "seconds", "95th percentile page load time, where tracked.",
-        _load(0.95), numerator_scale=1e-3, higher_is_better=False, only=_LOAD_DIMS),
+        _m("email_engagement", "sum(opened)"),
+        DELIVERED,
+    ),
+    Kpi(
+        "email_click_rate",
+        INT,
+        "ratio",
+        "Unique clicks / delivered emails, per campaign sent in the period.",
+        _m("email_engagement", "sum(clicked)"),
+        DELIVERED,
+    ),
+    Kpi(
+        "email_click_to_open_rate",
+        INT,
+        "ratio",
+        "Unique clicks / unique opens.",
+        _m("email_engagement", "sum(clicked)"),
+        _m("email_engagement", "sum(opened)"),
+    ),
+    Kpi(
+        "bounce_rate",
+        INT,
+        "ratio",
+        "Bounced sessions / sessions (bounce rule: docs/sessions.md).",
+        _m("traffic", "count(*) FILTER (WHERE is_bounce)"),
+        SESSIONS,
+        higher_is_better=False,
+    ),
+    Kpi(
+        "avg_session_duration",
+        INT,
+        "seconds",
+        "Average session duration (first to last event).",
+        _m("traffic", "sum(duration_us)"),
+        SESSIONS,
+        numerator_scale=1e-6,
+    ),
+    Kpi(
+        "pages_per_session",
+        INT,
+        "count",
+        "page_viewed events / sessions.",
+        _m("traffic", "sum(page_count)"),
+        SESSIONS,
+    ),
+    Kpi(
+        "page_load_p50",
+        INT,
+        "seconds",
+        "Median page load time (page_viewed properties.load_time_ms), where tracked.",
+        _load(0.5),
+        numerator_scale=1e-3,
+        higher_is_better=False,
+        only=_LOAD_DIMS,
+    ),
+    Kpi(
+        "page_load_p75",
+        INT,
+        "seconds",
+        "75th percentile page load time, where tracked.",
+        _load(0.75),
+        numerator_scale=1e-3,
+        higher_is_better=False,
+        only=_LOAD_DIMS,
+    ),
+    Kpi(
+        "page_load_p95",
+        INT,
+        "seconds",
+        "95th percentile page load time, where tracked.",
+        _load(0.95),
+        numerator_scale=1e-3,
+        higher_is_better=False,
+        only=_LOAD_DIMS,
+    ),
     # -- Decision ----------------------------------------------------------------------------
-    Kpi("conversion_rate", D, "ratio", "Visitors -> purchasers: persons with an order / persons "
-        "with a session, in the period.", PURCHASERS, VISITORS, only=_NO_VISITOR_TYPE),
-    Kpi("session_conversion_rate", D, "ratio", "Sessions -> orders: orders / sessions.",
-        ORDERS, SESSIONS, only=_NO_VISITOR_TYPE),
-    Kpi("add_to_cart_rate", D, "ratio", "Sessions with an add-to-cart / sessions.",
-        _m("traffic", "count(*) FILTER (WHERE cart_adds > 0)"), SESSIONS),
-    Kpi("cart_abandonment_rate", D, "ratio", "Carts (sessions with an add-to-cart) with no order "
+    Kpi(
+        "conversion_rate",
+        D,
+        "ratio",
+        "Visitors -> purchasers: persons with an order / persons with a session, in the period.",
+        PURCHASERS,
+        VISITORS,
+        only=_NO_VISITOR_TYPE,
+    ),
+    Kpi(
+        "session_conversion_rate",
+        D,
+        "ratio",
+        "Sessions -> orders: orders / sessions.",
+        ORDERS,
+        SESSIONS,
+        only=_NO_VISITOR_TYPE,
+    ),
+    Kpi(
+        "add_to_cart_rate",
+        D,
+        "ratio",
+        "Sessions with an add-to-cart / sessions.",
+        _m("traffic", "count(*) FILTER (WHERE cart_adds > 0)"),
+        SESSIONS,
+    ),
+    Kpi(
+        "cart_abandonment_rate",
+        D,
+        "ratio",
+        "Carts (sessions with an add-to-cart) with no order "
         "by the person within the cart window (default 24 h) of the first add / carts.",
-        _m("carts", "count(*) FILTER (WHERE is_abandoned)"), _m("carts", "count(*)"),
-        higher_is_better=False),
-    Kpi("checkout_abandonment_rate", D, "ratio", "Checkouts (sessions with a checkout start) with "
+        _m("carts", "count(*) FILTER (WHERE is_abandoned)"),
+        _m("carts", "count(*)"),
+        higher_is_better=False,
+    ),
+    Kpi(
+        "checkout_abandonment_rate",
+        D,
+        "ratio",
+        "Checkouts (sessions with a checkout start) with "
         "no order by the person within the cart window of the first start / checkouts.",
-        _m("checkouts", "count(*) FILTER (WHERE is_abandoned)"), _m("checkouts", "count(*)"),
-        higher_is_better=False),
+        _m("checkouts", "count(*) FILTER (WHERE is_abandoned)"),
+        _m("checkouts", "count(*)"),
+        higher_is_better=False,
+    ),
     # -- Action ------------------------------------------------------------------------------
-    Kpi("orders", ACT, "count", "Orders placed (order_completed, one per order_id).", ORDERS,
-        additive=True),
-    Kpi("revenue", ACT, "currency", "Gross order revenue in the store currency (refunds are not "
-        "subtracted; see refund_rate).", REVENUE, additive=True),
+    Kpi(
+        "orders",
+        ACT,
+        "count",
+        "Orders placed (order_completed, one per order_id).",
+        ORDERS,
+        additive=True,
+    ),
+    Kpi(
+        "revenue",
+        ACT,
+        "currency",
+        "Gross order revenue in the store currency (refunds are not subtracted; see refund_rate).",
+        REVENUE,
+        additive=True,
+    ),
     Kpi("aov", ACT, "currency", "Average order value: revenue / orders.", REVENUE, ORDERS),
-    Kpi("units_per_order", ACT, "count", "Units (sum of line item quantities) / orders that list "
-        "their items.", _m("orders", "sum(units) FILTER (WHERE has_items)"),
-        _m("orders", "count(*) FILTER (WHERE has_items)")),
-    Kpi("units_sold", ACT, "count", "Units sold: sum of line item quantities (1 when missing).",
-        _m("order_items", "sum(quantity)"), additive=True),
-    Kpi("product_revenue", ACT, "currency", "Line item revenue (price x quantity) in the store "
-        "currency.", _m("order_items", "sum(line_revenue)", money=True), additive=True),
-    Kpi("sales_conversion_rate", ACT, "ratio", "Deciders -> buyers: persons with an order / "
-        "persons with a cart, in the period.", PURCHASERS, _m("carts", "count(DISTINCT person_id)"),
-        only=_NO_VISITOR_TYPE),
-    Kpi("roas", ACT, "multiple", "Return on ad spend: revenue attributed last touch (the channel "
-        "and campaign of the order's session) / ad spend.", REVENUE, SPEND),
-    Kpi("cac", ACT, "currency", "Customer acquisition cost: ad spend / new customers (first "
-        "orders ever, by the channel and campaign of that order's session).", SPEND,
-        NEW_CUSTOMERS, higher_is_better=False),
-    Kpi("refund_rate", ACT, "ratio", "Orders placed in the period with an order_refunded event "
-        "(any time) / orders.", _m("orders", "count(*) FILTER (WHERE is_refunded)"), ORDERS,
-        higher_is_better=False),
-    Kpi("return_rate", ACT, "ratio", "Orders placed in the period with a product_returned event "
-        "(any time) / orders.", _m("orders", "count(*) FILTER (WHERE is_returned)"), ORDERS,
-        higher_is_better=False),
+    Kpi(
+        "units_per_order",
+        ACT,
+        "count",
+        "Units (sum of line item quantities) / orders that list their items.",
+        _m("orders", "sum(units) FILTER (WHERE has_items)"),
+        _m("orders", "count(*) FILTER (WHERE has_items)"),
+    ),
+    Kpi(
+        "units_sold",
+        ACT,
+        "count",
+        "Units sold: sum of line item quantities (1 when missing).",
+        _m("order_items", "sum(quantity)"),
+        additive=True,
+    ),
+    Kpi(
+        "product_revenue",
+        ACT,
+        "currency",
+        "Line item revenue (price x quantity) in the store currency.",
+        _m("order_items", "sum(line_revenue)", money=True),
+        additive=True,
+    ),
+    Kpi(
+        "sales_conversion_rate",
+        ACT,
+        "ratio",
+        "Deciders -> buyers: persons with an order / persons with a cart, in the period.",
+        PURCHASERS,
+        _m("carts", "count(DISTINCT person_id)"),
+        only=_NO_VISITOR_TYPE,
+    ),
+    Kpi(
+        "roas",
+        ACT,
+        "multiple",
+        "Return on ad spend: revenue attributed last touch (the channel "
+        "and campaign of the order's session) / ad spend.",
+        REVENUE,
+        SPEND,
+    ),
+    Kpi(
+        "cac",
+        ACT,
+        "currency",
+        "Customer acquisition cost: ad spend / new customers (first "
+        "orders ever, by the channel and campaign of that order's session).",
+        SPEND,
+        NEW_CUSTOMERS,
+        higher_is_better=False,
+    ),
+    Kpi(
+        "refund_rate",
+        ACT,
+        "ratio",
+        "Orders placed in the period with an order_refunded event (any time) / orders.",
+        _m("orders", "count(*) FILTER (WHERE is_refunded)"),
+        ORDERS,
+        higher_is_better=False,
+    ),
+    Kpi(
+        "return_rate",
+        ACT,
+        "ratio",
+        "Orders placed in the period with a product_returned event (any time) / orders.",
+        _m("orders", "count(*) FILTER (WHERE is_returned)"),
+        ORDERS,
+        higher_is_better=False,
+    ),
     # -- Retention ---------------------------------------------------------------------------
-    Kpi("repeat_purchase_rate", R, "ratio", "Customers of the period with two or more orders ever "
+    Kpi(
+        "repeat_purchase_rate",
+        R,
+        "ratio",
+        "Customers of the period with two or more orders ever "
         "(up to the period's end) / customers of the period.",
-        _m("customers", "count(*) FILTER (WHERE lifetime_orders >= 2)"), CUSTOMERS),
-    Kpi("customer_retention_rate", R, "ratio", "Customers of the previous period (bucket) who "
+        _m("customers", "count(*) FILTER (WHERE lifetime_orders >= 2)"),
+        CUSTOMERS,
+    ),
+    Kpi(
+        "customer_retention_rate",
+        R,
+        "ratio",
+        "Customers of the previous period (bucket) who "
         "ordered again in this one / customers of the previous period.",
-        _m("retention", "sum(retained)"), _m("retention", "count(*)")),
-    Kpi("churn_rate", R, "ratio", "Customers of the previous period (bucket) with no order in "
+        _m("retention", "sum(retained)"),
+        _m("retention", "count(*)"),
+    ),
+    Kpi(
+        "churn_rate",
+        R,
+        "ratio",
+        "Customers of the previous period (bucket) with no order in "
         "this one / customers of the previous period (= 1 - retention).",
-        _m("retention", "count(*) FILTER (WHERE retained = 0)"), _m("retention", "count(*)"),
-        higher_is_better=False),
-    Kpi("purchase_frequency", R, "count", "Orders / customers, in the period.",
-        _m("customers", "sum(period_orders)"), CUSTOMERS),
-    Kpi("avg_customer_lifespan", R, "days", "Average time from a customer's first order to their "
+        _m("retention", "count(*) FILTER (WHERE retained = 0)"),
+        _m("retention", "count(*)"),
+        higher_is_better=False,
+    ),
+    Kpi(
+        "purchase_frequency",
+        R,
+        "count",
+        "Orders / customers, in the period.",
+        _m("customers", "sum(period_orders)"),
+        CUSTOMERS,
+    ),
+    Kpi(
+        "avg_customer_lifespan",
+        R,
+        "days",
+        "Average time from a customer's first order to their "
         "last order up to the period's end, over the period's customers.",
-        _m("customers", "sum(lifespan_us)"), CUSTOMERS, numerator_scale=1 / 86_400e6),
-    Kpi("historical_clv", R, "currency", "Historical customer lifetime value: revenue of the "
+        _m("customers", "sum(lifespan_us)"),
+        CUSTOMERS,
+        numerator_scale=1 / 86_400e6,
+    ),
+    Kpi(
+        "historical_clv",
+        R,
+        "currency",
+        "Historical customer lifetime value: revenue of the "
         "period's customers from their first order to the period's end / customers.",
-        _m("customers", "sum(lifetime_revenue)", money=True), CUSTOMERS),
-    Kpi("nps", R, "score", "Net Promoter Score: % promoters (9-10) - % detractors (0-6); the "
+        _m("customers", "sum(lifetime_revenue)", money=True),
+        CUSTOMERS,
+    ),
+    Kpi(
+        "nps",
+        R,
+        "score",
+        "Net Promoter Score: % promoters (9-10) - % detractors (0-6); the "
         "denominator is the response count.",
         _m("surveys", "count(*) FILTER (WHERE score >= 9) - count(*) FILTER (WHERE score <= 6)"),
-        _m("surveys", "count(*)"), scale=100.0),
-    Kpi("clv_cac", R, "multiple", "Historical CLV / CAC (by acquisition channel).",
-        "historical_clv", "cac", only=("channel",)),
+        _m("surveys", "count(*)"),
+        scale=100.0,
+    ),
+    Kpi(
+        "clv_cac",
+        R,
+        "multiple",
+        "Historical CLV / CAC (by acquisition channel).",
+        "historical_clv",
+        "cac",
+        only=("channel",),
+    ),
 )
 
 _BY_NAME: Final = {k.name: k for k in CATALOGUE}
@@ -384,7 +716,7 @@ def render_markdown() -> str:
         "are never summed raw.",
         "- Additive KPIs add up over the values of any breakdown; the others do not (a person "
         "can visit through two channels).",
-        "- `compare=\"previous_period\"` runs the same KPIs over the window of the same length "
+        '- `compare="previous_period"` runs the same KPIs over the window of the same length '
         "just before; with a granularity, the k-th bucket of the window is compared with the "
         "k-th bucket of the previous window. change = value / previous_value - 1 (null when the "
         "previous value is 0 or null).",
@@ -428,8 +760,11 @@ def render_markdown() -> str:
     lines += [f"| `{d}` | {text} |" for d, text in DIMENSIONS.items()]
     for stage in Stage:
         lines += ["", f"## {stage.label}", ""]
-        lines += ["| KPI | unit | better | additive | definition | numerator | denominator | "
-                  "scale | breakdowns |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "| KPI | unit | better | additive | definition | numerator | denominator | "
+            "scale | breakdowns |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for k in CATALOGUE:
             if k.stage != stage:
                 continue
@@ -438,7 +773,8 @@ def render_markdown() -> str:
                 definition += f" Fallback: {_formula(k.fallback)}."
             scale = " ".join(
                 ([f"value x {k.scale:g}"] if k.scale != 1.0 else [])
-                + ([f"numerator x {k.numerator_scale:g}"] if k.numerator_scale != 1.0 else []))
+                + ([f"numerator x {k.numerator_scale:g}"] if k.numerator_scale != 1.0 else [])
+            )
             lines.append(
                 f"| `{k.name}` | {k.unit} | {'higher' if k.higher_is_better else 'lower'} | "
                 f"{'yes' if k.additive else 'no'} | {definition} | {_formula(k.numerator)} | "
@@ -458,8 +794,10 @@ _RATES = """
 _RATE_JOIN = """LEFT JOIN _rates r ON r.currency = {a}.currency
     AND {a}.currency <> $store_currency AND {ts} >= r.valid_from
     AND (r.valid_to IS NULL OR {ts} < r.valid_to)"""
-_RATE = "CASE WHEN {a}.currency = $store_currency THEN CAST(1 AS DECIMAL(18, 8)) " \
-        "ELSE CAST(r.rate AS DECIMAL(18, 8)) END"
+_RATE = (
+    "CASE WHEN {a}.currency = $store_currency THEN CAST(1 AS DECIMAL(18, 8)) "
+    "ELSE CAST(r.rate AS DECIMAL(18, 8)) END"
+)
 _IN_WINDOW = "{ts} >= $start AND {ts} < $end"
 _SESSION_COLS = """s.channel, s.utm_campaign AS campaign, s.device_type AS device, s.country"""
 
@@ -475,8 +813,14 @@ class BasePlan:
     Queries bind ``$start``, ``$end``, ``$lookback``, ``$store_currency``, ``$cart_window_us``.
     """
 
-    def __init__(self, *, granularity: str | None, session: SessionSpec,
-                 session_ctes: list[tuple[str, str]], site_events: Sequence[str]) -> None:
+    def __init__(
+        self,
+        *,
+        granularity: str | None,
+        session: SessionSpec,
+        session_ctes: list[tuple[str, str]],
+        site_events: Sequence[str],
+    ) -> None:
         self.granularity = granularity
         self.session = session
         self.ctes: dict[str, str] = {}
@@ -533,8 +877,11 @@ class BasePlan:
         self._add("_orders_all", body, "_rates", "sessions")
 
     def _first_orders(self) -> None:
-        self._add("_first_orders", "SELECT person_id, channel, country FROM _orders_all "
-                  "WHERE order_rank = 1", "_orders_all")
+        self._add(
+            "_first_orders",
+            "SELECT person_id, channel, country FROM _orders_all WHERE order_rank = 1",
+            "_orders_all",
+        )
 
     # the bases of kpi_catalogue.BASES
     def _traffic(self) -> None:
@@ -572,8 +919,11 @@ class BasePlan:
         self._add("spend", body, "_rates")
 
     def _email_campaigns(self) -> None:
-        self._add("_email_campaigns", "SELECT campaign_id, min(sent_at) AS sent_at, "
-                  "sum(delivered) AS delivered FROM email_campaigns GROUP BY campaign_id")
+        self._add(
+            "_email_campaigns",
+            "SELECT campaign_id, min(sent_at) AS sent_at, "
+            "sum(delivered) AS delivered FROM email_campaigns GROUP BY campaign_id",
+        )
 
     def _email_sends(self) -> None:
         body = f"""SELECT sent_at AS ts, 'email' AS channel, campaign_id AS campaign, delivered
@@ -672,10 +1022,14 @@ class BasePlan:
     def _retention(self) -> None:
         g = self.granularity
         if g is None:
-            bucket_any = ("CASE WHEN ts < $start THEN CAST($lookback AS TIMESTAMPTZ) "
-                          "ELSE CAST($start AS TIMESTAMPTZ) END")
-            following = ("CASE WHEN a.period < CAST($start AS TIMESTAMPTZ) "
-                         "THEN CAST($start AS TIMESTAMPTZ) END")
+            bucket_any = (
+                "CASE WHEN ts < $start THEN CAST($lookback AS TIMESTAMPTZ) "
+                "ELSE CAST($start AS TIMESTAMPTZ) END"
+            )
+            following = (
+                "CASE WHEN a.period < CAST($start AS TIMESTAMPTZ) "
+                "THEN CAST($start AS TIMESTAMPTZ) END"
+            )
             first = "CAST($start AS TIMESTAMPTZ)"
         else:
             bucket_any = f"date_trunc('{g}', ts)"

@@ -128,53 +128,92 @@ class KpiSpec:
             problems.append(Problem("kpi.no_kpis", "names", "name at least one KPI"))
         unknown = [n for n in self.names if n not in known]
         if unknown:
-            problems.append(Problem("kpi.unknown", "names", f"unknown KPI(s) {unknown}; allowed: "
-                                    f"{', '.join(k.name for k in CATALOGUE)}"))
+            problems.append(
+                Problem(
+                    "kpi.unknown",
+                    "names",
+                    f"unknown KPI(s) {unknown}; allowed: {', '.join(k.name for k in CATALOGUE)}",
+                )
+            )
         for label, value in (("start", self.start), ("end", self.end)):
             if not isinstance(value, datetime) or value.tzinfo is None:
-                problems.append(Problem("kpi.naive_time", label,
-                                        f"{label} must be a timezone-aware datetime (UTC)"))
+                problems.append(
+                    Problem(
+                        "kpi.naive_time", label, f"{label} must be a timezone-aware datetime (UTC)"
+                    )
+                )
         if not problems and self.end <= self.start:
             problems.append(Problem("kpi.empty_window", "end", "end must be after start"))
         if self.granularity is not None and self.granularity not in GRANULARITIES:
-            problems.append(Problem("kpi.bad_granularity", "granularity",
-                                    f"unknown granularity {self.granularity!r}; allowed: "
-                                    f"{', '.join(GRANULARITIES)} or none"))
+            problems.append(
+                Problem(
+                    "kpi.bad_granularity",
+                    "granularity",
+                    f"unknown granularity {self.granularity!r}; allowed: "
+                    f"{', '.join(GRANULARITIES)} or none",
+                )
+            )
         elif not problems and self.granularity is not None:
             days = (self.end - self.start).days
             per = {"day": 1, "week": 7, "month": 28}[self.granularity]
             if days / per > MAX_BUCKETS:
-                problems.append(Problem("kpi.too_many_periods", "granularity",
-                                        f"at most {MAX_BUCKETS} periods; use a coarser "
-                                        "granularity or a shorter window"))
+                problems.append(
+                    Problem(
+                        "kpi.too_many_periods",
+                        "granularity",
+                        f"at most {MAX_BUCKETS} periods; use a coarser "
+                        "granularity or a shorter window",
+                    )
+                )
         if self.compare is not None and self.compare not in COMPARES:
-            problems.append(Problem("kpi.bad_compare", "compare", f"unknown comparison "
-                                    f"{self.compare!r}; allowed: previous_period or none"))
+            problems.append(
+                Problem(
+                    "kpi.bad_compare",
+                    "compare",
+                    f"unknown comparison {self.compare!r}; allowed: previous_period or none",
+                )
+            )
         if len(set(self.breakdown)) != len(self.breakdown):
-            problems.append(Problem("kpi.duplicate_breakdown", "breakdown",
-                                    "a breakdown is named twice"))
+            problems.append(
+                Problem("kpi.duplicate_breakdown", "breakdown", "a breakdown is named twice")
+            )
         if self.cart_window <= timedelta(0):
-            problems.append(Problem("kpi.bad_cart_window", "cart_window",
-                                    "the cart window must be positive"))
-        for where, dims in (("breakdown", self.breakdown),
-                            ("filters", tuple(k for k, _ in self.filters))):
+            problems.append(
+                Problem("kpi.bad_cart_window", "cart_window", "the cart window must be positive")
+            )
+        for where, dims in (
+            ("breakdown", self.breakdown),
+            ("filters", tuple(k for k, _ in self.filters)),
+        ):
             bad = [d for d in dims if d not in DIMENSIONS]
             if bad:
-                problems.append(Problem("kpi.unknown_breakdown", where, f"unknown breakdown(s) "
-                                        f"{bad}; allowed: {', '.join(DIMENSIONS)}"))
+                problems.append(
+                    Problem(
+                        "kpi.unknown_breakdown",
+                        where,
+                        f"unknown breakdown(s) {bad}; allowed: {', '.join(DIMENSIONS)}",
+                    )
+                )
                 continue
             for kpi in (kpi_by_name(n) for n in self.names if n in known):
                 unsupported = [d for d in dims if d not in kpi.breakdowns]
                 if unsupported:
                     allowed = ", ".join(kpi.breakdowns) or "none"
-                    problems.append(Problem(
-                        "kpi.unsupported_breakdown", f"{where}.{kpi.name}",
-                        f"{kpi.name} cannot be broken down by {', '.join(unsupported)}; "
-                        f"allowed: {allowed}"))
+                    problems.append(
+                        Problem(
+                            "kpi.unsupported_breakdown",
+                            f"{where}.{kpi.name}",
+                            f"{kpi.name} cannot be broken down by {', '.join(unsupported)}; "
+                            f"allowed: {allowed}",
+                        )
+                    )
         for dim, values in self.filters:
             if not values:
-                problems.append(Problem("kpi.empty_filter", f"filters.{dim}",
-                                        "a filter needs at least one value"))
+                problems.append(
+                    Problem(
+                        "kpi.empty_filter", f"filters.{dim}", "a filter needs at least one value"
+                    )
+                )
         try:
             self.session.validate()
         except InvalidSpecError as exc:
@@ -242,8 +281,19 @@ class KpiResult:
         previous_value, change, note."""
         import pandas as pd
 
-        columns = ["kpi", "stage", "unit", "period", *self.spec.breakdown, "value", "numerator",
-                   "denominator", "previous_value", "change", "note"]
+        columns = [
+            "kpi",
+            "stage",
+            "unit",
+            "period",
+            *self.spec.breakdown,
+            "value",
+            "numerator",
+            "denominator",
+            "previous_value",
+            "change",
+            "note",
+        ]
         records = []
         for r in self.rows:
             rec = r.to_dict()
@@ -368,8 +418,12 @@ def _run_window(
         by_group.setdefault(key, []).append(m)
     for (base, quantile_expr, _), group in by_group.items():
         site_events = [e for m in group for e in m.events]
-        plan = BasePlan(granularity=spec.granularity, session=spec.session,
-                        session_ctes=session_ctes, site_events=site_events)
+        plan = BasePlan(
+            granularity=spec.granularity,
+            session=spec.session,
+            session_ctes=session_ctes,
+            site_events=site_events,
+        )
         plan.need(base)
         query_params = dict(params)
         where = _filters_sql(spec, query_params)
@@ -386,13 +440,13 @@ def _run_window(
             select = f"SELECT {keys}, {', '.join(aggs)} FROM {base} WHERE {where}{group_sql}"
         else:
             part = ", ".join(["period", *dims])
-            plan.ctes["_qv"] = (f"SELECT {keys}, ({quantile_expr}) AS x FROM {base} "
-                                f"WHERE {where}")
-            plan.ctes["_qr"] = (f"SELECT *, row_number() OVER (PARTITION BY {part} ORDER BY x) "
-                                f"AS rn, count(*) OVER (PARTITION BY {part}) AS n FROM _qv "
-                                "WHERE x IS NOT NULL")
-            aggs = [f"{_interpolated(float(m.quantile or 0))} AS m{i}"
-                    for i, m in enumerate(group)]
+            plan.ctes["_qv"] = f"SELECT {keys}, ({quantile_expr}) AS x FROM {base} WHERE {where}"
+            plan.ctes["_qr"] = (
+                f"SELECT *, row_number() OVER (PARTITION BY {part} ORDER BY x) "
+                f"AS rn, count(*) OVER (PARTITION BY {part}) AS n FROM _qv "
+                "WHERE x IS NOT NULL"
+            )
+            aggs = [f"{_interpolated(float(m.quantile or 0))} AS m{i}" for i, m in enumerate(group)]
             select = f"SELECT {part}, {', '.join(aggs)} FROM _qr GROUP BY {part}"
         query = plan.sql(select)
         used = {k: v for k, v in query_params.items() if re.search(rf"\${k}\b", query)}
@@ -430,8 +484,11 @@ def _effective_numerator(
     kpi: Kpi, measured: dict[str, _MeasureValues]
 ) -> tuple[Measure | str, str | None]:
     """The numerator, or the fallback when the numerator is empty over the whole window."""
-    if (kpi.fallback is not None and isinstance(kpi.numerator, Measure)
-            and _total(measured[kpi.numerator.key]) == 0):
+    if (
+        kpi.fallback is not None
+        and isinstance(kpi.numerator, Measure)
+        and _total(measured[kpi.numerator.key]) == 0
+    ):
         return kpi.fallback, kpi.fallback_note
     return kpi.numerator, None
 
@@ -457,8 +514,10 @@ def _kpi_cells(
         value = mv.values.get(key, 0 if ref.is_sum else None)
         missing = mv.unconverted.get(key, 0)
         if missing:
-            return None, (f"{missing} amount(s) have no {currency} rate at or before their date "
-                          "(currency_rates); not summed")
+            return None, (
+                f"{missing} amount(s) have no {currency} rate at or before their date "
+                "(currency_rates); not summed"
+            )
         return (None if value is None else float(value)), None
 
     cells: dict[Key, _Cell] = {}
@@ -512,9 +571,11 @@ def compute_kpis(engine: Engine, spec: KpiSpec) -> KpiResult:
     kpis = spec.kpis
     measures = _measures_of(kpis)
     # sessions, attributed_orders, email_touches, site_facts: materialised, or inline CTEs
-    session_ctes = (sessions_relation(engine, spec.session)
-                    if any(m.base not in ("spend", "email_sends", "surveys") for m in measures)
-                    else [])
+    session_ctes = (
+        sessions_relation(engine, spec.session)
+        if any(m.base not in ("spend", "email_sends", "surveys") for m in measures)
+        else []
+    )
     currency_rows = engine.sql("SELECT value FROM meta WHERE key = 'store_currency'").to_pylist()
     currency = str(currency_rows[0]["value"]) if currency_rows else "USD"
 
@@ -522,7 +583,10 @@ def compute_kpis(engine: Engine, spec: KpiSpec) -> KpiResult:
         g = spec.granularity
         lookback = start - (end - start) if g is None else _step(_trunc(start, g), g, -1)
         params: dict[str, object] = {
-            "start": start, "end": end, "lookback": lookback, "store_currency": currency,
+            "start": start,
+            "end": end,
+            "lookback": lookback,
+            "store_currency": currency,
             "cart_window_us": int(spec.cart_window / timedelta(microseconds=1)),
         }
         return _run_window(engine, spec, measures, session_ctes, params)
@@ -534,12 +598,18 @@ def compute_kpis(engine: Engine, spec: KpiSpec) -> KpiResult:
         length = spec.end - spec.start
         prev_start = spec.start - length
         previous = run(prev_start, spec.start)
-        shift = dict(zip(_periods(prev_start, spec.start, spec.granularity),
-                         _periods(spec.start, spec.end, spec.granularity), strict=False))
+        shift = dict(
+            zip(
+                _periods(prev_start, spec.start, spec.granularity),
+                _periods(spec.start, spec.end, spec.granularity),
+                strict=False,
+            )
+        )
         for mv in previous.values():  # relabel buckets as the current buckets they compare with
             mv.values = {(shift[k[0]], *k[1:]): v for k, v in mv.values.items() if k[0] in shift}
-            mv.unconverted = {(shift[k[0]], *k[1:]): v for k, v in mv.unconverted.items()
-                              if k[0] in shift}
+            mv.unconverted = {
+                (shift[k[0]], *k[1:]): v for k, v in mv.unconverted.items() if k[0] in shift
+            }
 
     rows: list[KpiRow] = []
     cur_cache: dict[str, dict[Key, _Cell]] = {}
@@ -551,18 +621,31 @@ def compute_kpis(engine: Engine, spec: KpiSpec) -> KpiResult:
             keys |= {(p,) for p in grid}
         ordered = sorted(keys, key=_sort_key)
         cells = _kpi_cells(kpi, current, ordered, cur_cache, currency)
-        prev_cells = (_kpi_cells(kpi, previous, ordered, prev_cache, currency)
-                      if previous is not None else {})
+        prev_cells = (
+            _kpi_cells(kpi, previous, ordered, prev_cache, currency) if previous is not None else {}
+        )
         for key in ordered:
             cell = cells[key]
             prev = prev_cells.get(key)
             prev_value = prev.value if prev else None
-            change = (None if cell.value is None or prev_value in (None, 0)
-                      else cell.value / prev_value - 1)
-            rows.append(KpiRow(
-                kpi=kpi.name, stage=kpi.stage.name.lower(), unit=kpi.unit, period=key[0],
-                breakdown=tuple(zip(spec.breakdown, key[1:], strict=True)),
-                value=cell.value, numerator=cell.numerator, denominator=cell.denominator,
-                previous_value=prev_value, change=change, note=cell.note,
-            ))
+            change = (
+                None
+                if cell.value is None or prev_value in (None, 0)
+                else cell.value / prev_value - 1
+            )
+            rows.append(
+                KpiRow(
+                    kpi=kpi.name,
+                    stage=kpi.stage.name.lower(),
+                    unit=kpi.unit,
+                    period=key[0],
+                    breakdown=tuple(zip(spec.breakdown, key[1:], strict=True)),
+                    value=cell.value,
+                    numerator=cell.numerator,
+                    denominator=cell.denominator,
+                    previous_value=prev_value,
+                    change=change,
+                    note=cell.note,
+                )
+            )
     return KpiResult(spec, tuple(rows), currency)

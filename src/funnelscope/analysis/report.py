@@ -31,7 +31,12 @@ if TYPE_CHECKING:
     from funnelscope.store.layout import PersonLayout
 
 __all__ = [
-    "StageReport", "StageRow", "stage_counts", "stage_kpis", "stage_report", "wilson_interval",
+    "StageReport",
+    "StageRow",
+    "stage_counts",
+    "stage_kpis",
+    "stage_report",
+    "wilson_interval",
 ]
 
 Z95: Final = 1.959963984540054
@@ -116,16 +121,19 @@ def _staged_events_sql(model: StageModel) -> str:
 StageCounts = tuple[dict[int, tuple[int, int]], dict[int, int]]
 
 
-def _stage_counts_sql(engine: Engine, model: StageModel, start: datetime,
-                      end: datetime) -> StageCounts:
+def _stage_counts_sql(
+    engine: Engine, model: StageModel, start: datetime, end: datetime
+) -> StageCounts:
     """One query: each person's events per stage and top stage, then summed per top stage."""
     # Plain CASE sums (no FILTER clause): the same SQL runs transpiled on Spark.
     per_person = ", ".join(
-        f"sum(CASE WHEN stage = {int(s)} THEN 1 ELSE 0 END) AS e{int(s)}" for s in STAGES)
+        f"sum(CASE WHEN stage = {int(s)} THEN 1 ELSE 0 END) AS e{int(s)}" for s in STAGES
+    )
     totals = ", ".join(
         f"sum(e{int(s)}) AS events{int(s)}, "
         f"sum(CASE WHEN e{int(s)} > 0 THEN 1 ELSE 0 END) AS persons{int(s)}"
-        for s in STAGES)
+        for s in STAGES
+    )
     rows = engine.sql(
         _staged_events_sql(model)
         + f"""
@@ -137,15 +145,18 @@ def _stage_counts_sql(engine: Engine, model: StageModel, start: datetime,
         {"start": start, "end": end},
     ).to_pylist()
     active = {
-        int(s): (sum(int(r[f"events{int(s)}"] or 0) for r in rows),
-                 sum(int(r[f"persons{int(s)}"] or 0) for r in rows))
+        int(s): (
+            sum(int(r[f"events{int(s)}"] or 0) for r in rows),
+            sum(int(r[f"persons{int(s)}"] or 0) for r in rows),
+        )
         for s in STAGES
     }
     return active, {int(r["top"]): int(r["persons"]) for r in rows}
 
 
-def _stage_counts_layout(layout: PersonLayout, model: StageModel, start: datetime,
-                         end: datetime) -> StageCounts:
+def _stage_counts_layout(
+    layout: PersonLayout, model: StageModel, start: datetime, end: datetime
+) -> StageCounts:
     """The same counts from the in-memory person layout, in one pass (no SQL).
 
     Rows are grouped by (canonical) person and time-ordered inside each person, so an order's
@@ -159,10 +170,15 @@ def _stage_counts_layout(layout: PersonLayout, model: StageModel, start: datetim
         stage_of_code[code] = int(model.events.get(name, 0))
     order_code = layout.code_of(ORDER_EVENT)
     events, persons, tops = stage_counts_kernel(
-        layout.offsets, layout.ts, layout.codes, stage_of_code,
+        layout.offsets,
+        layout.ts,
+        layout.codes,
+        stage_of_code,
         order_code=-1 if order_code is None else order_code,
         retention=int(Stage.RETENTION) if model.repeat_order_is_retention else 0,
-        start_us=_micros(start), end_us=_micros(end), n_stages=len(STAGES),
+        start_us=_micros(start),
+        end_us=_micros(end),
+        n_stages=len(STAGES),
     )
     active = {int(s): (int(events[int(s)]), int(persons[int(s)])) for s in STAGES}
     return active, {int(s): int(tops[int(s)]) for s in STAGES if tops[int(s)]}
@@ -173,9 +189,14 @@ def _micros(at: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def stage_counts(engine: Engine, *, start: datetime, end: datetime,
-                 model: StageModel = DEFAULT_STAGE_MODEL,
-                 use_layout: bool = True) -> StageCounts:
+def stage_counts(
+    engine: Engine,
+    *,
+    start: datetime,
+    end: datetime,
+    model: StageModel = DEFAULT_STAGE_MODEL,
+    use_layout: bool = True,
+) -> StageCounts:
     """Per stage ``(events, active persons)`` and per top stage the persons, in ``[start, end)``.
 
     The embedded engine counts from its person layout (kept in memory and refreshed with each
@@ -223,8 +244,7 @@ def stage_report(
     vs the previous period of the same length (:func:`stage_kpis`). ``use_layout``: see
     :func:`stage_counts`.
     """
-    active, at_top = stage_counts(engine, start=start, end=end, model=model,
-                                  use_layout=use_layout)
+    active, at_top = stage_counts(engine, start=start, end=end, model=model, use_layout=use_layout)
     kpis = stage_kpis(engine, start=start, end=end) if with_kpis else {}
     rows: list[StageRow] = []
     previous: int | None = None
@@ -233,7 +253,10 @@ def stage_report(
         events, active_persons = active.get(int(stage), (0, 0))
         conv = reached / previous if previous else None
         interval = None if previous is None else wilson_interval(reached, previous)
-        rows.append(StageRow(stage, reached, active_persons, events, conv, interval,
-                             kpis=kpis.get(stage, {})))
+        rows.append(
+            StageRow(
+                stage, reached, active_persons, events, conv, interval, kpis=kpis.get(stage, {})
+            )
+        )
         previous = reached
     return StageReport(start, end, tuple(rows))

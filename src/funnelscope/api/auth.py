@@ -116,8 +116,10 @@ def check_write_key(request: Request, token: str | None) -> ApiKey:
     if not request.app.state.settings.require_auth:
         return ANONYMOUS_KEY
     if not token:
-        raise _unauthorized("a write key is required: Basic auth (key as user name), Bearer, "
-                            "writeKey/api_key in the body or the query")
+        raise _unauthorized(
+            "a write key is required: Basic auth (key as user name), Bearer, "
+            "writeKey/api_key in the body or the query"
+        )
     key: ApiKey | None = request.app.state.keys.write_key(token)
     if key is None:
         raise _unauthorized("unknown or revoked write key", "auth.unknown_key")
@@ -140,8 +142,9 @@ def require_read_key(request: Request) -> ApiKey:
         raise _unauthorized("a read key is required: Authorization: Bearer <key>")
     key: ApiKey | None = request.app.state.keys.read_key(token)
     if key is None:
-        raise _unauthorized("unknown or revoked read key (write keys cannot read)",
-                            "auth.unknown_key")
+        raise _unauthorized(
+            "unknown or revoked read key (write keys cannot read)", "auth.unknown_key"
+        )
     return key
 
 

@@ -69,66 +69,107 @@ Mapper = Callable[[Any], Row]
 
 def _json_schema(schema: dict[str, Any], *content_types: str) -> dict[str, Any]:
     types = content_types or ("application/json",)
-    return {"requestBody": {"required": True,
-                            "content": {t: {"schema": schema} for t in types}}}
+    return {"requestBody": {"required": True, "content": {t: {"schema": schema} for t in types}}}
 
 
 _ANY_OBJECT: Final = {"type": "object", "additionalProperties": True}
 _SEGMENT_MESSAGE: Final = {
     "type": "object",
     "properties": {
-        "type": {"type": "string"}, "event": {"type": "string"},
-        "messageId": {"type": "string"}, "userId": {"type": "string"},
-        "anonymousId": {"type": "string"}, "timestamp": {"type": "string"},
-        "properties": _ANY_OBJECT, "context": _ANY_OBJECT, "traits": _ANY_OBJECT,
+        "type": {"type": "string"},
+        "event": {"type": "string"},
+        "messageId": {"type": "string"},
+        "userId": {"type": "string"},
+        "anonymousId": {"type": "string"},
+        "timestamp": {"type": "string"},
+        "properties": _ANY_OBJECT,
+        "context": _ANY_OBJECT,
+        "traits": _ANY_OBJECT,
     },
 }
 _SEGMENT_BATCH: Final = {
-    "type": "object", "required": ["batch"],
-    "properties": {"batch": {"type": "array", "items": _SEGMENT_MESSAGE},
-                   "writeKey": {"type": "string"}, "sentAt": {"type": "string"},
-                   "context": _ANY_OBJECT},
+    "type": "object",
+    "required": ["batch"],
+    "properties": {
+        "batch": {"type": "array", "items": _SEGMENT_MESSAGE},
+        "writeKey": {"type": "string"},
+        "sentAt": {"type": "string"},
+        "context": _ANY_OBJECT,
+    },
 }
 _POSTHOG_EVENT: Final = {
     "type": "object",
-    "properties": {"event": {"type": "string"}, "distinct_id": {"type": "string"},
-                   "uuid": {"type": "string"}, "timestamp": {"type": "string"},
-                   "properties": _ANY_OBJECT, "api_key": {"type": "string"}},
+    "properties": {
+        "event": {"type": "string"},
+        "distinct_id": {"type": "string"},
+        "uuid": {"type": "string"},
+        "timestamp": {"type": "string"},
+        "properties": _ANY_OBJECT,
+        "api_key": {"type": "string"},
+    },
 }
 _POSTHOG_BODY: Final = {
     "oneOf": [
-        {"type": "object", "required": ["batch"],
-         "properties": {"api_key": {"type": "string"}, "sent_at": {"type": "string"},
-                        "batch": {"type": "array", "items": _POSTHOG_EVENT}}},
+        {
+            "type": "object",
+            "required": ["batch"],
+            "properties": {
+                "api_key": {"type": "string"},
+                "sent_at": {"type": "string"},
+                "batch": {"type": "array", "items": _POSTHOG_EVENT},
+            },
+        },
         {"type": "array", "items": _POSTHOG_EVENT},
         _POSTHOG_EVENT,
     ]
 }
 _SNOWPLOW_BODY: Final = {
-    "type": "object", "required": ["data"],
-    "properties": {"schema": {"type": "string"},
-                   "data": {"type": "array", "items": {
-                       "type": "object", "additionalProperties": {"type": "string"}}}},
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "schema": {"type": "string"},
+        "data": {
+            "type": "array",
+            "items": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+    },
 }
 _NATIVE_BODY: Final = {
     "oneOf": [
-        {"type": "object", "required": ["events"],
-         "properties": {"events": {"type": "array", "items": _ANY_OBJECT}}},
+        {
+            "type": "object",
+            "required": ["events"],
+            "properties": {"events": {"type": "array", "items": _ANY_OBJECT}},
+        },
         {"type": "array", "items": _ANY_OBJECT},
     ]
 }
 _AD_SPEND_BODY: Final = {
-    "type": "object", "required": ["rows"],
-    "properties": {"rows": {"type": "array", "items": {
-        "type": "object",
-        "properties": {"date": {"type": "string"}, "channel": {"type": "string"},
-                       "source": {"type": "string"}, "campaign": {"type": "string"},
-                       "impressions": {"type": "integer"}, "clicks": {"type": "integer"},
-                       "spend": {"type": "number"}, "currency": {"type": "string"}}}}},
+    "type": "object",
+    "required": ["rows"],
+    "properties": {
+        "rows": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "date": {"type": "string"},
+                    "channel": {"type": "string"},
+                    "source": {"type": "string"},
+                    "campaign": {"type": "string"},
+                    "impressions": {"type": "integer"},
+                    "clicks": {"type": "integer"},
+                    "spend": {"type": "number"},
+                    "currency": {"type": "string"},
+                },
+            },
+        }
+    },
 }
 
 
 # -- plumbing shared by every route ---------------------------------------------------------------
+
 
 async def _read_body(request: Request) -> bytes:
     limit: int = request.app.state.settings.max_body_bytes
@@ -164,9 +205,12 @@ def _check_rate(request: Request, key: ApiKey) -> None:
     if wait > 0:
         request.app.state.metrics.rate_limited.inc()
         seconds = TokenBuckets.retry_after_header(wait)
-        raise ApiError(429, "rate.limited",
-                       f"too many requests for this key: retry in {seconds} s",
-                       headers={"Retry-After": seconds, "X-RateLimit-Reset": seconds})
+        raise ApiError(
+            429,
+            "rate.limited",
+            f"too many requests for this key: retry in {seconds} s",
+            headers={"Retry-After": seconds, "X-RateLimit-Reset": seconds},
+        )
 
 
 def _payload(message: Any) -> bytes:
@@ -177,8 +221,9 @@ def _payload(message: Any) -> bytes:
     return text.encode("utf-8", "replace")[:MAX_QUARANTINED_PAYLOAD]
 
 
-def _map_all(messages: Sequence[Any], mapper: Mapper,
-             source: str) -> tuple[list[Row], list[int], list[Rejection]]:
+def _map_all(
+    messages: Sequence[Any], mapper: Mapper, source: str
+) -> tuple[list[Row], list[int], list[Rejection]]:
     rows: list[Row] = []
     indices: list[int] = []
     rejected: list[Rejection] = []
@@ -186,14 +231,20 @@ def _map_all(messages: Sequence[Any], mapper: Mapper,
         try:
             row = mapper(message)
         except InvalidEventError as exc:
-            rejected.append(Rejection(index, exc.code, str(exc.problems[0].message),
-                                      _payload(message)))
+            rejected.append(
+                Rejection(index, exc.code, str(exc.problems[0].message), _payload(message))
+            )
             continue
         except Exception as exc:  # a mapping bug must not fail (and re-send) the whole batch
             log.exception("message could not be mapped", extra={"index": index})
-            rejected.append(Rejection(index, "event.unmappable",
-                                      f"the message could not be mapped: {exc!r}",
-                                      _payload(message)))
+            rejected.append(
+                Rejection(
+                    index,
+                    "event.unmappable",
+                    f"the message could not be mapped: {exc!r}",
+                    _payload(message),
+                )
+            )
             continue
         if row["source"] is None:
             row["source"] = source
@@ -209,13 +260,17 @@ def _check_size(request: Request, messages: Any, what: str) -> list[Any]:
         raise ApiError(400, "batch.empty", f"{what} is empty: send at least one event")
     limit: int = request.app.state.settings.max_batch_events
     if len(messages) > limit:
-        raise ApiError(413, "batch.too_many_events",
-                       f"{what} has {len(messages)} events; at most {limit} per request")
+        raise ApiError(
+            413,
+            "batch.too_many_events",
+            f"{what} has {len(messages)} events; at most {limit} per request",
+        )
     return messages
 
 
-async def _ingest(request: Request, family: str, key: ApiKey, messages: Sequence[Any],
-                  mapper: Mapper) -> BatchOutcome:
+async def _ingest(
+    request: Request, family: str, key: ApiKey, messages: Sequence[Any], mapper: Mapper
+) -> BatchOutcome:
     """Map, queue, wait for the commit; count the outcome. Raises ApiError 503 on overload."""
     state = request.app.state
     source = f"{family}:{key.source}"
@@ -229,17 +284,24 @@ async def _ingest(request: Request, family: str, key: ApiKey, messages: Sequence
         rows, indices, rejected = _map_all(messages, mapper, source)
     try:
         outcome: BatchOutcome = await state.writer.write(
-            rows, indices, rejected, len(messages),
-            timeout=state.settings.commit_timeout_seconds)
+            rows, indices, rejected, len(messages), timeout=state.settings.commit_timeout_seconds
+        )
     except QueueFullError as exc:
         raise _overloaded(state, str(exc)) from None
     except TimeoutError:
-        raise ApiError(503, "server.commit_timeout",
-                       "the events were not committed in time: retry (retries are deduplicated)",
-                       headers={"Retry-After": "2"}) from None
+        raise ApiError(
+            503,
+            "server.commit_timeout",
+            "the events were not committed in time: retry (retries are deduplicated)",
+            headers={"Retry-After": "2"},
+        ) from None
     except Exception as exc:  # the writer failed; nothing was acknowledged
-        raise ApiError(503, "server.write_failed", f"the store could not be written: {exc}",
-                       headers={"Retry-After": "5"}) from exc
+        raise ApiError(
+            503,
+            "server.write_failed",
+            f"the store could not be written: {exc}",
+            headers={"Retry-After": "5"},
+        ) from exc
     metrics = state.metrics
     if outcome.accepted:
         metrics.accepted.labels(family).inc(outcome.accepted)
@@ -250,8 +312,12 @@ async def _ingest(request: Request, family: str, key: ApiKey, messages: Sequence
 
 def _overloaded(state: Any, why: str) -> ApiError:
     state.metrics.overloaded.inc()
-    return ApiError(503, "server.overloaded", f"the collector is busy ({why}): retry later",
-                    headers={"Retry-After": "1", "X-RateLimit-Reset": "1"})
+    return ApiError(
+        503,
+        "server.overloaded",
+        f"the collector is busy ({why}): retry later",
+        headers={"Retry-After": "1", "X-RateLimit-Reset": "1"},
+    )
 
 
 def _rejected(outcome: BatchOutcome) -> list[dict[str, Any]]:
@@ -264,8 +330,12 @@ def _now() -> datetime:
 
 # -- funnelscope's own batch ----------------------------------------------------------------------
 
-@router.post("/api/v1/events", openapi_extra=_json_schema(_NATIVE_BODY),
-             summary="Append events in funnelscope's own shape")
+
+@router.post(
+    "/api/v1/events",
+    openapi_extra=_json_schema(_NATIVE_BODY),
+    summary="Append events in funnelscope's own shape",
+)
 async def native_events(request: Request) -> dict[str, Any]:
     """A batch of events named by the canonical columns (docs/data-model.md).
 
@@ -283,9 +353,18 @@ async def native_events(request: Request) -> dict[str, Any]:
 # -- Segment and RudderStack ----------------------------------------------------------------------
 
 _SEGMENT_ROUTES: Final = {
-    "track": "track", "identify": "identify", "page": "page", "screen": "screen",
-    "group": "group", "alias": "alias",
-    "t": "track", "i": "identify", "p": "page", "s": "screen", "g": "group", "a": "alias",
+    "track": "track",
+    "identify": "identify",
+    "page": "page",
+    "screen": "screen",
+    "group": "group",
+    "alias": "alias",
+    "t": "track",
+    "i": "identify",
+    "p": "page",
+    "s": "screen",
+    "g": "group",
+    "a": "alias",
 }
 
 
@@ -307,14 +386,20 @@ async def _segment_batch(request: Request) -> dict[str, Any]:
     now = _now()
     envelope = {k: payload[k] for k in ("context", "integrations", "sentAt") if k in payload}
     outcome = await _ingest(
-        request, "segment", key, messages,
-        lambda m: from_segment(m, envelope=envelope, received_at=now))
+        request,
+        "segment",
+        key,
+        messages,
+        lambda m: from_segment(m, envelope=envelope, received_at=now),
+    )
     return {"success": True, "accepted": outcome.accepted, "rejected": _rejected(outcome)}
 
 
-@router.post("/v1/batch", openapi_extra=_json_schema(_SEGMENT_BATCH, "application/json",
-                                                    "text/plain"),
-             summary="Segment / RudderStack batch")
+@router.post(
+    "/v1/batch",
+    openapi_extra=_json_schema(_SEGMENT_BATCH, "application/json", "text/plain"),
+    summary="Segment / RudderStack batch",
+)
 async def segment_batch(request: Request) -> dict[str, Any]:
     """``{"batch": [...], "sentAt", "writeKey"?, "context"?}``; key as Basic auth or writeKey."""
     return await _segment_batch(request)
@@ -325,34 +410,50 @@ async def rudder_import(request: Request) -> dict[str, Any]:
     return await _segment_batch(request)
 
 
-@router.post("/v1/b", openapi_extra=_json_schema(_SEGMENT_BATCH, "text/plain"),
-             summary="analytics.js batching mode")
+@router.post(
+    "/v1/b",
+    openapi_extra=_json_schema(_SEGMENT_BATCH, "text/plain"),
+    summary="analytics.js batching mode",
+)
 async def segment_browser_batch(request: Request) -> dict[str, Any]:
     """analytics.js ``deliveryStrategy: batching``: ``text/plain`` body with writeKey inside."""
     return await _segment_batch(request)
 
 
-@router.post("/beacon/v1/batch", openapi_extra=_json_schema(_SEGMENT_BATCH, "text/plain"),
-             include_in_schema=False)
+@router.post(
+    "/beacon/v1/batch",
+    openapi_extra=_json_schema(_SEGMENT_BATCH, "text/plain"),
+    include_in_schema=False,
+)
 async def rudder_beacon(request: Request) -> dict[str, Any]:
     return await _segment_batch(request)
 
 
-@router.post("/v1/{call}", openapi_extra=_json_schema(_SEGMENT_MESSAGE, "application/json",
-                                                     "text/plain"),
-             summary="Segment single call: track, identify, page, screen, group, alias")
+@router.post(
+    "/v1/{call}",
+    openapi_extra=_json_schema(_SEGMENT_MESSAGE, "application/json", "text/plain"),
+    summary="Segment single call: track, identify, page, screen, group, alias",
+)
 async def segment_single(request: Request, call: str) -> dict[str, Any]:
     """One message; ``call`` is the type (or analytics.js's one-letter route)."""
     kind = _SEGMENT_ROUTES.get(call)
     if kind is None:
-        raise ApiError(404, "route.not_found",
-                       f"unknown call {call!r}: use one of {', '.join(_SEGMENT_ROUTES)} or batch")
+        raise ApiError(
+            404,
+            "route.not_found",
+            f"unknown call {call!r}: use one of {', '.join(_SEGMENT_ROUTES)} or batch",
+        )
     payload = _decode(request, await _read_body(request))
     key = _segment_key(request, payload)
     _check_rate(request, key)
     now = _now()
-    outcome = await _ingest(request, "segment", key, [payload],
-                            lambda m: from_segment(m, received_at=now, default_type=kind))
+    outcome = await _ingest(
+        request,
+        "segment",
+        key,
+        [payload],
+        lambda m: from_segment(m, received_at=now, default_type=kind),
+    )
     return {"success": True, "accepted": outcome.accepted, "rejected": _rejected(outcome)}
 
 
@@ -362,12 +463,20 @@ async def segment_settings(request: Request, write_key: str) -> dict[str, Any]:
     check_write_key(request, write_key)
     host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
     return {
-        "integrations": {"Segment.io": {"apiKey": write_key, "apiHost": f"{host}/v1",
-                                        "protocol": request.url.scheme, "unbundledIntegrations": [],
-                                        "addBundledMetadata": True}},
-        "plan": {"track": {"__default": {"enabled": True, "integrations": {}}},
-                 "identify": {"__default": {"enabled": True}},
-                 "group": {"__default": {"enabled": True}}},
+        "integrations": {
+            "Segment.io": {
+                "apiKey": write_key,
+                "apiHost": f"{host}/v1",
+                "protocol": request.url.scheme,
+                "unbundledIntegrations": [],
+                "addBundledMetadata": True,
+            }
+        },
+        "plan": {
+            "track": {"__default": {"enabled": True, "integrations": {}}},
+            "identify": {"__default": {"enabled": True}},
+            "group": {"__default": {"enabled": True}},
+        },
         "edgeFunction": {},
         "analyticsNextEnabled": True,
         "middlewareSettings": {},
@@ -380,6 +489,7 @@ async def segment_settings(request: Request, write_key: str) -> dict[str, Any]:
 
 # -- PostHog --------------------------------------------------------------------------------------
 
+
 def _posthog_token(payload: Any, events: list[Any]) -> str | None:
     """PostHog's rule: a batch-level token wins, else every event must carry the same one."""
     if isinstance(payload, dict):
@@ -391,14 +501,19 @@ def _posthog_token(payload: Any, events: list[Any]) -> str | None:
         if not isinstance(event, dict):
             continue
         props = event.get("properties")
-        candidates = [event.get("api_key"), event.get("token"), event.get("$token"),
-                      props.get("token") if isinstance(props, dict) else None]
+        candidates = [
+            event.get("api_key"),
+            event.get("token"),
+            event.get("$token"),
+            props.get("token") if isinstance(props, dict) else None,
+        ]
         token = next((c for c in candidates if isinstance(c, str) and c), None)
         if token is not None:
             found.add(token)
     if len(found) > 1:
-        raise ApiError(401, "auth.multiple_keys",
-                       "events of one request carry different project keys")
+        raise ApiError(
+            401, "auth.multiple_keys", "events of one request carry different project keys"
+        )
     return found.pop() if found else None
 
 
@@ -435,14 +550,18 @@ async def posthog_capture(request: Request) -> Response:
     elif isinstance(payload, dict):
         events = [payload]
     else:
-        raise ApiError(400, "batch.invalid", "the body must be an event, an array of events "
-                       "or an object with a batch array")
+        raise ApiError(
+            400,
+            "batch.invalid",
+            "the body must be an event, an array of events or an object with a batch array",
+        )
     events = _check_size(request, events, "batch")
     key = check_write_key(request, _posthog_token(payload, events))
     _check_rate(request, key)
     sent_at, now = _posthog_sent_at(request, payload), _now()
-    outcome = await _ingest(request, "posthog", key, events,
-                            lambda e: from_posthog(e, sent_at=sent_at, now=now))
+    outcome = await _ingest(
+        request, "posthog", key, events, lambda e: from_posthog(e, sent_at=sent_at, now=now)
+    )
     if request.query_params.get("beacon") == "1":
         return Response(status_code=204)
     body: dict[str, Any] = {"status": 1}
@@ -452,34 +571,59 @@ async def posthog_capture(request: Request) -> Response:
 
 
 _POSTHOG_ROUTES: Final = (  # (path, methods, in the OpenAPI schema)
-    ("/batch/", ("POST",), True), ("/batch", ("POST",), False),
-    ("/e/", ("GET", "POST"), True), ("/e", ("GET", "POST"), False),
-    ("/i/v0/e/", ("GET", "POST"), True), ("/i/v0/e", ("GET", "POST"), False),
-    ("/capture/", ("GET", "POST"), True), ("/capture", ("GET", "POST"), False),
+    ("/batch/", ("POST",), True),
+    ("/batch", ("POST",), False),
+    ("/e/", ("GET", "POST"), True),
+    ("/e", ("GET", "POST"), False),
+    ("/i/v0/e/", ("GET", "POST"), True),
+    ("/i/v0/e", ("GET", "POST"), False),
+    ("/capture/", ("GET", "POST"), True),
+    ("/capture", ("GET", "POST"), False),
     # legacy aliases older posthog-js / mixpanel-style clients still call: same payloads
-    ("/track/", ("GET", "POST"), False), ("/track", ("GET", "POST"), False),
-    ("/engage/", ("GET", "POST"), False), ("/engage", ("GET", "POST"), False),
+    ("/track/", ("GET", "POST"), False),
+    ("/track", ("GET", "POST"), False),
+    ("/engage/", ("GET", "POST"), False),
+    ("/engage", ("GET", "POST"), False),
 )
-_DATA_PARAMETER: Final = {"parameters": [
-    {"name": "data", "in": "query", "required": True,
-     "description": "the event(s) as JSON, base64 or LZ-string (see `compression`)",
-     "schema": {"type": "string"}},
-    {"name": "compression", "in": "query", "required": False,
-     "schema": {"type": "string", "enum": ["gzip-js", "base64", "lz64"]}},
-]}
+_DATA_PARAMETER: Final = {
+    "parameters": [
+        {
+            "name": "data",
+            "in": "query",
+            "required": True,
+            "description": "the event(s) as JSON, base64 or LZ-string (see `compression`)",
+            "schema": {"type": "string"},
+        },
+        {
+            "name": "compression",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string", "enum": ["gzip-js", "base64", "lz64"]},
+        },
+    ]
+}
 for _path, _methods, _listed in _POSTHOG_ROUTES:
     for _method in _methods:
         router.add_api_route(
-            _path, posthog_capture, methods=[_method], include_in_schema=_listed,
+            _path,
+            posthog_capture,
+            methods=[_method],
+            include_in_schema=_listed,
             operation_id=f"posthog_{_method.lower()}_{_path.strip('/').replace('/', '_')}",
             summary=f"PostHog capture ({_path})",
-            openapi_extra=(_json_schema(_POSTHOG_BODY, "application/json", "text/plain")
-                           if _method == "POST" else _DATA_PARAMETER),
+            openapi_extra=(
+                _json_schema(_POSTHOG_BODY, "application/json", "text/plain")
+                if _method == "POST"
+                else _DATA_PARAMETER
+            ),
         )
 
 
-@router.post("/i/v1/analytics/events", openapi_extra=_json_schema(_POSTHOG_BODY),
-             summary="PostHog capture v1 (posthog-python capture_mode='v1')")
+@router.post(
+    "/i/v1/analytics/events",
+    openapi_extra=_json_schema(_POSTHOG_BODY),
+    summary="PostHog capture v1 (posthog-python capture_mode='v1')",
+)
 async def posthog_v1(request: Request) -> dict[str, Any]:
     """``{"created_at", "batch": [...]}`` with ``Authorization: Bearer <project key>``.
 
@@ -492,16 +636,20 @@ async def posthog_v1(request: Request) -> dict[str, Any]:
     events = _check_size(request, events, "batch")
     created = payload.get("created_at") if isinstance(payload, dict) else None
     now = _now()
-    outcome = await _ingest(request, "posthog", key, events,
-                            lambda e: from_posthog(e, sent_at=created, now=now))
+    outcome = await _ingest(
+        request, "posthog", key, events, lambda e: from_posthog(e, sent_at=created, now=now)
+    )
     dropped = {r.row: r for r in outcome.rejected}
     results: dict[str, Any] = {}
     for index, event in enumerate(events):
         uuid = event.get("uuid") if isinstance(event, dict) else None
         if isinstance(uuid, str) and uuid:
             rejection = dropped.get(index)
-            results[uuid] = ({"result": "drop", "code": rejection.code,
-                              "message": rejection.message} if rejection else {"result": "ok"})
+            results[uuid] = (
+                {"result": "drop", "code": rejection.code, "message": rejection.message}
+                if rejection
+                else {"result": "ok"}
+            )
     return {"results": results}
 
 
@@ -511,12 +659,18 @@ async def posthog_v1(request: Request) -> dict[str, Any]:
 @router.api_route("/decide", methods=["GET", "POST"], include_in_schema=False)
 async def posthog_flags() -> dict[str, Any]:
     """Feature flags are not funnelscope's business: answer "no flags" so SDKs carry on."""
-    return {"flags": {}, "featureFlags": {}, "featureFlagPayloads": {},
-            "errorsWhileComputingFlags": False, "sessionRecording": False,
-            "supportedCompression": ["gzip", "gzip-js", "lz64"]}
+    return {
+        "flags": {},
+        "featureFlags": {},
+        "featureFlagPayloads": {},
+        "errorsWhileComputingFlags": False,
+        "sessionRecording": False,
+        "supportedCompression": ["gzip", "gzip-js", "lz64"],
+    }
 
 
 # -- Snowplow -------------------------------------------------------------------------------------
+
 
 def _snowplow_keys(request: Request, events: list[Any]) -> list[ApiKey]:
     """The write key of each event: a header key for all, else each event's app id (``aid``)."""
@@ -531,9 +685,12 @@ def _snowplow_keys(request: Request, events: list[Any]) -> list[ApiKey]:
         aid = event.get("aid") if isinstance(event, dict) else None
         key = ring.app_key(aid if isinstance(aid, str) else None)
         if key is None:
-            raise ApiError(401, "auth.unknown_app_id",
-                           f"app id {aid!r} is not a write key's source: set the tracker's "
-                           "appId to a source created with `funnelscope keys create`")
+            raise ApiError(
+                401,
+                "auth.unknown_app_id",
+                f"app id {aid!r} is not a write key's source: set the tracker's "
+                "appId to a source created with `funnelscope keys create`",
+            )
         found.append(key)
     return found
 
@@ -555,8 +712,11 @@ async def _snowplow(request: Request, events: list[Any]) -> BatchOutcome:
     return await _ingest(request, "snowplow", keys[0], events, mapper)
 
 
-@router.post("/com.snowplowanalytics.snowplow/tp2", openapi_extra=_json_schema(_SNOWPLOW_BODY),
-             summary="Snowplow tracker protocol, POST")
+@router.post(
+    "/com.snowplowanalytics.snowplow/tp2",
+    openapi_extra=_json_schema(_SNOWPLOW_BODY),
+    summary="Snowplow tracker protocol, POST",
+)
 async def snowplow_post(request: Request) -> dict[str, Any]:
     """``{"schema": "iglu:.../payload_data/...", "data": [{"e": ..., ...}, ...]}``."""
     payload = _decode(request, await _read_body(request))
@@ -566,8 +726,12 @@ async def snowplow_post(request: Request) -> dict[str, Any]:
     return {"accepted": outcome.accepted, "rejected": _rejected(outcome)}
 
 
-@router.get("/i", summary="Snowplow tracker protocol, GET pixel",
-            response_class=Response, responses={200: {"content": {"image/gif": {}}}})
+@router.get(
+    "/i",
+    summary="Snowplow tracker protocol, GET pixel",
+    response_class=Response,
+    responses={200: {"content": {"image/gif": {}}}},
+)
 async def snowplow_pixel(request: Request) -> Response:
     """One event in the query string; answered with a 1x1 GIF."""
     params = dict(request.query_params)
@@ -582,8 +746,12 @@ async def snowplow_pixel(request: Request) -> Response:
 
 # -- ad spend -------------------------------------------------------------------------------------
 
-@router.post("/api/v1/ad_spend", openapi_extra=_json_schema(_AD_SPEND_BODY),
-             summary="Append or replace ad spend rows")
+
+@router.post(
+    "/api/v1/ad_spend",
+    openapi_extra=_json_schema(_AD_SPEND_BODY),
+    summary="Append or replace ad spend rows",
+)
 async def ad_spend(request: Request) -> dict[str, Any]:
     """``{"rows": [{date, channel, source, campaign, impressions, clicks, spend, currency}]}``.
 
@@ -602,17 +770,21 @@ async def ad_spend(request: Request) -> dict[str, Any]:
     if bad:
         raise ApiError(400, "batch.invalid", f"rows {bad[:10]} are not JSON objects")
     columns = sorted({str(k) for r in rows for k in r})
-    table = pa.table({c: pa.array([_cell(r.get(c)) for r in rows], pa.string())
-                      for c in columns})
+    table = pa.table({c: pa.array([_cell(r.get(c)) for r in rows], pa.string()) for c in columns})
     store = request.app.state.workspace.store
     try:
-        report = await run_in_threadpool(append_facts, store, "ad_spend", table,
-                                         source=f"api:{key.source}", received_at=_now())
+        report = await run_in_threadpool(
+            append_facts, store, "ad_spend", table, source=f"api:{key.source}", received_at=_now()
+        )
     except InvalidInputError as exc:
         raise to_api_error(exc) from None
-    return {"accepted": report.accepted, "inserted": report.inserted,
-            "rejected": [{"index": r.row, "code": r.code, "message": r.message}
-                         for r in report.rejections]}
+    return {
+        "accepted": report.accepted,
+        "inserted": report.inserted,
+        "rejected": [
+            {"index": r.row, "code": r.code, "message": r.message} for r in report.rejections
+        ],
+    }
 
 
 def _cell(value: Any) -> str | None:
@@ -621,4 +793,3 @@ def _cell(value: Any) -> str | None:
     if isinstance(value, dict | list):
         return json.dumps(value)
     return str(value)
-

@@ -66,16 +66,19 @@ class LiveResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "as_of": self.as_of.isoformat(),
-            "events_per_minute": [{"minute": m.isoformat(), "events": n}
-                                  for m, n in self.events_per_minute],
+            "events_per_minute": [
+                {"minute": m.isoformat(), "events": n} for m, n in self.events_per_minute
+            ],
             "events_last_minute": self.events_last_minute,
             "active_visitors": self.active_visitors,
             "active_window_minutes": int(ACTIVE_WINDOW.total_seconds() // 60),
             "orders": self.orders,
             "revenue": [{"currency": c, "amount": str(a)} for c, a in self.revenue],
             "orders_window_minutes": int(ORDERS_WINDOW.total_seconds() // 60),
-            "today": {"start": self.today_start.isoformat(),
-                      "stages": [{"stage": s, "persons": n} for s, n in self.stages]},
+            "today": {
+                "start": self.today_start.isoformat(),
+                "stages": [{"stage": s, "persons": n} for s, n in self.stages],
+            },
         }
 
 
@@ -101,28 +104,36 @@ def live_snapshot(
     today = local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
     cur = store.reader()
     try:
-        per_minute = dict(cur.execute(
-            "SELECT date_trunc('minute', \"timestamp\") AS m, count(*) FROM events "
-            "WHERE \"timestamp\" >= ? AND \"timestamp\" <= ? GROUP BY 1",
-            [first_minute, now]).fetchall())
+        per_minute = dict(
+            cur.execute(
+                "SELECT date_trunc('minute', \"timestamp\") AS m, count(*) FROM events "
+                'WHERE "timestamp" >= ? AND "timestamp" <= ? GROUP BY 1',
+                [first_minute, now],
+            ).fetchall()
+        )
         (last_minute,) = cur.execute(
-            "SELECT count(*) FROM events WHERE \"timestamp\" > ? AND \"timestamp\" <= ?",
-            [now - timedelta(minutes=1), now]).fetchone() or (0,)
+            'SELECT count(*) FROM events WHERE "timestamp" > ? AND "timestamp" <= ?',
+            [now - timedelta(minutes=1), now],
+        ).fetchone() or (0,)
         (active,) = cur.execute(
             "SELECT count(DISTINCT m.canonical_id) FROM events e "
             "JOIN person_map m USING (person_id) "
-            "WHERE e.\"timestamp\" > ? AND e.\"timestamp\" <= ?",
-            [now - ACTIVE_WINDOW, now]).fetchone() or (0,)
+            'WHERE e."timestamp" > ? AND e."timestamp" <= ?',
+            [now - ACTIVE_WINDOW, now],
+        ).fetchone() or (0,)
         money = cur.execute(
             "SELECT currency, count(*), sum(revenue) FROM events "
-            "WHERE event = ? AND \"timestamp\" > ? AND \"timestamp\" <= ? GROUP BY 1 ORDER BY 1",
-            [ORDER_EVENT, now - ORDERS_WINDOW, now]).fetchall()
+            'WHERE event = ? AND "timestamp" > ? AND "timestamp" <= ? GROUP BY 1 ORDER BY 1',
+            [ORDER_EVENT, now - ORDERS_WINDOW, now],
+        ).fetchall()
         stage_rows = dict(cur.execute(_stage_sql(model), [today, now, ORDER_EVENT]).fetchall())
     finally:
         cur.close()
     minutes = tuple(
-        (first_minute + timedelta(minutes=i),
-         int(per_minute.get(first_minute + timedelta(minutes=i), 0)))
+        (
+            first_minute + timedelta(minutes=i),
+            int(per_minute.get(first_minute + timedelta(minutes=i), 0)),
+        )
         for i in range(MINUTES_SHOWN)
     )
     return LiveResult(
@@ -150,11 +161,11 @@ def _stage_sql(model: StageModel) -> str:
         "WITH today AS (SELECT m.canonical_id AS person, e.event, "
         f"{model.sql_case('e.event')} AS stage "
         "FROM events e JOIN person_map m USING (person_id) "
-        "WHERE e.\"timestamp\" >= $1 AND e.\"timestamp\" <= $2), "
-        "orders AS (SELECT m.canonical_id AS person, e.\"timestamp\" AS ts, row_number() OVER "
-        "(PARTITION BY m.canonical_id ORDER BY e.\"timestamp\", e.event_id) AS n "
+        'WHERE e."timestamp" >= $1 AND e."timestamp" <= $2), '
+        'orders AS (SELECT m.canonical_id AS person, e."timestamp" AS ts, row_number() OVER '
+        '(PARTITION BY m.canonical_id ORDER BY e."timestamp", e.event_id) AS n '
         "FROM events e JOIN person_map m USING (person_id) "
-        "WHERE e.event = $3 AND e.\"timestamp\" <= $2 "
+        'WHERE e.event = $3 AND e."timestamp" <= $2 '
         "AND m.canonical_id IN (SELECT person FROM today WHERE event = $3)) "
         "SELECT stage, count(DISTINCT person) FROM ("
         "SELECT person, stage FROM today WHERE stage IS NOT NULL AND event <> $3 "
@@ -166,8 +177,12 @@ def _stage_sql(model: StageModel) -> str:
 
 async def _snapshot(request: Request) -> LiveResult:
     state = request.app.state
-    return await run_in_threadpool(live_snapshot, state.workspace.store,
-                                   now=datetime.now(UTC), timezone=state.settings.timezone)
+    return await run_in_threadpool(
+        live_snapshot,
+        state.workspace.store,
+        now=datetime.now(UTC),
+        timezone=state.settings.timezone,
+    )
 
 
 @router.get("/live", summary="Live numbers: events per minute, visitors, orders, today's stages")
@@ -175,9 +190,12 @@ async def live(request: Request) -> dict[str, Any]:
     return (await _snapshot(request)).to_dict()
 
 
-@router.get("/live/stream", summary="The live numbers as server-sent events, one per interval",
-            response_class=StreamingResponse,
-            responses={200: {"content": {"text/event-stream": {}}}})
+@router.get(
+    "/live/stream",
+    summary="The live numbers as server-sent events, one per interval",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
 async def live_stream(request: Request) -> StreamingResponse:
     """``event: live`` frames with the JSON of ``GET /api/v1/live``; ``?key=`` for EventSource."""
     interval: float = request.app.state.settings.live_interval_seconds
@@ -189,5 +207,8 @@ async def live_stream(request: Request) -> StreamingResponse:
             yield f"event: live\ndata: {json.dumps(snapshot.to_dict())}\n\n"
             await asyncio.sleep(interval)
 
-    return StreamingResponse(frames(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        frames(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )

@@ -24,30 +24,51 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.accepted = Counter("funnelscope_events_accepted", "Events accepted (committed).",
-                                ["family"], registry=r)
-        self.rejected = Counter("funnelscope_events_rejected",
-                                "Events rejected, by reason code.", ["family", "reason"],
-                                registry=r)
-        self.requests = Counter("funnelscope_requests", "HTTP requests.", ["route", "status"],
-                                registry=r)
-        self.latency = Histogram("funnelscope_request_duration_seconds",
-                                 "HTTP request latency.", ["route"], buckets=_LATENCY_BUCKETS,
-                                 registry=r)
-        self.queue_events = Gauge("funnelscope_queue_events",
-                                  "Events queued for the writer.", registry=r)
-        self.store_memory = Gauge("funnelscope_store_memory_bytes",
-                                  "Memory held by DuckDB's buffer manager (cached blocks, "
-                                  "hash tables...): grows with the data up to its limit.",
-                                  registry=r)
-        self.overloaded = Counter("funnelscope_overload_rejections",
-                                  "Requests answered 503 because the queue was full.",
-                                  registry=r)
-        self.rate_limited = Counter("funnelscope_rate_limited",
-                                    "Requests answered 429.", registry=r)
-        self.commit_events = Histogram("funnelscope_commit_events", "Events per group commit.",
-                                       buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000, 25000,
-                                                50000), registry=r)
-        self.commit_seconds = Histogram("funnelscope_commit_seconds",
-                                        "Seconds per group commit.", buckets=_LATENCY_BUCKETS,
-                                        registry=r)
+        self.accepted = Counter(
+            "funnelscope_events_accepted", "Events accepted (committed).", ["family"], registry=r
+        )
+        self.rejected = Counter(
+            "funnelscope_events_rejected",
+            "Events rejected, by reason code.",
+            ["family", "reason"],
+            registry=r,
+        )
+        self.requests = Counter(
+            "funnelscope_requests", "HTTP requests.", ["route", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "funnelscope_request_duration_seconds",
+            "HTTP request latency.",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_events = Gauge(
+            "funnelscope_queue_events", "Events queued for the writer.", registry=r
+        )
+        self.store_memory = Gauge(
+            "funnelscope_store_memory_bytes",
+            "Memory held by DuckDB's buffer manager (cached blocks, "
+            "hash tables...): grows with the data up to its limit.",
+            registry=r,
+        )
+        self.overloaded = Counter(
+            "funnelscope_overload_rejections",
+            "Requests answered 503 because the queue was full.",
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            "funnelscope_rate_limited", "Requests answered 429.", registry=r
+        )
+        self.commit_events = Histogram(
+            "funnelscope_commit_events",
+            "Events per group commit.",
+            buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000, 25000, 50000),
+            registry=r,
+        )
+        self.commit_seconds = Histogram(
+            "funnelscope_commit_seconds",
+            "Seconds per group commit.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )

@@ -92,15 +92,27 @@ class RequestMetricsMiddleware:
             if metrics is not None:
                 metrics.requests.labels(label, str(status)).inc()
                 metrics.latency.labels(label).observe(elapsed)
-            level = (logging.DEBUG if status < 400
-                     else logging.WARNING if status >= 500 else logging.INFO)
+            level = (
+                logging.DEBUG
+                if status < 400
+                else logging.WARNING
+                if status >= 500
+                else logging.INFO
+            )
             if access_log.isEnabledFor(level):
                 state = scope.get("state") or {}
-                access_log.log(level, "request", extra={
-                    "method": scope.get("method"), "path": scope.get("path"), "route": label,
-                    "status": status, "ms": round(elapsed * 1000, 2),
-                    "code": state.get("error_code"),
-                })
+                access_log.log(
+                    level,
+                    "request",
+                    extra={
+                        "method": scope.get("method"),
+                        "path": scope.get("path"),
+                        "route": label,
+                        "status": status,
+                        "ms": round(elapsed * 1000, 2),
+                        "code": state.get("error_code"),
+                    },
+                )
 
 
 @router.get("/healthz", summary="Liveness")
@@ -119,9 +131,14 @@ async def readyz(request: Request) -> JSONResponse:
     except Exception:  # any store failure means not ready
         checks["store"] = False
     ready = all(checks.values())
-    return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks,
-                         "queued_events": writer.queued_events},
-                        status_code=200 if ready else 503)
+    return JSONResponse(
+        {
+            "status": "ready" if ready else "not_ready",
+            "checks": checks,
+            "queued_events": writer.queued_events,
+        },
+        status_code=200 if ready else 503,
+    )
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

@@ -147,8 +147,12 @@ def summary(ws: Workspace, *, use_layout: bool = True) -> dict[str, Any]:
     if use_layout:
         persons = int(np.count_nonzero(np.diff(ws.engine.person_layout().offsets)))
     else:
-        persons = int(q("SELECT count(DISTINCT m.canonical_id) FROM events e "
-                        "LEFT JOIN person_map m USING (person_id)")[0][0])
+        persons = int(
+            q(
+                "SELECT count(DISTINCT m.canonical_id) FROM events e "
+                "LEFT JOIN person_map m USING (person_id)"
+            )[0][0]
+        )
     counts = {
         t: int(q(f"SELECT count(*) FROM {t}")[0][0])
         for t in ("ad_spend", "email_campaigns", "survey_responses", "products", "quarantine")
@@ -192,8 +196,9 @@ class _EventCounts:
     def get(self, store: Store) -> dict[str, dict[str, int]]:
         """``{"channel" | "device" | "country" | "event": {value: events}}`` (no NULL values)."""
         with self._lock:
-            rows, top = (int(v) for v in store.query(
-                "SELECT count(*), coalesce(max(seq), 0) FROM events")[0])
+            rows, top = (
+                int(v) for v in store.query("SELECT count(*), coalesce(max(seq), 0) FROM events")[0]
+            )
             if top < self._mark or rows < self._total:
                 self._reset()
             if top > self._mark:
@@ -210,8 +215,12 @@ class _EventCounts:
         finally:
             cur.close()
         for channel, device, country, event, by_event, n in found:
-            for dim, value in (("channel", channel), ("device", device), ("country", country),
-                               ("event", event)):
+            for dim, value in (
+                ("channel", channel),
+                ("device", device),
+                ("country", country),
+                ("event", event),
+            ):
                 if value is not None:
                     counts = self._counts.setdefault(dim, {})
                     counts[value] = counts.get(value, 0) + int(n)
@@ -240,13 +249,19 @@ def info_answer(ws: Workspace, *, use_layout: bool = True) -> dict[str, Any]:
     from funnelscope.api.app import ROUTERS
 
     counts = event_counts(ws.store)
-    dims = {dim: [v for v, _ in _most_frequent(counts.get(dim, {}))][:MAX_DIMENSION_VALUES]
-            for dim in ("channel", "device", "country")}
+    dims = {
+        dim: [v for v, _ in _most_frequent(counts.get(dim, {}))][:MAX_DIMENSION_VALUES]
+        for dim in ("channel", "device", "country")
+    }
     events = [{"event": e, "count": n} for e, n in _most_frequent(counts.get("event", {}))]
     features = {page: module in ROUTERS for page, module in OPTIONAL_PAGES.items()}
     return json_object(
-        {**summary(ws, use_layout=use_layout), "dimensions": dims, "event_names": events,
-         "features": features}
+        {
+            **summary(ws, use_layout=use_layout),
+            "dimensions": dims,
+            "event_names": events,
+            "features": features,
+        }
     )
 
 
@@ -256,8 +271,13 @@ def _sparkline_granularity(start: datetime, end: datetime) -> str:
 
 
 def _kpi_fields(row: Any) -> dict[str, Any]:
-    return {"value": row.value, "previous_value": row.previous_value, "change": row.change,
-            "unit": row.unit, "note": row.note}
+    return {
+        "value": row.value,
+        "previous_value": row.previous_value,
+        "change": row.change,
+        "unit": row.unit,
+        "note": row.note,
+    }
 
 
 def report_answer(
@@ -277,8 +297,9 @@ def report_answer(
     # Independent work, run together: the stage counts are numpy/numba (they release the GIL),
     # the KPI queries are DuckDB's; on 2 cores one computes while another waits.
     with ThreadPoolExecutor(3, thread_name_prefix="report") as pool:
-        staged = pool.submit(stage_report, ws.engine, start=start, end=end, with_kpis=False,
-                             use_layout=use_layout)
+        staged = pool.submit(
+            stage_report, ws.engine, start=start, end=end, with_kpis=False, use_layout=use_layout
+        )
         totals_job = pool.submit(
             _run_kpis, ws, usable, start, end, compare="previous_period", filters=filters
         )
@@ -295,8 +316,9 @@ def report_answer(
         item["label"] = stage_row.stage.label
         # The stage's main KPIs, as the cards show them (stage_report's own ``kpis`` would
         # compute the same totals a second time).
-        item["kpis"] = {n: _kpi_fields(by_name[n]) for n in MAIN_KPIS.get(stage_row.stage, ())
-                        if n in by_name}
+        item["kpis"] = {
+            n: _kpi_fields(by_name[n]) for n in MAIN_KPIS.get(stage_row.stage, ()) if n in by_name
+        }
         stages.append(item)
     points: dict[str, list[dict[str, Any]]] = {}
     for r in series.rows:
@@ -437,8 +459,9 @@ router = APIRouter(
 
 @router.get("/info", summary="Store summary, filter values and the pages this server offers")
 def info(request: Request, ws: WorkspaceDep) -> dict[str, Any]:
-    return _answer(request, ws, ("info",), lambda lay: info_answer(ws, use_layout=lay),
-                   sessions=False)
+    return _answer(
+        request, ws, ("info",), lambda lay: info_answer(ws, use_layout=lay), sessions=False
+    )
 
 
 @router.get("/report", summary="The stage funnel and each stage's KPI cards")
@@ -448,16 +471,25 @@ def report(request: Request, ws: WorkspaceDep, common: CommonDep) -> dict[str, A
     KPIs that cannot be filtered by an active filter come back with ``value: null`` and
     ``unavailable`` saying why."""
     start, end = _period(ws, common)
-    return _answer(request, ws, ("report", start, end, _filters_key(common.filters)),
-                   lambda lay: report_answer(ws, start, end, common.filters, use_layout=lay),
-                   sessions=True)
+    return _answer(
+        request,
+        ws,
+        ("report", start, end, _filters_key(common.filters)),
+        lambda lay: report_answer(ws, start, end, common.filters, use_layout=lay),
+        sessions=True,
+    )
 
 
 @router.get("/channels", summary="Spend, CTR, CAC and ROAS per channel, from the KPI catalogue")
 def channels(request: Request, ws: WorkspaceDep, common: CommonDep) -> dict[str, Any]:
     start, end = _period(ws, common)
-    return _answer(request, ws, ("channels", start, end, _filters_key(common.filters)),
-                   lambda _: channels_answer(ws, start, end, common.filters), sessions=True)
+    return _answer(
+        request,
+        ws,
+        ("channels", start, end, _filters_key(common.filters)),
+        lambda _: channels_answer(ws, start, end, common.filters),
+        sessions=True,
+    )
 
 
 @router.get("/overview/status", summary="Whether the Overview's default answers are warm")
@@ -468,10 +500,16 @@ def overview_status(request: Request, ws: WorkspaceDep) -> dict[str, Any]:
     warmer: OverviewWarmer | None = getattr(request.app.state, "overview_warmer", None)
     if warmer is None:
         return {"enabled": False, "ready": False}
-    return {"enabled": True, "ready": warmer.ready(), "version": ws.store.version,
-            "warmed_version": warmer.warmed_version, "runs": warmer.runs,
-            "failures": warmer.failures, "last_seconds": warmer.last_seconds,
-            "last_error": warmer.last_error}
+    return {
+        "enabled": True,
+        "ready": warmer.ready(),
+        "version": ws.store.version,
+        "warmed_version": warmer.warmed_version,
+        "runs": warmer.runs,
+        "failures": warmer.failures,
+        "last_seconds": warmer.last_seconds,
+        "last_error": warmer.last_error,
+    }
 
 
 # -- the warmer ----------------------------------------------------------------------------------
@@ -518,8 +556,7 @@ class OverviewWarmer:
         self.warmed_version: int | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="funnelscope-overview",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._loop, name="funnelscope-overview", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -534,8 +571,11 @@ class OverviewWarmer:
     def ready(self) -> bool:
         """True when the default answers of the store's current version are in the cache."""
         cache = self._cache()
-        return bool(self._keys) and self._keys[0][0] == self.ws.store.version and all(
-            cache.peek(k) is not None for k in self._keys)
+        return (
+            bool(self._keys)
+            and self._keys[0][0] == self.ws.store.version
+            and all(cache.peek(k) is not None for k in self._keys)
+        )
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until :meth:`ready` (or ``timeout`` seconds); returns :meth:`ready`."""
@@ -559,8 +599,10 @@ class OverviewWarmer:
         period = default_period(ws)
         if period is not None:
             start, end = period
-            keys += [_key(version, "report", start, end, ()),
-                     _key(version, "channels", start, end, ())]
+            keys += [
+                _key(version, "report", start, end, ()),
+                _key(version, "channels", start, end, ()),
+            ]
             cache.get(keys[1], lambda: report_answer(ws, start, end, {}))
             cache.get(keys[2], lambda: channels_answer(ws, start, end, {}))
         self.last_seconds = time.perf_counter() - started

@@ -17,8 +17,14 @@ __all__ = ["BackgroundServer", "serve"]
 
 def _config(app: Any, *, log_level: str, **kwargs: Any) -> uvicorn.Config:
     # one worker: DuckDB allows one writing process, and the writer thread batches for it
-    return uvicorn.Config(app, log_level=log_level, access_log=False, log_config=None,
-                          timeout_graceful_shutdown=10, **kwargs)
+    return uvicorn.Config(
+        app,
+        log_level=log_level,
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=10,
+        **kwargs,
+    )
 
 
 def serve(app: Any, *, host: str, port: int, log_level: str = "info") -> None:
@@ -39,17 +45,21 @@ class BackgroundServer:
     {'status': 'ok'}
     """
 
-    def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0,
-                 log_level: str = "warning") -> None:
+    def __init__(
+        self, app: Any, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"
+    ) -> None:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))
         self.host = host
         self.port: int = self._sock.getsockname()[1]
         self._server = uvicorn.Server(_config(app, log_level=log_level))
-        self._thread = threading.Thread(target=self._server.run,
-                                        kwargs={"sockets": [self._sock]},
-                                        name="funnelscope-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.run,
+            kwargs={"sockets": [self._sock]},
+            name="funnelscope-server",
+            daemon=True,
+        )
 
     @property
     def url(self) -> str:
@@ -72,6 +82,10 @@ class BackgroundServer:
     def __enter__(self) -> BackgroundServer:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()

@@ -183,8 +183,9 @@ class GroupWriter:
                 self._cond.wait()
             group: list[_Job] = []
             events = 0
-            while self._jobs and (not group or events + self._jobs[0].size
-                                  <= self.max_group_events):
+            while self._jobs and (
+                not group or events + self._jobs[0].size <= self.max_group_events
+            ):
                 job = self._jobs.popleft()
                 group.append(job)
                 events += job.size
@@ -236,7 +237,8 @@ class GroupWriter:
             rows.extend(job.rows)
             row_ids.extend([base + i for i in job.indices])
             pre_rejected.extend(
-                Rejection(base + r.row, r.code, r.message, r.payload) for r in job.rejected)
+                Rejection(base + r.row, r.code, r.message, r.payload) for r in job.rejected
+            )
             base += job.size
         # column by column: one comprehension per column beats one loop per row
         columns = {c: [row.get(c) for row in rows] for c in STAGING_COLUMNS}
@@ -247,16 +249,24 @@ class GroupWriter:
         arrays.append(pa.array(row_ids, pa.int64()))
         table = pa.Table.from_arrays(arrays, names=[*used, "_row"])
         received_at = self._received_at()
-        report = append_events(self._store, table, source=QUARANTINE_SOURCE,
-                               received_at=received_at, pre_rejected=pre_rejected)
+        report = append_events(
+            self._store,
+            table,
+            source=QUARANTINE_SOURCE,
+            received_at=received_at,
+            pre_rejected=pre_rejected,
+        )
         rejections = self._all_rejections(report, received_at)
         bases = [j.base for j in group]
         for rejection in rejections:
             job = group[bisect.bisect_right(bases, rejection.row) - 1]
             job.outcome_rejections.append(
-                Rejection(rejection.row - job.base, rejection.code, rejection.message))
-        return [BatchOutcome(j.size, tuple(sorted(j.outcome_rejections, key=lambda r: r.row)))
-                for j in group]
+                Rejection(rejection.row - job.base, rejection.code, rejection.message)
+            )
+        return [
+            BatchOutcome(j.size, tuple(sorted(j.outcome_rejections, key=lambda r: r.row)))
+            for j in group
+        ]
 
     def _all_rejections(self, report: IngestReport, received_at: datetime) -> list[Rejection]:
         if report.rejected <= len(report.rejections):
@@ -265,5 +275,6 @@ class GroupWriter:
         rows = self._store.query(
             "SELECT row_number, reason_code, message FROM quarantine "
             "WHERE quarantined_at = ? AND source = ? ORDER BY row_number",
-            [received_at, QUARANTINE_SOURCE])
+            [received_at, QUARANTINE_SOURCE],
+        )
         return [Rejection(int(r[0]), str(r[1]), str(r[2])) for r in rows]

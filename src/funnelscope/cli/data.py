@@ -59,9 +59,14 @@ def _progress_for(path: Path) -> Iterator[Callable[[int, int], None] | None]:
     if not big or not err_console.is_terminal:
         yield None
         return
-    bar = Progress(TextColumn("{task.description}"), BarColumn(),
-                   TextColumn("{task.percentage:>3.0f}%"), TimeRemainingColumn(),
-                   console=err_console, transient=True)
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    )
     with bar:
         task = bar.add_task(path.name, total=None)
 
@@ -87,8 +92,13 @@ def _print_reports(reports: list[dict[str, Any]], fmt: OutputFormat) -> None:
         table.add_column(name, justify="left" if name in ("file", "reasons") else "right")
     for r in reports:
         table.add_row(
-            str(r["file"]), f"{r['rows']:,}", f"{r['accepted']:,}", f"{r['rejected']:,}",
-            f"{r['inserted']:,}", f"{r['duplicates']:,}", _reasons(r["reasons"]),
+            str(r["file"]),
+            f"{r['rows']:,}",
+            f"{r['accepted']:,}",
+            f"{r['rejected']:,}",
+            f"{r['inserted']:,}",
+            f"{r['duplicates']:,}",
+            _reasons(r["reasons"]),
         )
     console.print(table)
     if any(r["rejected"] for r in reports):
@@ -97,13 +107,20 @@ def _print_reports(reports: list[dict[str, Any]], fmt: OutputFormat) -> None:
 
 def import_files(
     files: Annotated[list[Path], typer.Argument(help="CSV, JSON Lines or Parquet files.")],
-    kind: Annotated[Kind | None, typer.Option("--kind", "-k", help="What the files hold "
-                                              "(default: guessed from the columns).")] = None,
-    format: Annotated[InputFormat | None, typer.Option(
-        "--format", help="Input format (default: from the extension).")] = None,
+    kind: Annotated[
+        Kind | None,
+        typer.Option(
+            "--kind", "-k", help="What the files hold (default: guessed from the columns)."
+        ),
+    ] = None,
+    format: Annotated[
+        InputFormat | None,
+        typer.Option("--format", help="Input format (default: from the extension)."),
+    ] = None,
     store: StoreOption = DEFAULT_STORE,
-    format_out: Annotated[OutputFormat, typer.Option("--format-out", "-f",
-                                                     help="table or json")] = OutputFormat.table,
+    format_out: Annotated[
+        OutputFormat, typer.Option("--format-out", "-f", help="table or json")
+    ] = OutputFormat.table,
 ) -> None:
     """Import event files (or ad spend, email, survey, product, currency-rate files).
 
@@ -119,9 +136,11 @@ def import_files(
             for path in files:
                 with _progress_for(path) as progress:
                     report = ws.ingest(
-                        path, kind=kind.value if kind else None,
+                        path,
+                        kind=kind.value if kind else None,
                         format=format.value if format else None,
-                        received_at=received_at, progress=progress,
+                        received_at=received_at,
+                        progress=progress,
                     )
                 done.append({"file": str(path), **report.to_dict()})
         except InvalidInputError:
@@ -133,46 +152,63 @@ def import_files(
 
 def quarantine(
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Rows to show.")] = 20,
-    reason: Annotated[str | None, typer.Option("--reason", "-r",
-                                               help="Only this reason code.")] = None,
-    source: Annotated[str | None, typer.Option("--source", help="Only rows of this source "
-                                               "(import:<file>, segment, ...).")] = None,
+    reason: Annotated[
+        str | None, typer.Option("--reason", "-r", help="Only this reason code.")
+    ] = None,
+    source: Annotated[
+        str | None,
+        typer.Option("--source", help="Only rows of this source (import:<file>, segment, ...)."),
+    ] = None,
     store: StoreOption = DEFAULT_STORE,
-    format: Annotated[OutputFormat, typer.Option("--format", "-f",
-                                                 help="table or json")] = OutputFormat.table,
+    format: Annotated[
+        OutputFormat, typer.Option("--format", "-f", help="table or json")
+    ] = OutputFormat.table,
 ) -> None:
     """Browse rejected rows: newest first, with their reason codes and the row as received."""
     import funnelscope
 
     with funnelscope.open(store) as ws:
-        where = "WHERE ($reason IS NULL OR reason_code = $reason) " \
-                "AND ($source IS NULL OR source = $source)"
+        where = (
+            "WHERE ($reason IS NULL OR reason_code = $reason) "
+            "AND ($source IS NULL OR source = $source)"
+        )
         params: dict[str, Any] = {"reason": reason, "source": source}
         cur = ws.store.reader()
         try:
             by_reason = cur.execute(
                 f"SELECT reason_code, count(*) FROM quarantine {where} GROUP BY 1 "
-                "ORDER BY 2 DESC, 1", params).fetchall()
+                "ORDER BY 2 DESC, 1",
+                params,
+            ).fetchall()
             rows = cur.execute(
                 "SELECT quarantined_at, source, row_number, reason_code, message, payload "
                 f"FROM quarantine {where} "
                 "ORDER BY quarantined_at DESC, source, row_number LIMIT $limit",
-                {**params, "limit": limit}).fetchall()
+                {**params, "limit": limit},
+            ).fetchall()
         finally:
             cur.close()
     total = sum(int(n) for _, n in by_reason)
     records = [
-        {"quarantined_at": at, "source": src, "row": row, "reason": code, "message": msg,
-         "payload": bytes(payload).decode("utf-8", "backslashreplace") if payload else None}
+        {
+            "quarantined_at": at,
+            "source": src,
+            "row": row,
+            "reason": code,
+            "message": msg,
+            "payload": bytes(payload).decode("utf-8", "backslashreplace") if payload else None,
+        }
         for at, src, row, code, msg, payload in rows
     ]
     if format is OutputFormat.json:
-        print_json({"total": total, "by_reason": {str(c): int(n) for c, n in by_reason},
-                    "rows": records})
+        print_json(
+            {"total": total, "by_reason": {str(c): int(n) for c, n in by_reason}, "rows": records}
+        )
         return
     if not total:
-        console.print("quarantine is empty" if reason is None and source is None
-                      else "no rejected rows match")
+        console.print(
+            "quarantine is empty" if reason is None and source is None else "no rejected rows match"
+        )
         return
     console.print(f"{total:,} rejected rows: " + ", ".join(f"{c} {n:,}" for c, n in by_reason))
     table = Table(show_edge=False)
@@ -182,8 +218,13 @@ def quarantine(
         payload = r["payload"] or ""
         if len(payload) > PAYLOAD_PREVIEW:
             payload = payload[: PAYLOAD_PREVIEW - 1] + "…"
-        table.add_row(r["source"], "" if r["row"] is None else str(r["row"]), r["reason"],
-                      r["message"], payload)
+        table.add_row(
+            r["source"],
+            "" if r["row"] is None else str(r["row"]),
+            r["reason"],
+            r["message"],
+            payload,
+        )
     console.print(table)
 
 

@@ -18,14 +18,22 @@ from funnelscope.errors import InvalidInputError, InvalidSpecError, Problem
 
 __all__ = ["register"]
 
-goals_app = typer.Typer(help="SMART goals on any KPI: progress, pacing, forecast, status.",
-                        no_args_is_help=True)
+goals_app = typer.Typer(
+    help="SMART goals on any KPI: progress, pacing, forecast, status.", no_args_is_help=True
+)
 
 FormatOption = Annotated[str, typer.Option("--format", "-f", help="table or json")]
-NowOption = Annotated[str | None, typer.Option(
-    "--now", help="Evaluate as of this ISO datetime (UTC unless an offset is given).")]
-_STATUS_STYLE = {"on_track": "green", "achieved": "green", "at_risk": "yellow",
-                 "off_track": "red", "missed": "red"}
+NowOption = Annotated[
+    str | None,
+    typer.Option("--now", help="Evaluate as of this ISO datetime (UTC unless an offset is given)."),
+]
+_STATUS_STYLE = {
+    "on_track": "green",
+    "achieved": "green",
+    "at_risk": "yellow",
+    "off_track": "red",
+    "missed": "red",
+}
 
 
 def _now(text: str | None) -> datetime:
@@ -34,8 +42,9 @@ def _now(text: str | None) -> datetime:
     try:
         at = datetime.fromisoformat(text)
     except ValueError:
-        raise InvalidInputError([Problem("goal.bad_now", "--now",
-                                         f"{text!r} is not an ISO date or datetime")]) from None
+        raise InvalidInputError(
+            [Problem("goal.bad_now", "--now", f"{text!r} is not an ISO date or datetime")]
+        ) from None
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
@@ -44,8 +53,15 @@ def _scope(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
-            raise InvalidSpecError([Problem("goal.bad_scope", "--scope",
-                                            f"{pair!r}: write property=value, e.g. product=X")])
+            raise InvalidSpecError(
+                [
+                    Problem(
+                        "goal.bad_scope",
+                        "--scope",
+                        f"{pair!r}: write property=value, e.g. product=X",
+                    )
+                ]
+            )
         out[key.strip()] = value.strip()
     return out
 
@@ -56,14 +72,22 @@ def _read_file(path: Path) -> list[dict[str, Any]]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
-        raise InvalidInputError([Problem("goal.bad_file", str(path),
-                                         f"cannot read {path}: {exc}")]) from None
+        raise InvalidInputError(
+            [Problem("goal.bad_file", str(path), f"cannot read {path}: {exc}")]
+        ) from None
     if isinstance(data, dict) and isinstance(data.get("goals"), list):
         data = data["goals"]
     items = data if isinstance(data, list) else [data]
     if not items or not all(isinstance(i, dict) for i in items):
-        raise InvalidInputError([Problem("goal.bad_file", str(path),
-                                         "the file holds a goal (a mapping) or a list of goals")])
+        raise InvalidInputError(
+            [
+                Problem(
+                    "goal.bad_file",
+                    str(path),
+                    "the file holds a goal (a mapping) or a list of goals",
+                )
+            ]
+        )
     return items
 
 
@@ -77,26 +101,41 @@ def _fmt(value: float | None, unit: str, currency: str | None) -> str:
 def add(
     name: Annotated[str | None, typer.Argument(help="The goal's name.")] = None,
     kpi: Annotated[str | None, typer.Option("--kpi", help="A KPI of the catalogue.")] = None,
-    target: Annotated[str | None, typer.Option(
-        "--target", help="1200, 0.03, 2.5%, 50000 USD, or a change vs the baseline: +15%")] = None,
+    target: Annotated[
+        str | None,
+        typer.Option(
+            "--target", help="1200, 0.03, 2.5%, 50000 USD, or a change vs the baseline: +15%"
+        ),
+    ] = None,
     start: Annotated[str | None, typer.Option("--start", help="First day (YYYY-MM-DD).")] = None,
-    deadline: Annotated[str | None, typer.Option(
-        "--deadline", help="Last day, included (YYYY-MM-DD).")] = None,
+    deadline: Annotated[
+        str | None, typer.Option("--deadline", help="Last day, included (YYYY-MM-DD).")
+    ] = None,
     baseline_start: Annotated[str | None, typer.Option("--baseline-start")] = None,
     baseline_end: Annotated[str | None, typer.Option("--baseline-end")] = None,
-    scope: Annotated[list[str] | None, typer.Option(
-        "--scope", help="property=value (repeatable): product, category, channel, campaign, "
-        "segment, device, country, new_vs_returning, page")] = None,
+    scope: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scope",
+            help="property=value (repeatable): product, category, channel, campaign, "
+            "segment, device, country, new_vs_returning, page",
+        ),
+    ] = None,
     owner: Annotated[str | None, typer.Option("--owner")] = None,
-    initiative: Annotated[str | None, typer.Option(
-        "--initiative", help="The campaign or project meant to move the KPI.")] = None,
-    aggregation: Annotated[str | None, typer.Option(
-        "--aggregation", help="sum, ratio or mean (default: from the KPI)")] = None,
+    initiative: Annotated[
+        str | None,
+        typer.Option("--initiative", help="The campaign or project meant to move the KPI."),
+    ] = None,
+    aggregation: Annotated[
+        str | None, typer.Option("--aggregation", help="sum, ratio or mean (default: from the KPI)")
+    ] = None,
     description: Annotated[str, typer.Option("--description")] = "",
-    file: Annotated[Path | None, typer.Option(
-        "--file", help="A YAML file with a goal or a list of goals.")] = None,
-    replace: Annotated[bool, typer.Option(
-        "--replace", help="Replace a goal of that name.")] = False,
+    file: Annotated[
+        Path | None, typer.Option("--file", help="A YAML file with a goal or a list of goals.")
+    ] = None,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Replace a goal of that name.")
+    ] = False,
     now: NowOption = None,
     store: StoreOption = DEFAULT_STORE,
     format: FormatOption = "table",
@@ -108,17 +147,40 @@ def add(
     if file is not None:
         specs = [GoalSpec.from_dict(item) for item in _read_file(file)]
     else:
-        missing = [flag for flag, value in (("NAME", name), ("--kpi", kpi), ("--target", target),
-                                            ("--start", start)) if value is None]
+        missing = [
+            flag
+            for flag, value in (
+                ("NAME", name),
+                ("--kpi", kpi),
+                ("--target", target),
+                ("--start", start),
+            )
+            if value is None
+        ]
         if missing:
-            raise InvalidSpecError([Problem("goal.missing_field", m, f"{m} is required "
-                                            "(or give --file)") for m in missing])
+            raise InvalidSpecError(
+                [
+                    Problem("goal.missing_field", m, f"{m} is required (or give --file)")
+                    for m in missing
+                ]
+            )
         assert name is not None and kpi is not None and target is not None and start is not None
-        specs = [GoalSpec.create(
-            name, kpi=kpi, target=target, start=start, deadline=deadline,
-            baseline_start=baseline_start, baseline_end=baseline_end, scope=_scope(scope or []),
-            owner=owner, initiative=initiative, aggregation=aggregation, description=description,
-        )]
+        specs = [
+            GoalSpec.create(
+                name,
+                kpi=kpi,
+                target=target,
+                start=start,
+                deadline=deadline,
+                baseline_start=baseline_start,
+                baseline_end=baseline_end,
+                scope=_scope(scope or []),
+                owner=owner,
+                initiative=initiative,
+                aggregation=aggregation,
+                description=description,
+            )
+        ]
     at = _now(now)
     with funnelscope.open(store) as ws:
         for spec in specs:
@@ -127,8 +189,9 @@ def add(
         print_json([s.to_dict() for s in specs])
         return
     for spec in specs:
-        console.print(f"goal {spec.name!r} added: {spec.kpi}, {spec.start}..{spec.deadline}",
-                      highlight=False)
+        console.print(
+            f"goal {spec.name!r} added: {spec.kpi}, {spec.start}..{spec.deadline}", highlight=False
+        )
 
 
 @goals_app.command("list")
@@ -140,9 +203,17 @@ def list_(store: StoreOption = DEFAULT_STORE, format: FormatOption = "table") ->
     with funnelscope.open(store) as ws:
         goals = list_goals(ws.store)
     if format == "json":
-        print_json([{**g["goal"].to_dict(), "status": g["status"],
-                     "probability": g["probability"], "checked_at": g["checked_at"]}
-                    for g in goals])
+        print_json(
+            [
+                {
+                    **g["goal"].to_dict(),
+                    "status": g["status"],
+                    "probability": g["probability"],
+                    "checked_at": g["checked_at"],
+                }
+                for g in goals
+            ]
+        )
         return
     from rich.table import Table
 
@@ -152,9 +223,15 @@ def list_(store: StoreOption = DEFAULT_STORE, format: FormatOption = "table") ->
         target = f"{spec.target:+g}%" if spec.target_kind == "change" else f"{spec.target:g}"
         prob = "" if g["probability"] is None else f"{g['probability']:.0%}"
         status = g["status"] or "not checked"
-        table.add_row(spec.name, spec.kpi, target, f"{spec.start}..{spec.deadline}",
-                      spec.owner or "", f"[{_STATUS_STYLE.get(status, '')}]{status}[/]"
-                      if status in _STATUS_STYLE else status, prob)
+        table.add_row(
+            spec.name,
+            spec.kpi,
+            target,
+            f"{spec.start}..{spec.deadline}",
+            spec.owner or "",
+            f"[{_STATUS_STYLE.get(status, '')}]{status}[/]" if status in _STATUS_STYLE else status,
+            prob,
+        )
     console.print(table)
 
 
@@ -179,13 +256,23 @@ def show(
         return
     p, unit, cur = progress, progress.unit, progress.currency
     style = _STATUS_STYLE.get(p.status, "")
-    console.print(f"[bold]{p.goal.name}[/bold]  [{style}]{p.status}[/]" if style else
-                  f"[bold]{p.goal.name}[/bold]  {p.status}", highlight=False)
+    console.print(
+        f"[bold]{p.goal.name}[/bold]  [{style}]{p.status}[/]"
+        if style
+        else f"[bold]{p.goal.name}[/bold]  {p.status}",
+        highlight=False,
+    )
     rows = [
         ("target", _fmt(p.target_value, unit, cur)),
-        ("so far", f"{_fmt(p.current_value, unit, cur)}"
-         + (f" ({p.percent_of_target:.1f}% of target)" if p.percent_of_target is not None
-            else "")),
+        (
+            "so far",
+            f"{_fmt(p.current_value, unit, cur)}"
+            + (
+                f" ({p.percent_of_target:.1f}% of target)"
+                if p.percent_of_target is not None
+                else ""
+            ),
+        ),
         ("pacing says", _fmt(p.expected_to_date, unit, cur)),
         ("days", f"{p.days_elapsed} of {p.days_total} ({p.days_left} left)"),
     ]
@@ -199,8 +286,9 @@ def show(
         console.print(f"{label:>12}  {value}", highlight=False)
     for check in p.checks:
         mark = {True: "[green]ok[/]", False: "[red]no[/]", None: "[yellow]?[/]"}[check.passed]
-        console.print(f"{check.property:>12}  {mark}  {check.message}", highlight=False,
-                      soft_wrap=True)
+        console.print(
+            f"{check.property:>12}  {mark}  {check.message}", highlight=False, soft_wrap=True
+        )
     if daily:
         console.print(p.daily.to_string())
 
@@ -222,8 +310,10 @@ def check(
     for c in checks:
         prob = "" if c.probability is None else f"  P={c.probability:.0%}"
         change = f"  (was {c.previous_status})" if c.changed and c.previous_status else ""
-        console.print(f"{c.goal:>24}  {c.status}{prob}{change}"
-                      + (f"  error: {c.error}" if c.error else ""), highlight=False)
+        console.print(
+            f"{c.goal:>24}  {c.status}{prob}{change}" + (f"  error: {c.error}" if c.error else ""),
+            highlight=False,
+        )
 
 
 @goals_app.command("remove")

@@ -15,8 +15,9 @@ from funnelscope.cli.common import DEFAULT_STORE, StoreOption, console, print_js
 
 __all__ = ["register"]
 
-keys_app = typer.Typer(help="API keys: write keys for ingestion, read keys for queries.",
-                       no_args_is_help=True)
+keys_app = typer.Typer(
+    help="API keys: write keys for ingestion, read keys for queries.", no_args_is_help=True
+)
 
 FormatOption = Annotated[str, typer.Option("--format", "-f", help="table or json")]
 
@@ -37,8 +38,10 @@ def create(
     if format == "json":
         print_json(created.to_dict())
         return
-    console.print(f"{created.key.kind} key {created.key.key_id} for source "
-                  f"{created.key.source!r}:", highlight=False)
+    console.print(
+        f"{created.key.kind} key {created.key.key_id} for source {created.key.source!r}:",
+        highlight=False,
+    )
     console.print(created.token, highlight=False, soft_wrap=True)
     if created.key.kind == "read":
         console.print("Store it now: only its hash is kept.", style="yellow")

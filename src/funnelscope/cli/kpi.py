@@ -37,8 +37,9 @@ def parse_instant(text: str, option: str) -> datetime:
             return datetime.combine(date.fromisoformat(text), time(), tzinfo=UTC)
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise InvalidInputError([Problem("cli.bad_datetime", option,
-                                         f"{text!r} is not an ISO date or datetime")]) from None
+        raise InvalidInputError(
+            [Problem("cli.bad_datetime", option, f"{text!r} is not an ISO date or datetime")]
+        ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
@@ -93,18 +94,31 @@ def _split(values: list[str]) -> list[str]:
 def register(app: typer.Typer) -> None:
     @app.command("kpi")
     def kpi_command(
-        names: Annotated[list[str] | None, typer.Argument(
-            help="KPI names (see `funnelscope kpis`).")] = None,
+        names: Annotated[
+            list[str] | None, typer.Argument(help="KPI names (see `funnelscope kpis`).")
+        ] = None,
         store: StoreOption = DEFAULT_STORE,
         start: StartOption = None,
         end: EndOption = None,
-        breakdown: Annotated[list[str] | None, typer.Option(
-            "--breakdown", "-b", help="channel, campaign, device, country, new_vs_returning, "
-            "product or page; repeat or comma-separate")] = None,
-        granularity: Annotated[str | None, typer.Option(
-            "--granularity", "-g", help="day, week or month (default: the whole window)")] = None,
-        compare: Annotated[str | None, typer.Option(
-            "--compare", help="previous_period: add the previous window's value")] = None,
+        breakdown: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--breakdown",
+                "-b",
+                help="channel, campaign, device, country, new_vs_returning, "
+                "product or page; repeat or comma-separate",
+            ),
+        ] = None,
+        granularity: Annotated[
+            str | None,
+            typer.Option(
+                "--granularity", "-g", help="day, week or month (default: the whole window)"
+            ),
+        ] = None,
+        compare: Annotated[
+            str | None,
+            typer.Option("--compare", help="previous_period: add the previous window's value"),
+        ] = None,
         format: Annotated[str, typer.Option("--format", "-f", help="table, json or csv")] = "table",
         list_: Annotated[bool, typer.Option("--list", help="List the catalogue instead.")] = False,
     ) -> None:
@@ -115,41 +129,68 @@ def register(app: typer.Typer) -> None:
             _print_catalogue("json" if format == "json" else "table")
             return
         if not names:
-            raise InvalidInputError([Problem(
-                "cli.no_kpis", "NAMES", "name at least one KPI (`funnelscope kpis` lists them)")])
+            raise InvalidInputError(
+                [
+                    Problem(
+                        "cli.no_kpis",
+                        "NAMES",
+                        "name at least one KPI (`funnelscope kpis` lists them)",
+                    )
+                ]
+            )
         if format not in ("table", "json", "csv"):
-            raise InvalidInputError([Problem("cli.bad_format", "--format",
-                                             "use table, json or csv")])
+            raise InvalidInputError(
+                [Problem("cli.bad_format", "--format", "use table, json or csv")]
+            )
         with funnelscope.open(store) as ws:
             start_at, end_at = resolve_window(ws, start, end)
             from funnelscope.analysis.kpis import KpiSpec, compute_kpis
 
-            spec = KpiSpec.create(_split(names), start_at, end_at,
-                                  breakdown=_split(breakdown or []), granularity=granularity,
-                                  compare=compare)
+            spec = KpiSpec.create(
+                _split(names),
+                start_at,
+                end_at,
+                breakdown=_split(breakdown or []),
+                granularity=granularity,
+                compare=compare,
+            )
             result = compute_kpis(ws.engine, spec)
         if format == "json":
             print_json(result.to_dict())
             return
         rows = [r.to_dict() for r in result.rows]
         if format == "csv":
-            columns = ["kpi", "stage", "unit", "period", *spec.breakdown, "value", "numerator",
-                       "denominator", "previous_value", "change", "note"]
+            columns = [
+                "kpi",
+                "stage",
+                "unit",
+                "period",
+                *spec.breakdown,
+                "value",
+                "numerator",
+                "denominator",
+                "previous_value",
+                "change",
+                "note",
+            ]
             writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n")
             writer.writeheader()
             writer.writerows(rows)
             return
         table = Table(title=f"KPIs {start_at:%Y-%m-%d} .. {end_at:%Y-%m-%d} (end exclusive)")
         for column in ("kpi", "period", *spec.breakdown, "value", "previous", "change", "note"):
-            table.add_column(column, justify="right" if column in (
-                "value", "previous", "change") else "left")
+            table.add_column(
+                column, justify="right" if column in ("value", "previous", "change") else "left"
+            )
         for r in result.rows:
             table.add_row(
-                r.kpi, f"{r.period:%Y-%m-%d}", *(str(v) if v is not None else "(none)"
-                                                 for _, v in r.breakdown),
+                r.kpi,
+                f"{r.period:%Y-%m-%d}",
+                *(str(v) if v is not None else "(none)" for _, v in r.breakdown),
                 format_value(r.value, r.unit, result.currency),
                 format_value(r.previous_value, r.unit, result.currency),
-                format_change(r.change), r.note or "",
+                format_change(r.change),
+                r.note or "",
             )
         console.print(table)
 
@@ -167,9 +208,15 @@ def _print_catalogue(format: str) -> None:
     from funnelscope.analysis.kpi_catalogue import CATALOGUE
 
     entries: list[dict[str, Any]] = [
-        {"name": k.name, "stage": k.stage.name.lower(), "unit": k.unit,
-         "higher_is_better": k.higher_is_better, "additive": k.additive,
-         "breakdowns": list(k.breakdowns), "description": k.description}
+        {
+            "name": k.name,
+            "stage": k.stage.name.lower(),
+            "unit": k.unit,
+            "higher_is_better": k.higher_is_better,
+            "additive": k.additive,
+            "breakdowns": list(k.breakdowns),
+            "description": k.description,
+        }
         for k in CATALOGUE
     ]
     if format == "json":
@@ -179,6 +226,7 @@ def _print_catalogue(format: str) -> None:
     for column in ("name", "stage", "unit", "breakdowns", "description"):
         table.add_column(column)
     for e in entries:
-        table.add_row(e["name"], e["stage"], e["unit"], ", ".join(e["breakdowns"]),
-                      e["description"])
+        table.add_row(
+            e["name"], e["stage"], e["unit"], ", ".join(e["breakdowns"]), e["description"]
+        )
     console.print(table)

@@ -27,10 +27,17 @@ app = typer.Typer(
 )
 
 #: Command modules; each defines ``register(app)``.
-COMMAND_MODULES: Final = ("funnelscope.cli.data", "funnelscope.cli.keys", "funnelscope.cli.serve",
-                          "funnelscope.cli.goals", "funnelscope.cli.customers",
-                          "funnelscope.cli.kpi", "funnelscope.cli.report",
-                          "funnelscope.cli.simulate", "funnelscope.cli.funnel")
+COMMAND_MODULES: Final = (
+    "funnelscope.cli.data",
+    "funnelscope.cli.keys",
+    "funnelscope.cli.serve",
+    "funnelscope.cli.goals",
+    "funnelscope.cli.customers",
+    "funnelscope.cli.kpi",
+    "funnelscope.cli.report",
+    "funnelscope.cli.simulate",
+    "funnelscope.cli.funnel",
+)
 
 _state = {"debug": False}
 

@@ -25,8 +25,10 @@ def register(app: typer.Typer) -> None:
         store: StoreOption = DEFAULT_STORE,
         start: StartOption = None,
         end: EndOption = None,
-        stages: Annotated[Path | None, typer.Option(
-            "--stages", help="A TOML stage model (docs/data-model.md, 'Stages').")] = None,
+        stages: Annotated[
+            Path | None,
+            typer.Option("--stages", help="A TOML stage model (docs/data-model.md, 'Stages')."),
+        ] = None,
         format: Annotated[str, typer.Option("--format", "-f", help="table or json")] = "table",
     ) -> None:
         """The stage report: people at each stage, conversion, and each stage's main KPIs."""
@@ -44,18 +46,29 @@ def register(app: typer.Typer) -> None:
         if format == "json":
             print_json({**report.to_dict(), "currency": currency})
             return
-        console.print(f"[bold]Stage report[/bold] {start_at:%Y-%m-%d} .. {end_at:%Y-%m-%d} "
-                      f"(end exclusive), compared with the {(end_at - start_at).days} days before")
+        console.print(
+            f"[bold]Stage report[/bold] {start_at:%Y-%m-%d} .. {end_at:%Y-%m-%d} "
+            f"(end exclusive), compared with the {(end_at - start_at).days} days before"
+        )
         for row in report.rows:
-            conv = ("" if row.conversion_from_previous is None
-                    else f", {row.conversion_from_previous * 100:.1f}% of the previous stage")
-            table = Table(title=f"{row.stage.label}: {row.persons:,} people{conv}",
-                          title_justify="left")
+            conv = (
+                ""
+                if row.conversion_from_previous is None
+                else f", {row.conversion_from_previous * 100:.1f}% of the previous stage"
+            )
+            table = Table(
+                title=f"{row.stage.label}: {row.persons:,} people{conv}", title_justify="left"
+            )
             for column in ("KPI", "value", "previous", "change", "note"):
-                table.add_column(column, justify="right" if column in (
-                    "value", "previous", "change") else "left")
+                table.add_column(
+                    column, justify="right" if column in ("value", "previous", "change") else "left"
+                )
             for name, k in row.kpis.items():
-                table.add_row(name, format_value(k["value"], k["unit"], currency),
-                              format_value(k["previous_value"], k["unit"], currency),
-                              format_change(k["change"]), k["note"] or "")
+                table.add_row(
+                    name,
+                    format_value(k["value"], k["unit"], currency),
+                    format_value(k["previous_value"], k["unit"], currency),
+                    format_change(k["change"]),
+                    k["note"] or "",
+                )
             console.print(table)

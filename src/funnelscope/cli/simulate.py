@@ -28,13 +28,20 @@ def resolve_start(start: str | None, days: int, today: date) -> date:
     try:
         first = date.fromisoformat(start.strip())
     except ValueError:
-        raise InvalidInputError([Problem("simulate.bad_start", "--start",
-                                         f"not a date: {start!r}; use YYYY-MM-DD")]) from None
+        raise InvalidInputError(
+            [Problem("simulate.bad_start", "--start", f"not a date: {start!r}; use YYYY-MM-DD")]
+        ) from None
     if first + timedelta(days=days) > today + timedelta(days=1):
-        raise InvalidInputError([Problem(
-            "simulate.future_period", "--start",
-            f"the period {first} + {days} days ends after today ({today}); "
-            f"use a --start on or before {today + timedelta(days=1 - days)}")])
+        raise InvalidInputError(
+            [
+                Problem(
+                    "simulate.future_period",
+                    "--start",
+                    f"the period {first} + {days} days ends after today ({today}); "
+                    f"use a --start on or before {today + timedelta(days=1 - days)}",
+                )
+            ]
+        )
     return first
 
 
@@ -47,8 +54,11 @@ def _check(customers: int, days: int, seed: int, out: Path | None, store: Path |
     except InvalidInputError as exc:
         problems.extend(Problem(p.code, "--" + p.location, p.message) for p in exc.problems)
     if (out is None) == (store is None):
-        problems.append(Problem("simulate.target", "--out/--store",
-                                "give exactly one of --out FILE or --store PATH"))
+        problems.append(
+            Problem(
+                "simulate.target", "--out/--store", "give exactly one of --out FILE or --store PATH"
+            )
+        )
     if problems:
         raise InvalidInputError(problems)
 
@@ -56,17 +66,28 @@ def _check(customers: int, days: int, seed: int, out: Path | None, store: Path |
 def register(app: typer.Typer) -> None:
     @app.command("simulate")
     def simulate_command(
-        customers: Annotated[int, typer.Option("--customers", "-n",
-                                               help="Persons visiting the shop (>= 1).")],
+        customers: Annotated[
+            int, typer.Option("--customers", "-n", help="Persons visiting the shop (>= 1).")
+        ],
         days: Annotated[int, typer.Option("--days", "-d", help="Days to simulate, 1..3650.")],
         seed: Annotated[int, typer.Option("--seed", help="Random seed (>= 0).")] = 0,
-        out: Annotated[Path | None, typer.Option(
-            "--out", "-o", help="Write events to FILE (.parquet, .csv, .jsonl) and the facts "
-                                "to sibling <stem>.<kind>.csv files.")] = None,
-        store: Annotated[Path | None, typer.Option(
-            "--store", "-s", help="Append to this store (created if missing).")] = None,
-        start: Annotated[str | None, typer.Option(
-            "--start", help="First day, YYYY-MM-DD (default: the period ends today).")] = None,
+        out: Annotated[
+            Path | None,
+            typer.Option(
+                "--out",
+                "-o",
+                help="Write events to FILE (.parquet, .csv, .jsonl) and the facts "
+                "to sibling <stem>.<kind>.csv files.",
+            ),
+        ] = None,
+        store: Annotated[
+            Path | None,
+            typer.Option("--store", "-s", help="Append to this store (created if missing)."),
+        ] = None,
+        start: Annotated[
+            str | None,
+            typer.Option("--start", help="First day, YYYY-MM-DD (default: the period ends today)."),
+        ] = None,
         format: Annotated[str, typer.Option("--format", "-f", help="table or json")] = "table",
     ) -> None:
         """Simulate a believable online shop (docs/simulator.md) into a store or a file."""
@@ -77,11 +98,17 @@ def register(app: typer.Typer) -> None:
             raise InvalidInputError([Problem("cli.bad_format", "--format", "use table or json")])
         now = datetime.now(UTC)
         first = resolve_start(start, days, now.date())
-        columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                   TextColumn("{task.completed:,.0f}/{task.total:,.0f}"), TimeElapsedColumn())
+        columns = (
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
+            TimeElapsedColumn(),
+        )
         result: dict[str, Any] = {}
-        with Progress(*columns, console=err_console, transient=True,
-                      disable=not err_console.is_terminal) as bar:
+        with Progress(
+            *columns, console=err_console, transient=True, disable=not err_console.is_terminal
+        ) as bar:
             task = bar.add_task(f"simulating {customers:,} customers x {days} days", total=None)
             began = time.perf_counter()
             shop = simulate(customers, days, seed, start=first)
@@ -105,12 +132,12 @@ def register(app: typer.Typer) -> None:
                 with funnelscope.open(store) as ws:
                     report = shop.write_store(ws.store, received_at=now, progress=progress)
                 result["store"] = str(store)
-                result["ingest"] = {k: v for k, v in report.to_dict().items()
-                                    if k != "rejections"}
+                result["ingest"] = {k: v for k, v in report.to_dict().items() if k != "rejections"}
             written_in = time.perf_counter() - began
             result["write_seconds"] = round(written_in, 3)
             result["rows_written_per_second"] = round(
-                (n_events + sum(t.num_rows for t in shop.facts.values())) / max(written_in, 1e-9))
+                (n_events + sum(t.num_rows for t in shop.facts.values())) / max(written_in, 1e-9)
+            )
         if format == "json":
             print_json(result)
             return

@@ -72,7 +72,7 @@ class EmbeddedEngine:
 
     def events_of_person(self, person_id: int, columns: Sequence[str] = ()) -> pa.Table:
         """All events of one (canonical) person, with ``columns`` (``properties.<key>`` too)."""
-        select = ['person_id', '"timestamp"', "event"]
+        select = ["person_id", '"timestamp"', "event"]
         params: dict[str, Any] = {"p": int(person_id)}
         for i, name in enumerate(dict.fromkeys(columns)):
             alias = '"' + name.replace('"', '""') + '"'

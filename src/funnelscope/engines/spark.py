@@ -108,12 +108,17 @@ class SparkEngine:
         df = self.spark.table("events")
         if "person_id" not in df.columns:
             key = F.coalesce(F.col("user_id"), F.col("anonymous_id"))
-            ids = (df.select(key.alias("_distinct_id")).distinct()
-                   .withColumn("person_id",
-                               F.row_number().over(Window.orderBy("_distinct_id")) - 1))
+            ids = (
+                df.select(key.alias("_distinct_id"))
+                .distinct()
+                .withColumn("person_id", F.row_number().over(Window.orderBy("_distinct_id")) - 1)
+            )
             df = df.join(ids, key == F.col("_distinct_id")).drop("_distinct_id")
-        select: list[Column] = [F.col("person_id").cast("long").alias("person_id"),
-                                F.col("timestamp"), F.col("event")]
+        select: list[Column] = [
+            F.col("person_id").cast("long").alias("person_id"),
+            F.col("timestamp"),
+            F.col("event"),
+        ]
         for name in dict.fromkeys(columns):
             path = property_path(name)
             if path is not None:
@@ -155,8 +160,9 @@ class SparkEngine:
             with warnings.catch_warnings():
                 # mapInArrow moves Arrow batches only; PySpark's pandas-version notice does
                 # not apply to it (and pytest turns warnings into errors)
-                warnings.filterwarnings("ignore", "PySpark does not yet fully support pandas",
-                                        FutureWarning)
+                warnings.filterwarnings(
+                    "ignore", "PySpark does not yet fully support pandas", FutureWarning
+                )
                 df = self._event_columns(columns)
                 key = F.col(f"`{partition_by}`")
                 if partition_by != "person_id":
@@ -179,7 +185,9 @@ class SparkEngine:
 
 def _plain_names(table: pa.Table) -> pa.Table:
     """Undo the aliases of :meth:`SparkEngine._event_columns` (``__properties__x``)."""
-    return table.rename_columns([
-        n[2:].replace("__", ".") if n.startswith("__properties__") else n
-        for n in table.column_names
-    ])
+    return table.rename_columns(
+        [
+            n[2:].replace("__", ".") if n.startswith("__properties__") else n
+            for n in table.column_names
+        ]
+    )

@@ -97,8 +97,20 @@ def _stage_view(con: duckdb.DuckDBPyConnection, path: Path, plan: dict[str, str]
 def _checked_sql(schema: pa.Schema, store_currency: str) -> str:
     """The pipeline's validation over ``stg`` plus ``_clean``: the row is stored unchanged."""
     cols, reason, message = _typed_columns(schema, store_currency)
-    keep = ("event_id", "user_id", "anonymous_id", "previous_id", "timestamp", "event",
-            "properties", "revenue", "currency", "_props_ok", "_items_ok", "_rev_raw")
+    keep = (
+        "event_id",
+        "user_id",
+        "anonymous_id",
+        "previous_id",
+        "timestamp",
+        "event",
+        "properties",
+        "revenue",
+        "currency",
+        "_props_ok",
+        "_items_ok",
+        "_rev_raw",
+    )
     typed = ",\n  ".join(f"{cols[c]} AS {_q(c)}" for c in keep)
     keys = ", ".join(f"{expr} AS {name}" for name, expr in _channel_keys(cols).items())
     # the raw value is what the pipeline would store (NULLIF(trim(x), '')), in a cheaper form
@@ -144,8 +156,10 @@ def import_parquet_segment(
     unknown = set(plan) - set(STAGING_COLUMNS)
     if unknown:
         return None
-    staged = pa.schema([pa.field(name, schema.field(col).type) for name, col in plan.items()]
-                       + [pa.field("_row", pa.int64())])
+    staged = pa.schema(
+        [pa.field(name, schema.field(col).type) for name, col in plan.items()]
+        + [pa.field("_row", pa.int64())]
+    )
     report = IngestReport(source=source, rows=rows)
     target: Path | None = None
     try:
@@ -193,9 +207,16 @@ def import_parquet_segment(
                 raise StoreError(f"segment side table of {path} has {side} rows, not {rows}")
             columns = {name: col for name, col in plan.items() if name in EVENT_SCHEMA.names}
             seg.register_segment(
-                con, segment_id=segment_id, kind="reference", columns=columns, source=source,
-                received_at=received_at, row_count=rows, first_seq=first_seq,
-                last_seq=first_seq + rows - 1, store_path=store.path,
+                con,
+                segment_id=segment_id,
+                kind="reference",
+                columns=columns,
+                source=source,
+                received_at=received_at,
+                row_count=rows,
+                first_seq=first_seq,
+                last_seq=first_seq + rows - 1,
+                store_path=store.path,
             )
             store.advance_seq(first_seq + rows)
             report.inserted = rows

@@ -58,7 +58,12 @@ __all__ = [
 CHUNK_ROWS: Final = 1_000_000
 FORMATS: Final = ("csv", "jsonl", "parquet")
 KINDS: Final = (
-    "events", "ad_spend", "email_campaigns", "survey_responses", "products", "currency_rates",
+    "events",
+    "ad_spend",
+    "email_campaigns",
+    "survey_responses",
+    "products",
+    "currency_rates",
 )
 REQUIRED_COLUMNS: Final = ("event_id", "timestamp", "event")
 #: Other accepted names of canonical columns, after names are snake_cased (``userId`` ->
@@ -85,8 +90,14 @@ _BLOCK_BYTES: Final = 16 << 20
 _JSONL_BLOCK_BYTES: Final = 64 << 20
 _SNIFF_LINES: Final = 1000
 _EXTENSIONS: Final = {
-    ".csv": "csv", ".tsv": "csv", ".txt": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl",
-    ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet",
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".txt": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
 }
 _COMPRESSIONS: Final = (".gz", ".bz2", ".zst", ".lz4")
 _FACT_COLUMNS: Final[dict[str, frozenset[str]]] = {
@@ -128,9 +139,13 @@ def _column_plan(names: Sequence[str], where: str) -> dict[str, str]:
     for name in names:
         key = _snake(name)
         if key in by_snake:
-            problems.append(Problem("file.ambiguous_columns", where,
-                                    f"columns {by_snake[key]!r} and {name!r} mean the same "
-                                    "column; keep one"))
+            problems.append(
+                Problem(
+                    "file.ambiguous_columns",
+                    where,
+                    f"columns {by_snake[key]!r} and {name!r} mean the same column; keep one",
+                )
+            )
         by_snake.setdefault(key, name)
     plan: dict[str, str] = {}
     for target in STAGING_COLUMNS:
@@ -139,10 +154,14 @@ def _column_plan(names: Sequence[str], where: str) -> dict[str, str]:
             continue
         hits = [a for a in COLUMN_ALIASES.get(target, ()) if a in by_snake]
         if len(hits) > 1:
-            problems.append(Problem(
-                "file.ambiguous_columns", where,
-                f"columns {', '.join(by_snake[h] for h in hits)} could each be {target}; "
-                f"rename the one to use to {target!r}"))
+            problems.append(
+                Problem(
+                    "file.ambiguous_columns",
+                    where,
+                    f"columns {', '.join(by_snake[h] for h in hits)} could each be {target}; "
+                    f"rename the one to use to {target!r}",
+                )
+            )
         elif hits:
             plan[target] = by_snake[hits[0]]
     if "distinct_id" in by_snake:
@@ -157,10 +176,14 @@ def _column_plan(names: Sequence[str], where: str) -> dict[str, str]:
         missing.append("user_id or anonymous_id")
     if missing:
         found = ", ".join(names) if names else "none"
-        problems.append(Problem(
-            "file.missing_columns", where,
-            f"missing required column(s) {', '.join(missing)} (columns found: {found}); "
-            "see docs/import.md for accepted names"))
+        problems.append(
+            Problem(
+                "file.missing_columns",
+                where,
+                f"missing required column(s) {', '.join(missing)} (columns found: {found}); "
+                "see docs/import.md for accepted names",
+            )
+        )
     if problems:
         raise InvalidEventError(problems)
     return plan
@@ -175,6 +198,7 @@ def _detect_kind(names: Sequence[str]) -> str:
 
 
 # -- formats ---------------------------------------------------------------------------------
+
 
 def detect_format(path: str | Path) -> str:
     """``csv``, ``jsonl`` or ``parquet``: by extension, else by the first bytes.
@@ -209,6 +233,7 @@ def _check_file(path: Path) -> None:
 
 # -- UTF-8 -----------------------------------------------------------------------------------
 
+
 def _as_text(column: pa.Array) -> tuple[pa.Array, np.ndarray]:
     """A binary column as UTF-8 text, and the positions of values that are not UTF-8.
 
@@ -219,10 +244,11 @@ def _as_text(column: pa.Array) -> tuple[pa.Array, np.ndarray]:
         return column.cast(pa.string()), np.empty(0, np.int64)
     except pa.ArrowInvalid:
         pass
-    offsets = np.frombuffer(column.buffers()[1], np.int32)[column.offset: column.offset +
-                                                           len(column) + 1]
+    offsets = np.frombuffer(column.buffers()[1], np.int32)[
+        column.offset : column.offset + len(column) + 1
+    ]
     data = np.frombuffer(column.buffers()[2], np.uint8)
-    high = np.flatnonzero(data[offsets[0]: offsets[-1]] >= 0x80) + offsets[0]
+    high = np.flatnonzero(data[offsets[0] : offsets[-1]] >= 0x80) + offsets[0]
     suspects = np.unique(np.searchsorted(offsets, high, side="right") - 1)
     values = column.to_pylist()
     bad = []
@@ -250,6 +276,7 @@ def _csv_payload(values: Sequence[bytes | None]) -> bytes:
 
 
 # -- the batcher -----------------------------------------------------------------------------
+
 
 class _Batcher:
     """Collects staged rows and parser rejections; sends them to the pipeline in chunks."""
@@ -279,12 +306,18 @@ class _Batcher:
         if self._tables:
             staging = pa.concat_tables(self._tables, promote_options="permissive")
         else:
-            staging = pa.table({"event_id": pa.array([], pa.string()),
-                                "_row": pa.array([], pa.int64())})
-        self.report.merge(append_events(
-            self.store, staging, source=self.source, received_at=self.received_at,
-            pre_rejected=self._rejections,
-        ))
+            staging = pa.table(
+                {"event_id": pa.array([], pa.string()), "_row": pa.array([], pa.int64())}
+            )
+        self.report.merge(
+            append_events(
+                self.store,
+                staging,
+                source=self.source,
+                received_at=self.received_at,
+                pre_rejected=self._rejections,
+            )
+        )
         self.discard()
 
 
@@ -296,6 +329,7 @@ def _staged(table: pa.Table | pa.RecordBatch, plan: dict[str, str], first_row: i
 
 
 # -- CSV -------------------------------------------------------------------------------------
+
 
 def _csv_names(path: Path, delimiter: str) -> list[str]:
     """The header: the first non-blank record (read with the ``csv`` module, so a bad byte or a
@@ -312,8 +346,13 @@ def _csv_names(path: Path, delimiter: str) -> list[str]:
 
 
 def _csv_fast(
-    path: Path, names: list[str], plan: dict[str, str], delimiter: str, sink: _Batcher,
-    progress: Progress | None, total: int,
+    path: Path,
+    names: list[str],
+    plan: dict[str, str],
+    delimiter: str,
+    sink: _Batcher,
+    progress: Progress | None,
+    total: int,
 ) -> None:
     """pyarrow's serial streaming reader, all columns as bytes; raises ArrowInvalid on a
     row of the wrong width (the slow path then numbers and quarantines it)."""
@@ -322,7 +361,8 @@ def _csv_fast(
         read_options=pacsv.ReadOptions(use_threads=False, block_size=_BLOCK_BYTES),
         parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
         convert_options=pacsv.ConvertOptions(
-            column_types={n: pa.binary() for n in names}, strings_can_be_null=False,
+            column_types={n: pa.binary() for n in names},
+            strings_can_be_null=False,
             quoted_strings_can_be_null=False,
         ),
     )
@@ -346,10 +386,14 @@ def _csv_fast(
             staged = staged.filter(pa.array(keep))
             for i in bad.tolist():
                 values = [batch.column(c)[i].as_py() for c in range(batch.num_columns)]
-                rejections.append(Rejection(
-                    row + i, "row.invalid_utf8",
-                    "the row has bytes that are not UTF-8: save the file as UTF-8",
-                    _csv_payload(values)))
+                rejections.append(
+                    Rejection(
+                        row + i,
+                        "row.invalid_utf8",
+                        "the row has bytes that are not UTF-8: save the file as UTF-8",
+                        _csv_payload(values),
+                    )
+                )
         sink.add(staged, rejections)
         row += batch.num_rows
         if progress is not None:
@@ -358,7 +402,11 @@ def _csv_fast(
 
 
 def _csv_slow(
-    path: Path, names: list[str], plan: dict[str, str], delimiter: str, sink: _Batcher,
+    path: Path,
+    names: list[str],
+    plan: dict[str, str],
+    delimiter: str,
+    sink: _Batcher,
     skip_records: int,
 ) -> None:
     """Record by record with the ``csv`` module: exact record numbers for rows of the wrong
@@ -381,38 +429,55 @@ def _csv_slow(
             if record < skip_records:
                 continue
             if len(fields) != width:
-                rejections.append(Rejection(
-                    record, "row.bad_shape",
-                    f"the row has {len(fields)} fields, the header has {width}",
-                    _joined(fields, delimiter)))
+                rejections.append(
+                    Rejection(
+                        record,
+                        "row.bad_shape",
+                        f"the row has {len(fields)} fields, the header has {width}",
+                        _joined(fields, delimiter),
+                    )
+                )
             else:
                 good.append(fields)
                 numbers.append(record)
             if len(good) >= 100_000:
-                sink.add(*_slow_chunk(list(plan), positions, good, numbers, rejections,
-                                      delimiter))
+                sink.add(*_slow_chunk(list(plan), positions, good, numbers, rejections, delimiter))
                 good, numbers, rejections = [], [], []
         sink.add(*_slow_chunk(list(plan), positions, good, numbers, rejections, delimiter))
 
 
 def _slow_chunk(
-    targets: list[str], positions: list[int], good: list[list[str]], numbers: list[int],
-    rejections: list[Rejection], delimiter: str,
+    targets: list[str],
+    positions: list[int],
+    good: list[list[str]],
+    numbers: list[int],
+    rejections: list[Rejection],
+    delimiter: str,
 ) -> tuple[pa.Table, list[Rejection]]:
     """Columns of the well-shaped records; those holding undecodable bytes are rejected."""
     try:
         arrays = [pa.array([r[p] for r in good], pa.string()) for p in positions]
     except UnicodeEncodeError:  # a surrogate-escaped byte: find the rows that have one
         bad = {i for i, r in enumerate(good) if any(_has_surrogate(r[p]) for p in positions)}
-        rejections = sorted([*rejections, *(
-            Rejection(numbers[i], "row.invalid_utf8",
-                      "the row has bytes that are not UTF-8: save the file as UTF-8",
-                      _joined(good[i], delimiter)) for i in bad)], key=lambda r: r.row)
+        rejections = sorted(
+            [
+                *rejections,
+                *(
+                    Rejection(
+                        numbers[i],
+                        "row.invalid_utf8",
+                        "the row has bytes that are not UTF-8: save the file as UTF-8",
+                        _joined(good[i], delimiter),
+                    )
+                    for i in bad
+                ),
+            ],
+            key=lambda r: r.row,
+        )
         good = [r for i, r in enumerate(good) if i not in bad]
         numbers = [n for i, n in enumerate(numbers) if i not in bad]
         arrays = [pa.array([r[p] for r in good], pa.string()) for p in positions]
-    table = pa.Table.from_arrays([*arrays, pa.array(numbers, pa.int64())],
-                                 names=[*targets, "_row"])
+    table = pa.Table.from_arrays([*arrays, pa.array(numbers, pa.int64())], names=[*targets, "_row"])
     return table, rejections
 
 
@@ -447,6 +512,7 @@ def _csv_events(
 
 
 # -- JSON Lines ------------------------------------------------------------------------------
+
 
 def _jsonl_blocks(path: Path) -> Iterator[tuple[pa.Array, int, int]]:
     """(lines as a binary array, each with its newline; number of the first line; bytes read).
@@ -509,8 +575,9 @@ def _jsonl_select(keys: Sequence[str]) -> str:
     cols = {t: pick(t) for t in STAGING_COLUMNS}
     if "distinct_id" in by_snake:
         user, anon, distinct = cols["user_id"], cols["anonymous_id"], pick("distinct_id")
-        cols["user_id"] = (f"CASE WHEN {user} IS NULL AND {anon} IS NOT NULL THEN {distinct} "
-                           f"ELSE {user} END")
+        cols["user_id"] = (
+            f"CASE WHEN {user} IS NULL AND {anon} IS NOT NULL THEN {distinct} ELSE {user} END"
+        )
         cols["anonymous_id"] = f"coalesce({anon}, {distinct})"
     shape = "{" + ", ".join(f'"{f}": "VARCHAR"' for f in fields) + "}"
     select = ", ".join(f"{expr} AS {_quote(name)}" for name, expr in cols.items())
@@ -524,9 +591,7 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _register_lines(
-    con: duckdb.DuckDBPyConnection, lines: pa.Array, first: int
-) -> list[Rejection]:
+def _register_lines(con: duckdb.DuckDBPyConnection, lines: pa.Array, first: int) -> list[Rejection]:
     """Register the view ``lines(_row, line, _ok)``: UTF-8 lines, blank ones left out, ``_ok``
     when the line is a JSON object. Returns the lines that are not UTF-8."""
     text, bad = _as_text(lines)
@@ -544,9 +609,12 @@ def _register_lines(
         "WHERE NOT _blank AND line IS NOT NULL"
     )
     return [
-        Rejection(int(rows[i]), "row.invalid_utf8",
-                  "the line has bytes that are not UTF-8: save the file as UTF-8",
-                  bytes(lines[i].as_py()).rstrip(b"\r\n"))
+        Rejection(
+            int(rows[i]),
+            "row.invalid_utf8",
+            "the line has bytes that are not UTF-8: save the file as UTF-8",
+            bytes(lines[i].as_py()).rstrip(b"\r\n"),
+        )
         for i in bad.tolist()
     ]
 
@@ -556,19 +624,28 @@ def _invalid_lines(con: duckdb.DuckDBPyConnection) -> list[Rejection]:
     for row, line, valid in con.execute(
         "SELECT _row, line, json_valid(line) FROM lines WHERE NOT _ok ORDER BY _row"
     ).fetchall():
-        message = ("the line is not valid JSON" if not valid
-                   else "the line is JSON but not an object {...}")
-        out.append(Rejection(int(row), "row.invalid_json", message,
-                             str(line).rstrip("\r\n").encode("utf-8")))
+        message = (
+            "the line is not valid JSON"
+            if not valid
+            else "the line is JSON but not an object {...}"
+        )
+        out.append(
+            Rejection(
+                int(row), "row.invalid_json", message, str(line).rstrip("\r\n").encode("utf-8")
+            )
+        )
     return out
 
 
 def _jsonl_shape(con: duckdb.DuckDBPyConnection) -> tuple[str, list[str]]:
     """``canonical``, ``segment`` or ``posthog`` from the first lines, and the keys seen."""
-    keys = [str(r[0]) for r in con.execute(
-        f"SELECT DISTINCT unnest(json_keys(line)) FROM (SELECT line FROM lines WHERE _ok "
-        f"LIMIT {_SNIFF_LINES})"
-    ).fetchall()]
+    keys = [
+        str(r[0])
+        for r in con.execute(
+            f"SELECT DISTINCT unnest(json_keys(line)) FROM (SELECT line FROM lines WHERE _ok "
+            f"LIMIT {_SNIFF_LINES})"
+        ).fetchall()
+    ]
     found = set(keys)
     if "event_id" not in found:
         if "messageId" in found or ("type" in found and found & {"userId", "anonymousId"}):
@@ -610,8 +687,9 @@ def _sdk_rows(
         numbers.append(int(number))
     if not rows:
         return None, rejections
-    table = pa.Table.from_pylist(rows, schema=pa.schema([(c, pa.string())
-                                                         for c in STAGING_COLUMNS]))
+    table = pa.Table.from_pylist(
+        rows, schema=pa.schema([(c, pa.string()) for c in STAGING_COLUMNS])
+    )
     return table.append_column("_row", pa.array(numbers, pa.int64())), rejections
 
 
@@ -652,6 +730,7 @@ def _jsonl_events(
 
 # -- Parquet and frames ----------------------------------------------------------------------
 
+
 def _parquet_file(path: Path) -> pq.ParquetFile:
     try:
         return pq.ParquetFile(str(path))
@@ -667,8 +746,9 @@ def _parquet_events(path: Path, sink: _Batcher, progress: Progress | None) -> No
     plan = _column_plan(names, str(path))
     total = file.metadata.num_rows
     # a clean canonical file is kept as a segment instead of being rewritten (ingest/bulk.py)
-    bulk = import_parquet_segment(sink.store, path, plan, source=sink.source,
-                                  received_at=sink.received_at)
+    bulk = import_parquet_segment(
+        sink.store, path, plan, source=sink.source, received_at=sink.received_at
+    )
     if bulk is not None:
         sink.report.merge(bulk)
         if progress is not None:
@@ -676,8 +756,9 @@ def _parquet_events(path: Path, sink: _Batcher, progress: Progress | None) -> No
         return
     row = 0
     try:
-        for batch in file.iter_batches(batch_size=sink.chunk_rows, columns=list(plan.values()),
-                                       use_threads=True):
+        for batch in file.iter_batches(
+            batch_size=sink.chunk_rows, columns=list(plan.values()), use_threads=True
+        ):
             sink.add(_staged(batch, plan, row))
             row += batch.num_rows
             if progress is not None:
@@ -699,15 +780,22 @@ def _frame_to_arrow(frame: Any) -> pa.Table:
         if module == "pandas":
             return pa.Table.from_pandas(frame, preserve_index=False)
     except (pa.ArrowException, TypeError, ValueError) as exc:
-        raise InvalidEventError([Problem("frame.unreadable", "frame",
-                                         f"the frame cannot be converted to Arrow: {exc}")]) \
-            from None
-    raise InvalidEventError([Problem(
-        "frame.unsupported", "frame",
-        f"expected a pandas, polars or pyarrow table, got {type(frame).__name__}")])
+        raise InvalidEventError(
+            [Problem("frame.unreadable", "frame", f"the frame cannot be converted to Arrow: {exc}")]
+        ) from None
+    raise InvalidEventError(
+        [
+            Problem(
+                "frame.unsupported",
+                "frame",
+                f"expected a pandas, polars or pyarrow table, got {type(frame).__name__}",
+            )
+        ]
+    )
 
 
 # -- facts -----------------------------------------------------------------------------------
+
 
 def _read_table(path: Path, fmt: str) -> pa.Table:
     """A whole (fact) file as an Arrow table; CSV and JSONL values as text."""
@@ -722,8 +810,8 @@ def _read_table(path: Path, fmt: str) -> pa.Table:
         return pacsv.read_csv(
             str(path),
             parse_options=pacsv.ParseOptions(
-                delimiter="\t" if path.suffix.lower() == ".tsv" else ",",
-                newlines_in_values=True),
+                delimiter="\t" if path.suffix.lower() == ".tsv" else ",", newlines_in_values=True
+            ),
             convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names}),
         )
     except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
@@ -747,10 +835,18 @@ def _append_facts(
 
 # -- public ----------------------------------------------------------------------------------
 
+
 def _check_kind(kind: str | None) -> None:
     if kind is not None and kind not in KINDS:
-        raise InvalidInputError([Problem("import.unknown_kind", "kind",
-                                         f"kind must be one of {', '.join(KINDS)} (got {kind!r})")])
+        raise InvalidInputError(
+            [
+                Problem(
+                    "import.unknown_kind",
+                    "kind",
+                    f"kind must be one of {', '.join(KINDS)} (got {kind!r})",
+                )
+            ]
+        )
 
 
 def _record_import(
@@ -759,9 +855,17 @@ def _record_import(
     with store.write() as con:
         con.execute(
             "INSERT INTO imports VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [uuid.uuid4().hex, received_at, received_at + timedelta(seconds=elapsed),
-             report.source, kind, report.rows, report.accepted, report.rejected,
-             report.inserted],
+            [
+                uuid.uuid4().hex,
+                received_at,
+                received_at + timedelta(seconds=elapsed),
+                report.source,
+                kind,
+                report.rows,
+                report.accepted,
+                report.rejected,
+                report.inserted,
+            ],
         )
 
 
@@ -822,9 +926,15 @@ def ingest_file(
     path = Path(path)
     _check_kind(kind)
     if format is not None and format not in FORMATS:
-        raise InvalidInputError([Problem("import.unknown_format", "format",
-                                         f"format must be one of {', '.join(FORMATS)} "
-                                         f"(got {format!r})")])
+        raise InvalidInputError(
+            [
+                Problem(
+                    "import.unknown_format",
+                    "format",
+                    f"format must be one of {', '.join(FORMATS)} (got {format!r})",
+                )
+            ]
+        )
     _check_file(path)
     fmt = format or detect_format(path)
     source = f"import:{path}"

@@ -61,10 +61,24 @@ SEGMENT_TYPES: Final = ("track", "page", "screen", "identify", "group", "alias")
 #: PostHog truncates distinct ids to this many characters; so do we.
 MAX_DISTINCT_ID: Final = 200
 
-_PRODUCT_FIELDS: Final = ("product_id", "sku", "name", "category", "brand", "variant", "price",
-                          "quantity")
-_UTM_KEYS: Final = {"source": "utm_source", "medium": "utm_medium", "name": "utm_campaign",
-                    "campaign": "utm_campaign", "term": "utm_term", "content": "utm_content"}
+_PRODUCT_FIELDS: Final = (
+    "product_id",
+    "sku",
+    "name",
+    "category",
+    "brand",
+    "variant",
+    "price",
+    "quantity",
+)
+_UTM_KEYS: Final = {
+    "source": "utm_source",
+    "medium": "utm_medium",
+    "name": "utm_campaign",
+    "campaign": "utm_campaign",
+    "term": "utm_term",
+    "content": "utm_content",
+}
 _UTM_COLUMNS: Final = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
 
 
@@ -73,6 +87,7 @@ def _invalid(code: str, location: str, message: str) -> InvalidEventError:
 
 
 # -- small converters ---------------------------------------------------------------------------
+
 
 def _text(value: Any) -> str | None:
     """A scalar as text; None, empty strings and containers become None."""
@@ -188,6 +203,7 @@ def lenient_b64decode(text: str | bytes) -> bytes:
 
 # -- context: page, campaign, device --------------------------------------------------------------
 
+
 @lru_cache(maxsize=4096)  # pages and campaigns repeat: parse each URL once
 def _path_and_utm(url: str | None) -> tuple[str | None, dict[str, str]]:
     """(path, utm tags) of a URL. The dict is shared by the cache: callers must not change it."""
@@ -198,19 +214,36 @@ def _path_and_utm(url: str | None) -> tuple[str | None, dict[str, str]]:
     except ValueError:
         return None, {}
     query = parse_qs(parts.query)
-    utm = {f"utm_{k}": v[0] for k in ("source", "medium", "campaign", "term", "content")
-           if (v := query.get(f"utm_{k}")) and v[0]}
+    utm = {
+        f"utm_{k}": v[0]
+        for k in ("source", "medium", "campaign", "term", "content")
+        if (v := query.get(f"utm_{k}")) and v[0]
+    }
     return parts.path or None, utm
 
 
 _BROWSERS: Final = (  # order matters: Edge and Opera also say Chrome, Chrome also says Safari
-    ("Edg", "Edge"), ("OPR", "Opera"), ("Opera", "Opera"), ("SamsungBrowser", "Samsung Internet"),
-    ("Firefox", "Firefox"), ("FxiOS", "Firefox"), ("CriOS", "Chrome"), ("Chrome", "Chrome"),
-    ("Safari", "Safari"), ("MSIE", "Internet Explorer"), ("Trident", "Internet Explorer"),
+    ("Edg", "Edge"),
+    ("OPR", "Opera"),
+    ("Opera", "Opera"),
+    ("SamsungBrowser", "Samsung Internet"),
+    ("Firefox", "Firefox"),
+    ("FxiOS", "Firefox"),
+    ("CriOS", "Chrome"),
+    ("Chrome", "Chrome"),
+    ("Safari", "Safari"),
+    ("MSIE", "Internet Explorer"),
+    ("Trident", "Internet Explorer"),
 )
 _SYSTEMS: Final = (
-    ("iPhone", "iOS"), ("iPad", "iOS"), ("Android", "Android"), ("Windows", "Windows"),
-    ("Mac OS X", "macOS"), ("Macintosh", "macOS"), ("CrOS", "Chrome OS"), ("Linux", "Linux"),
+    ("iPhone", "iOS"),
+    ("iPad", "iOS"),
+    ("Android", "Android"),
+    ("Windows", "Windows"),
+    ("Mac OS X", "macOS"),
+    ("Macintosh", "macOS"),
+    ("CrOS", "Chrome OS"),
+    ("Linux", "Linux"),
 )
 
 
@@ -232,9 +265,16 @@ def user_agent_parts(ua: str | None) -> tuple[str | None, str | None, str | None
     return browser, system, device
 
 
-_DEVICE_TYPES: Final = {"ios": "mobile", "android": "mobile", "phone": "mobile",
-                        "smartphone": "mobile", "mob": "mobile", "pc": "desktop",
-                        "web": None, "srv": None}
+_DEVICE_TYPES: Final = {
+    "ios": "mobile",
+    "android": "mobile",
+    "phone": "mobile",
+    "smartphone": "mobile",
+    "mob": "mobile",
+    "pc": "desktop",
+    "web": None,
+    "srv": None,
+}
 
 
 def _device_type(value: Any) -> str | None:
@@ -262,6 +302,7 @@ def _country(text: str | None) -> str | None:
 
 # -- commerce --------------------------------------------------------------------------------------
 
+
 def _commerce(props: dict[str, Any], row: dict[str, str | None], *, lift_product: bool) -> None:
     """Move revenue, currency, order, cart and line items from ``props`` into ``row``."""
     for key in ("revenue", "value", "total"):
@@ -285,12 +326,18 @@ def _commerce(props: dict[str, Any], row: dict[str, str | None], *, lift_product
         if isinstance(props.get(key), list):
             items = normalise_items(props.pop(key))
             break
-    if items is None and lift_product and (
-        props.get("product_id") is not None or props.get("sku") is not None
-        or props.get("item_id") is not None
+    if (
+        items is None
+        and lift_product
+        and (
+            props.get("product_id") is not None
+            or props.get("sku") is not None
+            or props.get("item_id") is not None
+        )
     ):
-        item = normalise_item({k: props.pop(k) for k in (*_PRODUCT_FIELDS, "item_id")
-                               if k in props})
+        item = normalise_item(
+            {k: props.pop(k) for k in (*_PRODUCT_FIELDS, "item_id") if k in props}
+        )
         items = [item]
     if items is not None:
         row["items"] = _dumps(items)
@@ -318,6 +365,7 @@ def _finish(row: dict[str, str | None], props: dict[str, Any]) -> dict[str, str 
 
 
 # -- Segment / RudderStack ------------------------------------------------------------------
+
 
 def _merged(envelope_part: Any, own: Any) -> dict[str, Any]:
     base = dict(envelope_part) if isinstance(envelope_part, dict) else {}
@@ -371,8 +419,11 @@ def from_segment(
     kind = _text(msg.get("type")) or default_type or ("track" if "event" in msg else None)
     kind = kind.lower() if kind else None
     if kind not in SEGMENT_TYPES:
-        raise _invalid("event.unknown_type", "type",
-                       f"type must be one of {', '.join(SEGMENT_TYPES)} (got {kind!r})")
+        raise _invalid(
+            "event.unknown_type",
+            "type",
+            f"type must be one of {', '.join(SEGMENT_TYPES)} (got {kind!r})",
+        )
     raw_props = msg.get("properties")
     if raw_props is not None and not isinstance(raw_props, dict):
         raise _invalid("event.invalid_properties", "properties", "properties must be an object")
@@ -394,7 +445,8 @@ def from_segment(
     session = context.pop("sessionId", None)
     session_prop = props.pop("session_id", None)
     row["session_id"] = (None if session is None else _text(session)) or (
-        None if session_prop is None else _text(session_prop))
+        None if session_prop is None else _text(session_prop)
+    )
 
     traits = _merged(context.pop("traits", None), msg.get("traits") if kind != "group" else None)
     if kind == "group":
@@ -432,8 +484,9 @@ def from_segment(
     ua = _text(context.pop("userAgent", None))
     browser, system, device = user_agent_parts(ua)
     dev = context.pop("device", None)
-    row["device_type"] = (_device_type(dev.get("type")) if isinstance(dev, dict) else None) \
-        or device
+    row["device_type"] = (
+        _device_type(dev.get("type")) if isinstance(dev, dict) else None
+    ) or device
     os_ctx = context.pop("os", None)
     row["os"] = (_text(os_ctx.get("name")) if isinstance(os_ctx, dict) else None) or system
     row["browser"] = browser
@@ -455,6 +508,7 @@ def from_segment(
 
 
 # -- PostHog -----------------------------------------------------------------------------------
+
 
 def from_posthog(
     event: Mapping[str, Any],
@@ -505,7 +559,8 @@ def from_posthog(
     row["event_id"] = uuid[:MAX_DISTINCT_ID] if uuid else _content_id("posthog", dict(event))
 
     distinct = _ident(
-        event["distinct_id"] if event.get("distinct_id") is not None
+        event["distinct_id"]
+        if event.get("distinct_id") is not None
         else event.get("$distinct_id", props.get("distinct_id"))
     )
     for key in ("token", "distinct_id", "$token", "api_key"):
@@ -520,8 +575,11 @@ def from_posthog(
     elif name == "$identify":
         row["user_id"] = distinct
         row["anonymous_id"] = anon_before or (device if device != distinct else None)
-    elif state == "anonymous" or profile is False or name == "$groupidentify" or (
-        device is not None and device == distinct
+    elif (
+        state == "anonymous"
+        or profile is False
+        or name == "$groupidentify"
+        or (device is not None and device == distinct)
     ):
         row["anonymous_id"] = distinct
     else:
@@ -585,8 +643,12 @@ def from_posthog(
 
 # -- Snowplow ------------------------------------------------------------------------------------
 
-_SNOWPLOW_NAMES: Final = {"pv": "page_view", "pp": "page_ping", "tr": "transaction",
-                          "ti": "transaction_item"}
+_SNOWPLOW_NAMES: Final = {
+    "pv": "page_view",
+    "pp": "page_ping",
+    "tr": "transaction",
+    "ti": "transaction_item",
+}
 _ECOMMERCE = "com.snowplowanalytics.snowplow.ecommerce/"
 
 
@@ -655,16 +717,22 @@ def from_snowplow(
     p = {str(k): (v if isinstance(v, str) else _text(v) or "") for k, v in params.items()}
     kind = p.get("e", "").strip()
     if not kind:
-        raise _invalid("snowplow.missing_event_type", "e",
-                       "e (event type: pv, pp, se, ue, tr, ti) is required")
+        raise _invalid(
+            "snowplow.missing_event_type", "e", "e (event type: pv, pp, se, ue, tr, ti) is required"
+        )
     row = _empty_row()
     props: dict[str, Any] = {}
     items: list[dict[str, Any]] = []
     name: str | None = _SNOWPLOW_NAMES.get(kind, kind)
     if kind == "se":
         name = _text(p.get("se_ac"))
-        for short, long in (("ca", "category"), ("ac", "action"), ("la", "label"),
-                            ("pr", "property"), ("va", "value")):
+        for short, long in (
+            ("ca", "category"),
+            ("ac", "action"),
+            ("la", "label"),
+            ("pr", "property"),
+            ("va", "value"),
+        ):
             if (value := _text(p.get(f"se_{short}"))) is not None:
                 props[f"se_{long}"] = value
     elif kind == "ue":
@@ -683,16 +751,31 @@ def from_snowplow(
         else:
             name = None
     elif kind == "tr":
-        for short, long in (("id", "order_id"), ("tt", "total"), ("tx", "tax"),
-                            ("sh", "shipping"), ("cu", "currency"), ("af", "affiliation")):
+        for short, long in (
+            ("id", "order_id"),
+            ("tt", "total"),
+            ("tx", "tax"),
+            ("sh", "shipping"),
+            ("cu", "currency"),
+            ("af", "affiliation"),
+        ):
             if (value := _text(p.get(f"tr_{short}"))) is not None:
                 props[long] = value
     elif kind == "ti":
         props["order_id"] = _text(p.get("ti_id"))
-        items.append({k: v for k, v in (
-            ("sku", _text(p.get("ti_sk"))), ("name", _text(p.get("ti_nm"))),
-            ("category", _text(p.get("ti_ca"))), ("price", _text(p.get("ti_pr"))),
-            ("quantity", _text(p.get("ti_qu")))) if v is not None})
+        items.append(
+            {
+                k: v
+                for k, v in (
+                    ("sku", _text(p.get("ti_sk"))),
+                    ("name", _text(p.get("ti_nm"))),
+                    ("category", _text(p.get("ti_ca"))),
+                    ("price", _text(p.get("ti_pr"))),
+                    ("quantity", _text(p.get("ti_qu"))),
+                )
+                if v is not None
+            }
+        )
         if (currency := _text(p.get("ti_cu"))) is not None:
             props["currency"] = currency
     row["event"] = name
@@ -750,19 +833,32 @@ def from_snowplow(
     # the python tracker's default platform is "pc" whatever the user agent: the UA wins
     row["device_type"] = ua_device or _device_type(p.get("p"))
     row["country"] = _country_of_locale(p.get("lang"))
-    context = {key: value for key, value in (
-        ("ip", _text(p.get("ip"))), ("user_agent", ua), ("locale", _text(p.get("lang"))),
-        ("app_id", _text(p.get("aid"))), ("namespace", _text(p.get("tna"))),
-        ("platform", _text(p.get("p"))), ("resolution", _text(p.get("res"))),
-        ("viewport", _text(p.get("vp"))), ("timezone", _text(p.get("tz"))),
-        ("library", {"name": "snowplow", "version": _text(p.get("tv"))} if p.get("tv") else None),
-    ) if value is not None}
+    context = {
+        key: value
+        for key, value in (
+            ("ip", _text(p.get("ip"))),
+            ("user_agent", ua),
+            ("locale", _text(p.get("lang"))),
+            ("app_id", _text(p.get("aid"))),
+            ("namespace", _text(p.get("tna"))),
+            ("platform", _text(p.get("p"))),
+            ("resolution", _text(p.get("res"))),
+            ("viewport", _text(p.get("vp"))),
+            ("timezone", _text(p.get("tz"))),
+            (
+                "library",
+                {"name": "snowplow", "version": _text(p.get("tv"))} if p.get("tv") else None,
+            ),
+        )
+        if value is not None
+    }
     if context:
         props["context"] = context
     return _finish(row, props)
 
 
 # -- funnelscope's own shape -----------------------------------------------------------------------
+
 
 def from_native(event: Mapping[str, Any]) -> dict[str, str | None]:
     """One event of ``POST /api/v1/events``: staging columns by name, ``properties`` an object.
@@ -781,8 +877,7 @@ def from_native(event: Mapping[str, Any]) -> dict[str, str | None]:
         raise _invalid("event.not_an_object", "", "each event must be a JSON object")
     raw_props = event.get("properties")
     if raw_props is not None and not isinstance(raw_props, dict | str):
-        raise _invalid("event.invalid_properties", "properties",
-                       "properties must be an object")
+        raise _invalid("event.invalid_properties", "properties", "properties must be an object")
     row = _empty_row()
     extra: dict[str, Any] = {}
     for key, value in event.items():

@@ -75,8 +75,9 @@ def _gunzip(data: bytes, max_bytes: int) -> bytes:
         except zlib.error as exc:
             raise _error("body.bad_gzip", f"the body is not valid gzip: {exc}") from None
         if len(out) > max_bytes or inflater.unconsumed_tail:
-            raise _error("body.too_large",
-                         f"the decompressed body is larger than {max_bytes} bytes")
+            raise _error(
+                "body.too_large", f"the decompressed body is larger than {max_bytes} bytes"
+            )
         if not inflater.eof:
             raise _error("body.bad_gzip", "the gzip body is truncated")
         rest = inflater.unused_data.lstrip(b"\x00")
@@ -177,8 +178,10 @@ def _apply(data: bytes, hint: str, max_bytes: int, steps: list[str]) -> bytes:
             raise _error("body.bad_base64", f"the body is not base64: {exc}") from None
     if hint in ("", "identity", "none", "text/plain"):
         return data
-    raise _error("body.unsupported_encoding",
-                 f"compression {hint!r} is not supported: use gzip, gzip-js, base64 or lz64")
+    raise _error(
+        "body.unsupported_encoding",
+        f"compression {hint!r} is not supported: use gzip, gzip-js, base64 or lz64",
+    )
 
 
 def _looks_like_json(data: bytes) -> bool:
@@ -261,4 +264,3 @@ def parse_json(data: bytes) -> Any:
         return json.loads(data.decode("utf-8-sig"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise _error("body.bad_json", f"the body is not JSON: {exc}") from None
-

@@ -103,9 +103,7 @@ def sort_segments(offsets: I64, ts: I64, order: I64) -> None:
         _sort_segments(offsets, ts, bad, order, order[:0])
 
 
-def cluster_rows(
-    keys: npt.NDArray[np.integer], ts: I64, n_keys: int
-) -> tuple[I64, I64, I64]:
+def cluster_rows(keys: npt.NDArray[np.integer], ts: I64, n_keys: int) -> tuple[I64, I64, I64]:
     """Rows grouped by ``keys`` (dense ``0..n_keys-1``), time-ordered inside each group.
 
     Returns ``(order, offsets, grouped_ts)``: row ``order[i]`` of the input is row ``i`` of the
@@ -125,8 +123,13 @@ def cluster_rows(
 
 
 def cluster_columns(
-    keys: npt.NDArray[np.integer], ts: I64, codes: npt.NDArray[np.integer] | None,
-    n_keys: int, *, with_order: bool, codes_dtype: npt.DTypeLike = np.int16,
+    keys: npt.NDArray[np.integer],
+    ts: I64,
+    codes: npt.NDArray[np.integer] | None,
+    n_keys: int,
+    *,
+    with_order: bool,
+    codes_dtype: npt.DTypeLike = np.int16,
 ) -> tuple[I64 | None, I64, I64, npt.NDArray[Any] | None]:
     """:func:`cluster_rows` placing ``codes`` (as ``codes_dtype``) in the same pass; the row
     order only ``with_order``. Returns ``(order, offsets, grouped_ts, grouped_codes)``.
@@ -149,11 +152,22 @@ def cluster_columns(
     no_order = np.zeros(0, np.int64)
     parts = max(1, min(nb.get_num_threads(), n // 65_536))  # small inputs: one block
     offsets = _counting_scatter(
-        keys, int(n_keys), parts, ts, no_codes if codes is None else np.ascontiguousarray(codes),
-        grouped_ts, no_codes if grouped_codes is None else grouped_codes,
-        no_order if order is None else order)
+        keys,
+        int(n_keys),
+        parts,
+        ts,
+        no_codes if codes is None else np.ascontiguousarray(codes),
+        grouped_ts,
+        no_codes if grouped_codes is None else grouped_codes,
+        no_order if order is None else order,
+    )
     bad = _unsorted_segments(offsets, grouped_ts)
     if bad.shape[0]:
-        _sort_segments(offsets, grouped_ts, bad, no_order if order is None else order,
-                       no_codes if grouped_codes is None else grouped_codes)
+        _sort_segments(
+            offsets,
+            grouped_ts,
+            bad,
+            no_order if order is None else order,
+            no_codes if grouped_codes is None else grouped_codes,
+        )
     return order, offsets, grouped_ts, grouped_codes

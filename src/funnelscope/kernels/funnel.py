@@ -109,13 +109,17 @@ def _offer(k, s, t, reached, r, overlap, cnt, val, srec, ts, rec):  # type: igno
     when one event can match several steps, no row of this instant the other does not use
     (those rows cannot serve the chain's next steps)."""
     for c in range(cnt[k]):
-        if val[c, 0, k] >= s and val[c, 1, k] >= t and (
-                not overlap or _within(srec[c, k], r, t, ts, rec)):
+        if (
+            val[c, 0, k] >= s
+            and val[c, 1, k] >= t
+            and (not overlap or _within(srec[c, k], r, t, ts, rec))
+        ):
             return False
     c = 0
     while c < cnt[k]:
-        if s >= val[c, 0, k] and (not overlap or (
-                val[c, 1, k] == t and _within(r, srec[c, k], t, ts, rec))):
+        if s >= val[c, 0, k] and (
+            not overlap or (val[c, 1, k] == t and _within(r, srec[c, k], t, ts, rec))
+        ):
             _drop(c, k, cnt, val, srec)
         else:
             c += 1
@@ -129,8 +133,23 @@ def _offer(k, s, t, reached, r, overlap, cnt, val, srec, ts, rec):  # type: igno
 
 
 @nb.njit(cache=True, nogil=True)
-def _extend(k, e, s, t, reached, parent, overlap, is_open, cnt, val, srec, ts, rec, fst,  # type: ignore[no-untyped-def]  # pragma: no cover
-            state):
+def _extend(  # type: ignore[no-untyped-def]  # pragma: no cover
+    k,
+    e,
+    s,
+    t,
+    reached,
+    parent,
+    overlap,
+    is_open,
+    cnt,
+    val,
+    srec,
+    ts,
+    rec,
+    fst,
+    state,
+):
     """Offer the chain ``parent`` + row ``e`` as step ``k`` (start ``s``, reached mask)."""
     r = state[5]
     rec[r, 0] = e
@@ -153,8 +172,26 @@ def _extend(k, e, s, t, reached, parent, overlap, is_open, cnt, val, srec, ts, r
 
 @nb.njit(cache=True, nogil=True)
 def _step(  # type: ignore[no-untyped-def]  # pragma: no cover - numba
-    k, e, g0, t, ts, codes, lut, emask, window, limits, optional, entry_ok, overlap, is_open,
-    cnt, val, srec, rec, fst, state,
+    k,
+    e,
+    g0,
+    t,
+    ts,
+    codes,
+    lut,
+    emask,
+    window,
+    limits,
+    optional,
+    entry_ok,
+    overlap,
+    is_open,
+    cnt,
+    val,
+    srec,
+    rec,
+    fst,
+    state,
 ):
     """Offer row ``e`` (time ``t``; its instant's rows start at ``g0``) as step ``k``.
 
@@ -185,11 +222,25 @@ def _step(  # type: ignore[no-untyped-def]  # pragma: no cover - numba
             r = srec[c, p]
             if overlap:
                 # one event fills one step, and same-kind rows are taken in turn
-                if _uses(r, e, t, ts, rec) or not _in_turn(e, g0, r, t, ts, codes, lut, emask,
-                                                           rec):
+                if _uses(r, e, t, ts, rec) or not _in_turn(e, g0, r, t, ts, codes, lut, emask, rec):
                     continue
-                _extend(k, e, s, t, val[c, 2, p] | bit, r, overlap, is_open, cnt, val, srec,
-                        ts, rec, fst, state)
+                _extend(
+                    k,
+                    e,
+                    s,
+                    t,
+                    val[c, 2, p] | bit,
+                    r,
+                    overlap,
+                    is_open,
+                    cnt,
+                    val,
+                    srec,
+                    ts,
+                    rec,
+                    fst,
+                    state,
+                )
             elif bc < 0 or s > bs:
                 bs = s
                 bc = c
@@ -201,8 +252,23 @@ def _step(  # type: ignore[no-untyped-def]  # pragma: no cover - numba
     if found:
         state[3] |= bit
     if bc >= 0:
-        _extend(k, e, bs, t, val[bc, 2, bp] | bit, srec[bc, bp], overlap, is_open, cnt, val,
-                srec, ts, rec, fst, state)
+        _extend(
+            k,
+            e,
+            bs,
+            t,
+            val[bc, 2, bp] | bit,
+            srec[bc, bp],
+            overlap,
+            is_open,
+            cnt,
+            val,
+            srec,
+            ts,
+            rec,
+            fst,
+            state,
+        )
 
 
 @nb.njit(cache=True, nogil=True)
@@ -218,14 +284,14 @@ def _reserve(k, cnt, optional, val, srec, rec, state):  # type: ignore[no-untype
     if cnt[k] + need > val.shape[0]:
         size = max(2 * val.shape[0], cnt[k] + need)
         grown = np.zeros((size, val.shape[1], val.shape[2]), np.int64)
-        grown[:val.shape[0]] = val
+        grown[: val.shape[0]] = val
         val = grown
         more = np.full((size, srec.shape[1]), -1, np.int64)
-        more[:srec.shape[0]] = srec
+        more[: srec.shape[0]] = srec
         srec = more
     if state[5] + need > rec.shape[0]:
         bigger = np.empty((max(2 * rec.shape[0], state[5] + need), 3), np.int64)
-        bigger[:rec.shape[0]] = rec
+        bigger[: rec.shape[0]] = rec
         rec = bigger
     return val, srec, rec
 
@@ -241,9 +307,12 @@ def _prune(m, cnt, val, srec):  # type: ignore[no-untyped-def]  # pragma: no cov
             while c < cnt[k]:
                 beaten = False
                 for d in range(cnt[k]):
-                    if d != c and val[d, 0, k] >= val[c, 0, k] and val[d, 1, k] >= val[c, 1, k] \
-                            and (d < c or val[d, 0, k] > val[c, 0, k]
-                                 or val[d, 1, k] > val[c, 1, k]):
+                    if (
+                        d != c
+                        and val[d, 0, k] >= val[c, 0, k]
+                        and val[d, 1, k] >= val[c, 1, k]
+                        and (d < c or val[d, 0, k] > val[c, 0, k] or val[d, 1, k] > val[c, 1, k])
+                    ):
                         beaten = True
                         break
                 if beaten:
@@ -321,8 +390,23 @@ def _records_needed(offsets, u0, u1, n):  # type: ignore[no-untyped-def]  # prag
 
 @nb.njit(parallel=True, cache=True)
 def ordered_uniques(  # type: ignore[no-untyped-def]  # pragma: no cover - numba
-    chunks, offsets, ts, codes, lut, emask, xmask, xfrom, xto, n, window, limits, optional,
-    entry_lo, entry_hi, overlap, is_open,
+    chunks,
+    offsets,
+    ts,
+    codes,
+    lut,
+    emask,
+    xmask,
+    xfrom,
+    xto,
+    n,
+    window,
+    limits,
+    optional,
+    entry_lo,
+    entry_hi,
+    overlap,
+    is_open,
 ):
     """Per unit: the best chain over every start (ClickHouse ``windowFunnel`` default mode;
     with repeated steps, ``'strict_once'``)."""
@@ -362,11 +446,29 @@ def ordered_uniques(  # type: ignore[no-untyped-def]  # pragma: no cover - numba
                         ok = (k == 0 or is_open) and in_range
                         for e in range(i, j):
                             if (_mask(e, codes, lut, emask) >> k) & 1:
-                                val, srec, rec = _reserve(k, cnt, optional, val, srec, rec,
-                                                          state)
-                                _step(k, e, i, t, ts, codes, lut, emask, window, limits,
-                                      optional, ok, overlap, is_open, cnt, val, srec, rec, fst,
-                                      state)
+                                val, srec, rec = _reserve(k, cnt, optional, val, srec, rec, state)
+                                _step(
+                                    k,
+                                    e,
+                                    i,
+                                    t,
+                                    ts,
+                                    codes,
+                                    lut,
+                                    emask,
+                                    window,
+                                    limits,
+                                    optional,
+                                    ok,
+                                    overlap,
+                                    is_open,
+                                    cnt,
+                                    val,
+                                    srec,
+                                    rec,
+                                    fst,
+                                    state,
+                                )
                     m >>= 1
                     k += 1
                 if overlap:
@@ -414,8 +516,22 @@ def _emit(pos, u, a, state, rec, out_unit, out_attempt, out_level, out_reached, 
 
 @nb.njit(parallel=True, cache=True)
 def ordered_totals(  # type: ignore[no-untyped-def]  # pragma: no cover - numba
-    chunks, offsets, ts, codes, lut, emask, xmask, xfrom, xto, n, window, limits, optional,
-    entry_lo, entry_hi, overlap,
+    chunks,
+    offsets,
+    ts,
+    codes,
+    lut,
+    emask,
+    xmask,
+    xfrom,
+    xto,
+    n,
+    window,
+    limits,
+    optional,
+    entry_lo,
+    entry_hi,
+    overlap,
 ):
     """Every attempt: a step-1 row opens one when none is open; it closes on completion, when
     the window (from its step 1) has passed, or at an exclusion. Returns one row per attempt
@@ -452,8 +568,18 @@ def ordered_totals(  # type: ignore[no-untyped-def]  # pragma: no cover - numba
                 t = ts[i]
                 j = _group_end(i, hi, ts)
                 if is_open and t - start > window:
-                    _emit(pos, u, a, state, rec, out_unit, out_attempt, out_level, out_reached,
-                          out_chain)
+                    _emit(
+                        pos,
+                        u,
+                        a,
+                        state,
+                        rec,
+                        out_unit,
+                        out_attempt,
+                        out_level,
+                        out_reached,
+                        out_chain,
+                    )
                     pos += 1
                     a += 1
                     is_open = False
@@ -474,15 +600,45 @@ def ordered_totals(  # type: ignore[no-untyped-def]  # pragma: no cover - numba
                             if k > 0 and not is_open:
                                 continue
                             val, srec, rec = _reserve(k, cnt, optional, val, srec, rec, state)
-                            _step(k, e, i, t, ts, codes, lut, emask, window, limits, optional,
-                                  ok, overlap, False, cnt, val, srec, rec, fst, state)
+                            _step(
+                                k,
+                                e,
+                                i,
+                                t,
+                                ts,
+                                codes,
+                                lut,
+                                emask,
+                                window,
+                                limits,
+                                optional,
+                                ok,
+                                overlap,
+                                False,
+                                cnt,
+                                val,
+                                srec,
+                                rec,
+                                fst,
+                                state,
+                            )
                             if ok and not is_open:
                                 is_open = True
                                 opened = True
                                 start = t
                             if is_open and state[0] == n:
-                                _emit(pos, u, a, state, rec, out_unit, out_attempt, out_level,
-                                      out_reached, out_chain)
+                                _emit(
+                                    pos,
+                                    u,
+                                    a,
+                                    state,
+                                    rec,
+                                    out_unit,
+                                    out_attempt,
+                                    out_level,
+                                    out_reached,
+                                    out_chain,
+                                )
                                 pos += 1
                                 a += 1
                                 is_open = False
@@ -501,8 +657,18 @@ def ordered_totals(  # type: ignore[no-untyped-def]  # pragma: no cover - numba
                                 fa = xfrom[b]
                                 ra = _row_at_step(state[4], fa, rec)
                                 if fa < state[0] <= xto[b] and ra >= 0 and ts[ra] < t:
-                                    _emit(pos, u, a, state, rec, out_unit, out_attempt,
-                                          out_level, out_reached, out_chain)
+                                    _emit(
+                                        pos,
+                                        u,
+                                        a,
+                                        state,
+                                        rec,
+                                        out_unit,
+                                        out_attempt,
+                                        out_level,
+                                        out_reached,
+                                        out_chain,
+                                    )
                                     pos += 1
                                     a += 1
                                     is_open = False
@@ -511,8 +677,9 @@ def ordered_totals(  # type: ignore[no-untyped-def]  # pragma: no cover - numba
                             b += 1
                 i = j
             if is_open or a == 0:
-                _emit(pos, u, a, state, rec, out_unit, out_attempt, out_level, out_reached,
-                      out_chain)
+                _emit(
+                    pos, u, a, state, rec, out_unit, out_attempt, out_level, out_reached, out_chain
+                )
     return out_unit, out_attempt, out_level, out_reached, out_chain
 
 
@@ -561,8 +728,20 @@ def _group_order(i, j, codes, lut, emask, hold, order):  # type: ignore[no-untyp
 
 @nb.njit(parallel=True, cache=True)
 def strict_uniques(  # type: ignore[no-untyped-def]  # pragma: no cover - numba
-    chunks, offsets, ts, codes, lut, emask, xmask, hold, n, window, limits, optional,
-    entry_lo, entry_hi,
+    chunks,
+    offsets,
+    ts,
+    codes,
+    lut,
+    emask,
+    xmask,
+    hold,
+    n,
+    window,
+    limits,
+    optional,
+    entry_lo,
+    entry_hi,
 ):
     """Per unit: the best chain whose consecutive steps are consecutive rows of the unit (no
     other row between them). Rows with an exclusion break chains. ``hold`` (empty for none)
@@ -626,9 +805,12 @@ def strict_uniques(  # type: ignore[no-untyped-def]  # pragma: no cover - numba
                                 bs = np.int64(0)
                                 bp = 0
                                 while True:
-                                    if ((pl >> p) & 1 and t - pst[p] <= window
-                                            and (limits[k] < 0 or t - ts[prev] <= limits[k])
-                                            and (not found or pst[p] > bs)):
+                                    if (
+                                        (pl >> p) & 1
+                                        and t - pst[p] <= window
+                                        and (limits[k] < 0 or t - ts[prev] <= limits[k])
+                                        and (not found or pst[p] > bs)
+                                    ):
                                         found = True
                                         bs = pst[p]
                                         bp = p

@@ -17,8 +17,21 @@ __all__ = ["ordered_lean", "ordered_repeat"]
 
 
 @nb.njit(parallel=True, cache=True)
-def ordered_repeat(chunks, offsets, ts, codes, lut, src_of, dst_of, emask, n, window,  # type: ignore[no-untyped-def]  # pragma: no cover
-                   entry_lo, entry_hi, keep_chain):
+def ordered_repeat(  # type: ignore[no-untyped-def]  # pragma: no cover
+    chunks,
+    offsets,
+    ts,
+    codes,
+    lut,
+    src_of,
+    dst_of,
+    emask,
+    n,
+    window,
+    entry_lo,
+    entry_hi,
+    keep_chain,
+):
     """:func:`ordered_lean` when an event may match several steps (repeated step names): one
     event fills one step, so its steps are offered from the last to the first (it cannot
     extend a chain it started). ``src_of[code]`` / ``dst_of[code]`` list a code's slot reads and
@@ -176,8 +189,19 @@ def ordered_repeat(chunks, offsets, ts, codes, lut, src_of, dst_of, emask, n, wi
 
 
 @nb.njit(parallel=True, cache=True)
-def ordered_lean(chunks, offsets, ts, codes, step_of, emask, n, window, entry_lo, entry_hi,  # type: ignore[no-untyped-def]  # pragma: no cover
-                 keep_chain):
+def ordered_lean(  # type: ignore[no-untyped-def]  # pragma: no cover
+    chunks,
+    offsets,
+    ts,
+    codes,
+    step_of,
+    emask,
+    n,
+    window,
+    entry_lo,
+    entry_hi,
+    keep_chain,
+):
     """The plain ordered funnel when no event matches two steps (the common funnel). A row's
     step comes from ``step_of[code]`` (-1 = none; or from the single bit of ``emask[i]``).
 
@@ -298,4 +322,3 @@ def _lean_step(i, codes, step_of, emask):  # type: ignore[no-untyped-def]  # pra
     while not (m >> k) & 1:
         k += 1
     return k
-

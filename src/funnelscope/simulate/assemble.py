@@ -25,8 +25,14 @@ from funnelscope.simulate.model import CATEGORIES, COUNTRIES
 from funnelscope.simulate.population import Lookups, Persons
 
 __all__ = [
-    "CHUNK_ROWS", "EventText", "categorical", "decimal_from_cents", "events_table", "id_strings",
-    "lookup", "plain_text",
+    "CHUNK_ROWS",
+    "EventText",
+    "categorical",
+    "decimal_from_cents",
+    "events_table",
+    "id_strings",
+    "lookup",
+    "plain_text",
 ]
 
 CHUNK_ROWS: Final = 2_000_000
@@ -54,8 +60,9 @@ def decimal_from_cents(cents: np.ndarray, valid: np.ndarray | None = None) -> pa
 def _indices(index: np.ndarray) -> pa.Array:
     """int32 Arrow indices, null where ``index`` is negative (no slow masked conversion)."""
     values = np.ascontiguousarray(index, dtype=np.int32)
-    return pa.Array.from_buffers(pa.int32(), values.size,
-                                 [_validity(values >= 0), pa.py_buffer(values)])
+    return pa.Array.from_buffers(
+        pa.int32(), values.size, [_validity(values >= 0), pa.py_buffer(values)]
+    )
 
 
 def lookup(values: pa.Array, index: np.ndarray) -> pa.Array:
@@ -115,13 +122,17 @@ class EventText:
 
 def plain_text(table: pa.Table) -> pa.Table:
     """``table`` with dictionary-encoded text decoded to plain ``string`` columns."""
-    fields = [pa.field(f.name, f.type.value_type) if pa.types.is_dictionary(f.type) else f
-              for f in table.schema]
+    fields = [
+        pa.field(f.name, f.type.value_type) if pa.types.is_dictionary(f.type) else f
+        for f in table.schema
+    ]
     return table.cast(pa.schema(fields))
 
 
 def _items(
-    start: np.ndarray, count: np.ndarray, item_arrays: tuple[np.ndarray, ...],
+    start: np.ndarray,
+    count: np.ndarray,
+    item_arrays: tuple[np.ndarray, ...],
     product_text: tuple[pa.Array, ...],
 ) -> pa.Array:
     product, quantity, price = item_arrays
@@ -131,12 +142,17 @@ def _items(
     rows = np.repeat(start - offsets[:-1], count) + np.arange(total, dtype=np.int64)
     p = product[rows]
     values = pa.StructArray.from_arrays(
-        [*(lookup(t, p) for t in product_text), pa.nulls(total, pa.string()),
-         decimal_from_cents(price[rows]), pa.array(quantity[rows], pa.int32())],
+        [
+            *(lookup(t, p) for t in product_text),
+            pa.nulls(total, pa.string()),
+            decimal_from_cents(price[rows]),
+            pa.array(quantity[rows], pa.int32()),
+        ],
         fields=list(ITEM_TYPE),
     )
-    return pa.ListArray.from_arrays(pa.array(offsets), values, type=pa.list_(ITEM_TYPE),
-                                    mask=pa.array(count == 0))
+    return pa.ListArray.from_arrays(
+        pa.array(offsets), values, type=pa.list_(ITEM_TYPE), mask=pa.array(count == 0)
+    )
 
 
 def events_table(ev: EventColumns, text: EventText) -> pa.Table:
@@ -145,14 +161,20 @@ def events_table(ev: EventColumns, text: EventText) -> pa.Table:
     persons = text.persons
     touch_cols = {
         name: pa.array([getattr(t, attr) for t in lk.touches], pa.string())
-        for name, attr in (("utm_source", "source"), ("utm_medium", "medium"),
-                           ("utm_campaign", "campaign"), ("utm_term", "term"),
-                           ("utm_content", "content"), ("referrer", "referrer"))
+        for name, attr in (
+            ("utm_source", "source"),
+            ("utm_medium", "medium"),
+            ("utm_campaign", "campaign"),
+            ("utm_term", "term"),
+            ("utm_content", "content"),
+            ("referrer", "referrer"),
+        )
     }
     url, path, title = text.pages.to_arrow()
     cat = text.catalog
     product_text = (
-        pa.array(cat.product_id, pa.string()), pa.array(cat.sku, pa.string()),
+        pa.array(cat.product_id, pa.string()),
+        pa.array(cat.sku, pa.string()),
         pa.array(cat.name, pa.string()),
         pa.array([CATEGORIES[c].name for c in cat.category], pa.string()),
         pa.array(cat.brand, pa.string()),
@@ -204,8 +226,9 @@ def events_table(ev: EventColumns, text: EventText) -> pa.Table:
             "browser": categorical(static["browser"], combo),
             "country": categorical(static["country"], country),
             "revenue": decimal_from_cents(np.maximum(e.revenue, 0), e.revenue >= 0),
-            "currency": categorical(static["currency"],
-                               np.where(has_money, lk.country_currency[country], -1)),
+            "currency": categorical(
+                static["currency"], np.where(has_money, lk.country_currency[country], -1)
+            ),
             "order_id": categorical(order_ids, e.order),
             "cart_id": categorical(cart_ids, e.cart),
             "product_id": categorical(product_text[0], e.product),
@@ -215,6 +238,7 @@ def events_table(ev: EventColumns, text: EventText) -> pa.Table:
         }
         for name, values in touch_cols.items():
             cols[name] = categorical(values, e.touch)
-        batches.append(pa.record_batch([cols[c] for c in STAGING_COLUMNS],
-                                       names=list(STAGING_COLUMNS)))
+        batches.append(
+            pa.record_batch([cols[c] for c in STAGING_COLUMNS], names=list(STAGING_COLUMNS))
+        )
     return pa.Table.from_batches(batches)

@@ -58,15 +58,17 @@ class Catalog:
     def to_arrow(self) -> pa.Table:
         from funnelscope.simulate.assemble import decimal_from_cents
 
-        return pa.table({
-            "product_id": pa.array(self.product_id, pa.string()),
-            "sku": pa.array(self.sku, pa.string()),
-            "name": pa.array(self.name, pa.string()),
-            "category": pa.array([CATEGORIES[c].name for c in self.category], pa.string()),
-            "brand": pa.array(self.brand, pa.string()),
-            "price": decimal_from_cents(self.price_cents),
-            "currency": pa.array(["USD"] * self.size, pa.string()),
-        })
+        return pa.table(
+            {
+                "product_id": pa.array(self.product_id, pa.string()),
+                "sku": pa.array(self.sku, pa.string()),
+                "name": pa.array(self.name, pa.string()),
+                "category": pa.array([CATEGORIES[c].name for c in self.category], pa.string()),
+                "brand": pa.array(self.brand, pa.string()),
+                "price": decimal_from_cents(self.price_cents),
+                "currency": pa.array(["USD"] * self.size, pa.string()),
+            }
+        )
 
 
 def build_catalog(rng: np.random.Generator, customers: int) -> Catalog:
@@ -79,8 +81,7 @@ def build_catalog(rng: np.random.Generator, customers: int) -> Catalog:
     sigmas = np.array([c.price_sigma for c in CATEGORIES])[category]
     dollars = np.maximum(np.floor(medians * np.exp(rng.normal(0.0, sigmas))), 2.0)
     price_cents = (dollars * 100 + 99).astype(np.int64)  # charm prices: 34.99
-    brand_of_cat = [rng.choice(len(BRANDS), BRANDS_PER_CATEGORY, replace=False)
-                    for _ in CATEGORIES]
+    brand_of_cat = [rng.choice(len(BRANDS), BRANDS_PER_CATEGORY, replace=False) for _ in CATEGORIES]
     brand_pick = rng.integers(0, BRANDS_PER_CATEGORY, n)
     noun_pick = rng.integers(0, 100, n)
     adj_pick = rng.integers(0, len(ADJECTIVES), n)
@@ -100,8 +101,8 @@ def build_catalog(rng: np.random.Generator, customers: int) -> Catalog:
     for c, count in enumerate(per_cat):
         ranks = rng.permutation(int(count)) + 1
         w = ranks.astype(np.float64) ** -POPULARITY_EXPONENT
-        weights[start:start + count] = w * shares[c] / w.sum()
-        cdf[start:start + count] = c + np.cumsum(w) / w.sum()
+        weights[start : start + count] = w * shares[c] / w.sum()
+        cdf[start : start + count] = c + np.cumsum(w) / w.sum()
         cdf[start + count - 1] = c + 1.0  # exact block ends: a draw never leaks to a neighbour
         start += int(count)
     return Catalog(product_id, sku, name, category, brand, price_cents, cdf, weights)
@@ -142,10 +143,16 @@ class Pages:
 
 
 def build_pages(catalog: Catalog) -> Pages:
-    path = ["/", "/search", "/cart", "/checkout", "/checkout/complete", "/account/signup",
-            "/sale"]
-    title = ["Funnelshop", "Search results", "Your cart", "Checkout", "Thank you",
-             "Create your account", "Sale"]
+    path = ["/", "/search", "/cart", "/checkout", "/checkout/complete", "/account/signup", "/sale"]
+    title = [
+        "Funnelshop",
+        "Search results",
+        "Your cart",
+        "Checkout",
+        "Thank you",
+        "Create your account",
+        "Sale",
+    ]
     for c in CATEGORIES:
         path.append("/c/" + c.name.lower())
         title.append(c.name)

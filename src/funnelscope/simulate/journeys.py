@@ -20,10 +20,23 @@ __all__ = ["EVENT_TYPES", "EventColumns", "ItemStore", "expand_sessions"]
 
 #: Event type codes (index) -> canonical event name.
 EVENT_TYPES = (
-    "page_viewed", "products_searched", "product_list_viewed", "product_viewed", "product_added",
-    "product_removed", "cart_viewed", "signed_up", "checkout_started", "order_completed",
-    "order_refunded", "product_returned", "nps_answered", "email_opened", "email_clicked",
-    "ad_impression", "social_engaged",
+    "page_viewed",
+    "products_searched",
+    "product_list_viewed",
+    "product_viewed",
+    "product_added",
+    "product_removed",
+    "cart_viewed",
+    "signed_up",
+    "checkout_started",
+    "order_completed",
+    "order_refunded",
+    "product_returned",
+    "nps_answered",
+    "email_opened",
+    "email_clicked",
+    "ad_impression",
+    "social_engaged",
 )
 CODE = {name: np.int16(i) for i, name in enumerate(EVENT_TYPES)}
 SIGNUP_METHODS = ("email", "google", "apple")
@@ -57,8 +70,7 @@ class EventColumns:
 
     @staticmethod
     def empty(n: int) -> EventColumns:
-        minus = {"ts": np.int64, "etype": np.int16, "item_start": np.int64,
-                 "revenue": np.int64}
+        minus = {"ts": np.int64, "etype": np.int16, "item_start": np.int64, "revenue": np.int64}
         cols = {}
         for f in fields(EventColumns):
             if f.name == "both_ids":
@@ -71,10 +83,12 @@ class EventColumns:
 
     @staticmethod
     def concat(parts: list[EventColumns]) -> EventColumns:
-        return EventColumns(**{
-            f.name: np.concatenate([getattr(p, f.name) for p in parts])
-            for f in fields(EventColumns)
-        })
+        return EventColumns(
+            **{
+                f.name: np.concatenate([getattr(p, f.name) for p in parts])
+                for f in fields(EventColumns)
+            }
+        )
 
     def slice(self, lo: int, hi: int) -> EventColumns:
         return EventColumns(**{f.name: getattr(self, f.name)[lo:hi] for f in fields(self)})
@@ -105,8 +119,11 @@ class ItemStore:
         if not self._product:
             empty = np.zeros(0, np.int32)
             return empty, empty, np.zeros(0, np.int64)
-        return (np.concatenate(self._product), np.concatenate(self._quantity),
-                np.concatenate(self._price))
+        return (
+            np.concatenate(self._product),
+            np.concatenate(self._quantity),
+            np.concatenate(self._price),
+        )
 
 
 def _offsets(counts: np.ndarray) -> np.ndarray:
@@ -155,10 +172,21 @@ def expand_sessions(
     k_add = np.where(carting, np.minimum(k_view, 1 + rng.poisson(b.extra_adds, S)), 0)
     k_remove = (carting & (rng.random(S) < b.remove) & ((d == 2) | (k_add >= 2))).astype(np.int64)
     k_cartview = (carting & (rng.random(S) < b.cart_view)).astype(np.int64)
-    counts = np.stack([
-        np.ones(S, np.int64), k_search, k_cat, 2 * k_view, k_add, k_remove, k_cartview,
-        sessions.signup.astype(np.int64), (d >= 3).astype(np.int64), (d == 4).astype(np.int64),
-    ], axis=1)
+    counts = np.stack(
+        [
+            np.ones(S, np.int64),
+            k_search,
+            k_cat,
+            2 * k_view,
+            k_add,
+            k_remove,
+            k_cartview,
+            sessions.signup.astype(np.int64),
+            (d >= 3).astype(np.int64),
+            (d == 4).astype(np.int64),
+        ],
+        axis=1,
+    )
     per_session = counts.sum(axis=1)
     session_start = _offsets(per_session)
     block_start = np.cumsum(counts, axis=1) - counts
@@ -188,9 +216,9 @@ def expand_sessions(
     ev.page[pos] = page
     # search
     s, _, pos = block(1)
-    queries = np.array([
-        props.json({"query": noun.lower()}) for c in CATEGORIES for noun in c.nouns
-    ], np.int32)
+    queries = np.array(
+        [props.json({"query": noun.lower()}) for c in CATEGORIES for noun in c.nouns], np.int32
+    )
     first_noun = np.cumsum([0] + [len(c.nouns) for c in CATEGORIES])
     n_nouns = np.diff(first_noun)
     topic = sessions.topic[s]
@@ -201,18 +229,23 @@ def expand_sessions(
     # category pages
     s, _, pos = block(2)
     cat_props = np.array([props.json({"category": c.name}) for c in CATEGORIES], np.int32)
-    cat = np.where(rng.random(s.size) < 0.8, sessions.topic[s],
-                   choice(rng, lk.category_share, s.size))
+    cat = np.where(
+        rng.random(s.size) < 0.8, sessions.topic[s], choice(rng, lk.category_share, s.size)
+    )
     ev.etype[pos] = CODE["product_list_viewed"]
     ev.page[pos] = pages.category_page(cat)
     ev.props[pos] = cat_props[cat]
     # product views: page_viewed + product_viewed per product
     view_sess = np.repeat(np.arange(S), k_view)
-    view_cat = np.where(rng.random(view_sess.size) < 0.75, sessions.topic[view_sess],
-                        choice(rng, lk.category_share, view_sess.size))
+    view_cat = np.where(
+        rng.random(view_sess.size) < 0.75,
+        sessions.topic[view_sess],
+        choice(rng, lk.category_share, view_sess.size),
+    )
     view_product = sample_products(rng, catalog, view_cat)
-    view_price = local_price(catalog.price_cents[view_product], currency[view_sess],
-                             day[view_sess], rates)
+    view_price = local_price(
+        catalog.price_cents[view_product], currency[view_sess], day[view_sess], rates
+    )
     view_first = items.add(view_product, np.ones(view_product.size, np.int32), view_price)
     s, j, pos = block(3)
     v = _offsets(k_view)[s] + j // 2  # the view this event belongs to
@@ -246,9 +279,12 @@ def expand_sessions(
     ev.item_start[pos] = last
     ev.item_count[pos] = 1
     # cart page, sign-up, checkout, order: the cart's items
-    for b_idx, name, pg in ((6, "cart_viewed", pages.cart), (7, "signed_up", pages.signup),
-                            (8, "checkout_started", pages.checkout),
-                            (9, "order_completed", pages.confirmation)):
+    for b_idx, name, pg in (
+        (6, "cart_viewed", pages.cart),
+        (7, "signed_up", pages.signup),
+        (8, "checkout_started", pages.checkout),
+        (9, "order_completed", pages.confirmation),
+    ):
         s, _, pos = block(b_idx)
         ev.etype[pos] = CODE[name]
         ev.page[pos] = pg
@@ -277,9 +313,7 @@ def expand_sessions(
     gaps[session_start] = 0.0
     clock = np.cumsum(gaps)
     clock -= np.repeat(clock[session_start], per_session)
-    ev.ts[:] = (np.repeat(sessions.start, per_session) * US_PER_DAY + clock * 1e6).astype(
-        np.int64
-    )
+    ev.ts[:] = (np.repeat(sessions.start, per_session) * US_PER_DAY + clock * 1e6).astype(np.int64)
     ev.person[:] = person[sid]
     ev.touch[:] = sessions.touch[sid]
     ev.combo[:] = sessions.combo[sid]

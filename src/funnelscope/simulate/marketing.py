@@ -43,11 +43,13 @@ def currency_rates(
         rows_date.append(np.arange(lk.days, dtype=np.int32) + epoch_day)
         rows_cur += [code] * lk.days
         rows_rate.append(np.round(walk, 6))
-    table = pa.table({
-        "date": pa.array(np.concatenate(rows_date), pa.date32()),
-        "currency": pa.array(rows_cur, pa.string()),
-        "rate": pa.array(np.concatenate(rows_rate), pa.float64()),
-    })
+    table = pa.table(
+        {
+            "date": pa.array(np.concatenate(rows_date), pa.date32()),
+            "currency": pa.array(rows_cur, pa.string()),
+            "rate": pa.array(np.concatenate(rows_rate), pa.float64()),
+        }
+    )
     return rates, table
 
 
@@ -117,19 +119,29 @@ def email_program(
     person = np.concatenate(visit_person) if visit_person else np.zeros(0, np.int64)
     t = np.concatenate(visit_time) if visit_time else np.zeros(0)
     sessions = describe_sessions(
-        rng, persons, lk, person, t, np.full(person.size, EMAIL, np.int8),
+        rng,
+        persons,
+        lk,
+        person,
+        t,
+        np.full(person.size, EMAIL, np.int8),
         np.concatenate(visit_touch) if visit_touch else np.zeros(0, np.int32),
-        first_new=np.zeros(person.size, bool), alive=t < persons.alive_until[person],
+        first_new=np.zeros(person.size, bool),
+        alive=t < persons.alive_until[person],
     )
     epoch_us = (start - date(1970, 1, 1)).days * US_PER_DAY
-    campaigns = pa.table({
-        "campaign_id": pa.array(ids, pa.string()),
-        "name": pa.array(names, pa.string()),
-        "sent_at": pa.array((np.array(sent) * US_PER_DAY).astype(np.int64) + epoch_us,
-                            pa.timestamp("us", tz="UTC")),
-        "recipients": pa.array(recipients, pa.int64()),
-        "delivered": pa.array(delivered, pa.int64()),
-    })
+    campaigns = pa.table(
+        {
+            "campaign_id": pa.array(ids, pa.string()),
+            "name": pa.array(names, pa.string()),
+            "sent_at": pa.array(
+                (np.array(sent) * US_PER_DAY).astype(np.int64) + epoch_us,
+                pa.timestamp("us", tz="UTC"),
+            ),
+            "recipients": pa.array(recipients, pa.int64()),
+            "delivered": pa.array(delivered, pa.int64()),
+        }
+    )
     return EmailProgram(
         events=EventColumns.concat(parts) if parts else EventColumns.empty(0),
         sessions=sessions,
@@ -176,8 +188,9 @@ def ad_spend_table(
         if profile.ctr is None or ch_idx == EMAIL:
             continue
         lo, hi = profile.ctr
-        for t in range(int(lk.touch_start[ch_idx]),
-                       int(lk.touch_start[ch_idx] + lk.touch_count[ch_idx])):
+        for t in range(
+            int(lk.touch_start[ch_idx]), int(lk.touch_start[ch_idx] + lk.touch_count[ch_idx])
+        ):
             v = visits[:, t]
             clicks = v + rng.poisson(v * b.tracking_loss / (1 - b.tracking_loss))
             ctr = rng.uniform(lo, hi, lk.days)
@@ -188,8 +201,11 @@ def ad_spend_table(
                 spend = impressions / 1000.0 * rng.uniform(*profile.cost, lk.days)
             else:
                 spend = clicks * rng.uniform(*profile.cost, lk.days)
-            reach = (np.round(impressions / rng.uniform(1.5, 3.0, lk.days)).astype(np.int64)
-                     if profile.name in ("paid_social", "display") else np.full(lk.days, -1))
+            reach = (
+                np.round(impressions / rng.uniform(1.5, 3.0, lk.days)).astype(np.int64)
+                if profile.name in ("paid_social", "display")
+                else np.full(lk.days, -1)
+            )
             cols["day"].append(np.arange(lk.days))
             cols["touch"].append(np.full(lk.days, t))
             cols["impressions"].append(impressions)
@@ -210,14 +226,16 @@ def ad_spend_table(
 
     epoch_day = (start - date(1970, 1, 1)).days
     reach = arr["reach"]
-    return pa.table({
-        "date": pa.array((arr["day"] + epoch_day).astype(np.int32), pa.date32()),
-        "channel": pa.array([CHANNEL_PROFILES[lk.touch_channel[t]].name for t in touch]),
-        "source": pa.array([_spend_source(lk.touches[t]) for t in touch], pa.string()),
-        "campaign": pa.array([lk.touches[t].campaign for t in touch], pa.string()),
-        "impressions": pa.array(arr["impressions"], pa.int64()),
-        "clicks": pa.array(arr["clicks"], pa.int64()),
-        "spend": decimal_from_cents(np.round(arr["spend"] * 100).astype(np.int64)),
-        "currency": pa.array(["USD"] * touch.size, pa.string()),
-        "reach": pa.array(reach, pa.int64(), mask=reach < 0),
-    })
+    return pa.table(
+        {
+            "date": pa.array((arr["day"] + epoch_day).astype(np.int32), pa.date32()),
+            "channel": pa.array([CHANNEL_PROFILES[lk.touch_channel[t]].name for t in touch]),
+            "source": pa.array([_spend_source(lk.touches[t]) for t in touch], pa.string()),
+            "campaign": pa.array([lk.touches[t].campaign for t in touch], pa.string()),
+            "impressions": pa.array(arr["impressions"], pa.int64()),
+            "clicks": pa.array(arr["clicks"], pa.int64()),
+            "spend": decimal_from_cents(np.round(arr["spend"] * 100).astype(np.int64)),
+            "currency": pa.array(["USD"] * touch.size, pa.string()),
+            "reach": pa.array(reach, pa.int64(), mask=reach < 0),
+        }
+    )

@@ -64,9 +64,13 @@ class ChannelProfile:
 
 
 def _touches(
-    source: str | None, medium: str | None, referrer: str | None,
+    source: str | None,
+    medium: str | None,
+    referrer: str | None,
     campaigns: tuple[str | None, ...],
-    *, terms: tuple[str | None, ...] = (), content: str | None = None,
+    *,
+    terms: tuple[str | None, ...] = (),
+    content: str | None = None,
 ) -> tuple[Touch, ...]:
     terms = terms or (None,) * len(campaigns)
     return tuple(
@@ -78,54 +82,127 @@ def _touches(
 #: The nine channels. Email visits come only from campaign clicks (see Behaviour.email_*).
 CHANNEL_PROFILES: Final = (
     ChannelProfile(
-        "paid_search", 0.20, 0.10, (0.03, 0.06), (0.60, 2.20), 0.35, 1.25, (0.15, 0.40, 0.45, 0.0),
-        _touches("google", "cpc", "https://www.google.com/",
-                 ("brand", "generic-apparel", "generic-home", "shopping-all"),
-                 terms=("funnelshop", "buy clothes online", "home decor", None))
+        "paid_search",
+        0.20,
+        0.10,
+        (0.03, 0.06),
+        (0.60, 2.20),
+        0.35,
+        1.25,
+        (0.15, 0.40, 0.45, 0.0),
+        _touches(
+            "google",
+            "cpc",
+            "https://www.google.com/",
+            ("brand", "generic-apparel", "generic-home", "shopping-all"),
+            terms=("funnelshop", "buy clothes online", "home decor", None),
+        )
         + _touches("bing", "cpc", "https://www.bing.com/", ("brand-bing",), terms=("funnelshop",)),
     ),
     ChannelProfile(
-        "paid_social", 0.14, 0.06, (0.005, 0.015), (0.40, 1.40), 0.55, 0.70, (0.2, 0.2, 0.3, 0.3),
-        _touches("facebook", "paid_social", "https://m.facebook.com/",
-                 ("prospecting-broad", "retargeting-cart"), content="carousel")
-        + _touches("instagram", "cpc", "https://l.instagram.com/", ("stories-spring",),
-                   content="story")
+        "paid_social",
+        0.14,
+        0.06,
+        (0.005, 0.015),
+        (0.40, 1.40),
+        0.55,
+        0.70,
+        (0.2, 0.2, 0.3, 0.3),
+        _touches(
+            "facebook",
+            "paid_social",
+            "https://m.facebook.com/",
+            ("prospecting-broad", "retargeting-cart"),
+            content="carousel",
+        )
+        + _touches(
+            "instagram", "cpc", "https://l.instagram.com/", ("stories-spring",), content="story"
+        )
         + _touches("tiktok", "paid_social", None, ("creator-collab",), content="video"),
     ),
     ChannelProfile(
-        "display", 0.05, 0.03, (0.001, 0.005), (1.50, 6.00), 0.60, 0.60, (0.3, 0.1, 0.2, 0.4),
+        "display",
+        0.05,
+        0.03,
+        (0.001, 0.005),
+        (1.50, 6.00),
+        0.60,
+        0.60,
+        (0.3, 0.1, 0.2, 0.4),
         _touches("gdn", "display", None, ("awareness-banners",), content="300x250")
         + _touches("criteo", "display", None, ("retargeting-dynamic",), content="dynamic"),
         is_cpm=True,
     ),
     ChannelProfile(
-        "affiliate", 0.05, 0.03, (0.005, 0.020), (0.15, 0.60), 0.30, 1.30, (0.1, 0.2, 0.6, 0.1),
+        "affiliate",
+        0.05,
+        0.03,
+        (0.005, 0.020),
+        (0.15, 0.60),
+        0.30,
+        1.30,
+        (0.1, 0.2, 0.6, 0.1),
         _touches("awin", "affiliate", "https://www.dealfinder.example/", ("deals-network",))
         + _touches("cashback", "affiliate", "https://cashback.example.com/", ("cashback-5",)),
     ),
     ChannelProfile(
-        "organic_search", 0.28, 0.20, (0.015, 0.040), None, 0.40, 1.00, (0.2, 0.3, 0.5, 0.0),
+        "organic_search",
+        0.28,
+        0.20,
+        (0.015, 0.040),
+        None,
+        0.40,
+        1.00,
+        (0.2, 0.3, 0.5, 0.0),
         _touches(None, None, "https://www.google.com/", (None,))
         + _touches(None, None, "https://duckduckgo.com/", (None,))
         + _touches(None, None, "https://www.bing.com/", (None,)),
     ),
     ChannelProfile(
-        "organic_social", 0.08, 0.05, (0.005, 0.020), None, 0.55, 0.60, (0.3, 0.2, 0.4, 0.1),
+        "organic_social",
+        0.08,
+        0.05,
+        (0.005, 0.020),
+        None,
+        0.55,
+        0.60,
+        (0.3, 0.2, 0.4, 0.1),
         _touches(None, None, "https://www.instagram.com/", (None,))
         + _touches(None, None, "https://www.pinterest.com/", (None,))
         + _touches("facebook", "social", None, ("weekly-post",)),
     ),
     ChannelProfile(
-        "referral", 0.07, 0.04, None, None, 0.40, 1.00, (0.2, 0.2, 0.6, 0.0),
+        "referral",
+        0.07,
+        0.04,
+        None,
+        None,
+        0.40,
+        1.00,
+        (0.2, 0.2, 0.6, 0.0),
         _touches(None, None, "https://www.gearreview.example/best-picks", (None,))
         + _touches(None, None, "https://news.example.net/gift-guide", (None,)),
     ),
     ChannelProfile(
-        "direct", 0.13, 0.35, None, None, 0.30, 1.30, (0.8, 0.1, 0.1, 0.0),
+        "direct",
+        0.13,
+        0.35,
+        None,
+        None,
+        0.30,
+        1.30,
+        (0.8, 0.1, 0.1, 0.0),
         (Touch(None, None, None, None),),
     ),
     ChannelProfile(
-        "email", 0.0, 0.0, (0.01, 0.08), (0.0008, 0.0015), 0.30, 1.40, (0.1, 0.2, 0.2, 0.5),
+        "email",
+        0.0,
+        0.0,
+        (0.01, 0.08),
+        (0.0008, 0.0015),
+        0.30,
+        1.40,
+        (0.1, 0.2, 0.2, 0.5),
         (),  # one Touch per campaign, made by the email model
     ),
 )
@@ -158,32 +235,92 @@ CATEGORIES: Final = (
 )
 
 BRANDS: Final = (
-    "Northwind", "Altura", "Brightline", "Cobalt & Co", "Driftwood", "Evergreen", "Fable",
-    "Granite", "Halcyon", "Ironleaf", "Juniper", "Kestrel", "Lumen", "Meridian", "Nimbus",
-    "Oakhurst", "Pinecrest", "Quartz", "Redwood", "Saltmarsh", "Tidewater", "Umbra", "Vantage",
-    "Willow", "Yarrow", "Zephyr", "Arbor", "Bramble", "Cinder", "Dune",
+    "Northwind",
+    "Altura",
+    "Brightline",
+    "Cobalt & Co",
+    "Driftwood",
+    "Evergreen",
+    "Fable",
+    "Granite",
+    "Halcyon",
+    "Ironleaf",
+    "Juniper",
+    "Kestrel",
+    "Lumen",
+    "Meridian",
+    "Nimbus",
+    "Oakhurst",
+    "Pinecrest",
+    "Quartz",
+    "Redwood",
+    "Saltmarsh",
+    "Tidewater",
+    "Umbra",
+    "Vantage",
+    "Willow",
+    "Yarrow",
+    "Zephyr",
+    "Arbor",
+    "Bramble",
+    "Cinder",
+    "Dune",
 )
 ADJECTIVES: Final = (
-    "Classic", "Essential", "Premium", "Everyday", "Urban", "Vintage", "Light", "Pro", "Soft",
+    "Classic",
+    "Essential",
+    "Premium",
+    "Everyday",
+    "Urban",
+    "Vintage",
+    "Light",
+    "Pro",
+    "Soft",
     "Compact",
 )
 
 #: (device type, share of persons, purchase lift, ((os, browser, share within device), ...))
 DEVICES: Final = (
-    ("desktop", 0.38, 1.35, (("Windows", "Chrome", 0.45), ("Windows", "Edge", 0.15),
-                             ("Windows", "Firefox", 0.07), ("macOS", "Safari", 0.12),
-                             ("macOS", "Chrome", 0.15), ("Linux", "Firefox", 0.03),
-                             ("Linux", "Chrome", 0.03))),
-    ("mobile", 0.55, 0.75, (("iOS", "Safari", 0.42), ("iOS", "Chrome", 0.06),
-                            ("Android", "Chrome", 0.40), ("Android", "Samsung Internet", 0.12))),
+    (
+        "desktop",
+        0.38,
+        1.35,
+        (
+            ("Windows", "Chrome", 0.45),
+            ("Windows", "Edge", 0.15),
+            ("Windows", "Firefox", 0.07),
+            ("macOS", "Safari", 0.12),
+            ("macOS", "Chrome", 0.15),
+            ("Linux", "Firefox", 0.03),
+            ("Linux", "Chrome", 0.03),
+        ),
+    ),
+    (
+        "mobile",
+        0.55,
+        0.75,
+        (
+            ("iOS", "Safari", 0.42),
+            ("iOS", "Chrome", 0.06),
+            ("Android", "Chrome", 0.40),
+            ("Android", "Samsung Internet", 0.12),
+        ),
+    ),
     ("tablet", 0.07, 1.00, (("iPadOS", "Safari", 0.65), ("Android", "Chrome", 0.35))),
 )
 
 #: (ISO country, share of persons, currency of their orders)
 COUNTRIES: Final = (
-    ("US", 0.64, "USD"), ("CA", 0.09, "USD"), ("AU", 0.06, "USD"), ("MX", 0.04, "USD"),
-    ("GB", 0.06, "GBP"), ("DE", 0.04, "EUR"), ("FR", 0.03, "EUR"), ("NL", 0.02, "EUR"),
-    ("IE", 0.01, "EUR"), ("ES", 0.01, "EUR"),
+    ("US", 0.64, "USD"),
+    ("CA", 0.09, "USD"),
+    ("AU", 0.06, "USD"),
+    ("MX", 0.04, "USD"),
+    ("GB", 0.06, "GBP"),
+    ("DE", 0.04, "EUR"),
+    ("FR", 0.03, "EUR"),
+    ("NL", 0.02, "EUR"),
+    ("IE", 0.01, "EUR"),
+    ("ES", 0.01, "EUR"),
 )
 
 #: Foreign currencies: (code, rate in USD on the first day, daily log-volatility)
@@ -226,8 +363,30 @@ class Behaviour:
     trend: float = 0.15  # traffic grows by this share over the period
     # hour-of-day traffic shares (UTC), 0h..23h
     hourly: tuple[float, ...] = (
-        1.5, 1.0, 0.7, 0.5, 0.5, 0.7, 1.2, 2.2, 3.3, 4.0, 4.4, 4.7,
-        5.0, 5.1, 5.0, 5.0, 5.2, 5.7, 6.3, 6.9, 7.0, 6.2, 4.6, 2.9,
+        1.5,
+        1.0,
+        0.7,
+        0.5,
+        0.5,
+        0.7,
+        1.2,
+        2.2,
+        3.3,
+        4.0,
+        4.4,
+        4.7,
+        5.0,
+        5.1,
+        5.0,
+        5.0,
+        5.2,
+        5.7,
+        6.3,
+        6.9,
+        7.0,
+        6.2,
+        4.6,
+        2.9,
     )
     event_gap_seconds: float = 35.0  # median seconds between events in a session
     email_opt_in: float = 0.7  # share of accounts receiving newsletters

@@ -57,8 +57,11 @@ class Lookups:
             self.touch_count[i] = len(c.touches)
             for t in c.touches:
                 self.add_touch(t, i)
-        combos = [(d, os, br, share * 1.0) for d, (_, _, _, rows) in enumerate(DEVICES)
-                  for os, br, share in rows]
+        combos = [
+            (d, os, br, share * 1.0)
+            for d, (_, _, _, rows) in enumerate(DEVICES)
+            for os, br, share in rows
+        ]
         self.combo_device = np.array([c[0] for c in combos], np.int8)
         self.combo_os = [c[1] for c in combos]
         self.combo_browser = [c[2] for c in combos]
@@ -74,9 +77,7 @@ class Lookups:
             self.combo_cdf[np.flatnonzero(m)[-1]] = d + 1.0
         self.country_share = np.array([c[1] for c in COUNTRIES])
         self.currencies = sorted({c[2] for c in COUNTRIES}, key=lambda c: (c != "USD", c))
-        self.country_currency = np.array(
-            [self.currencies.index(c[2]) for c in COUNTRIES], np.int8
-        )
+        self.country_currency = np.array([self.currencies.index(c[2]) for c in COUNTRIES], np.int8)
         self.category_share = np.array([c.share for c in CATEGORIES])
         weekday = np.asarray(behaviour.weekday)
         day = np.arange(days)
@@ -161,8 +162,9 @@ def draw_persons(rng: np.random.Generator, n: int, lk: Lookups) -> Persons:
     rate = rng.gamma(b.visit_rate_shape, mean_rate / b.visit_rate_shape)
     rate = np.clip(rate, 1e-4, b.max_visit_rate)
     stop = rng.beta(*b.stop_new, n)
-    propensity = np.where(existing, rng.beta(*b.propensity_existing, n),
-                          rng.beta(*b.propensity_new, n))
+    propensity = np.where(
+        existing, rng.beta(*b.propensity_existing, n), rng.beta(*b.propensity_new, n)
+    )
     device = choice(rng, lk.device_share, n).astype(np.int8)
     return Persons(
         is_existing=existing,
@@ -204,9 +206,12 @@ class Sessions:
 
     @staticmethod
     def concat(parts: list[Sessions]) -> Sessions:
-        return Sessions(**{
-            f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(Sessions)
-        })
+        return Sessions(
+            **{
+                f.name: np.concatenate([getattr(p, f.name) for p in parts])
+                for f in fields(Sessions)
+            }
+        )
 
 
 def describe_sessions(
@@ -239,8 +244,11 @@ def describe_sessions(
     bounce = rng.random(n) < lk.channel_bounce[channel]
     browse = choice(rng, b.browse_depth, n) + 1
     depth = np.where(converted, 4, np.where(bounce, 0, browse)).astype(np.int8)
-    topic = np.where(rng.random(n) < b.topic_is_favourite, persons.favourite[person],
-                     choice(rng, lk.category_share, n)).astype(np.int8)
+    topic = np.where(
+        rng.random(n) < b.topic_is_favourite,
+        persons.favourite[person],
+        choice(rng, lk.category_share, n),
+    ).astype(np.int8)
     return Sessions(
         person=person.astype(np.int32),
         start=t,
@@ -281,14 +289,26 @@ def visit_sessions(rng: np.random.Generator, persons: Persons, lk: Lookups) -> S
         ts = ta[accept]
         new_first = fa[accept] & ~persons.is_existing[p]
         u = rng.random(p.size)
-        channel = np.where(new_first, np.searchsorted(new_cdf, u, side="right"),
-                           np.searchsorted(ret_cdf, u, side="right"))
+        channel = np.where(
+            new_first,
+            np.searchsorted(new_cdf, u, side="right"),
+            np.searchsorted(ret_cdf, u, side="right"),
+        )
         channel = np.minimum(channel, len(CHANNEL_PROFILES) - 1)
         is_first = fa[accept]
         persons.first_channel[p[is_first]] = channel[is_first]
         start = lk.time_of_day(ts)
-        s = describe_sessions(rng, persons, lk, p, start, channel, lk.sample_touch(rng, channel),
-                              first_new=new_first, alive=np.ones(p.size, bool))
+        s = describe_sessions(
+            rng,
+            persons,
+            lk,
+            p,
+            start,
+            channel,
+            lk.sample_touch(rng, channel),
+            first_new=new_first,
+            alive=np.ones(p.size, bool),
+        )
         converted = s.depth == 4
         u = rng.random(p.size)
         s.signup = ~signed[p] & (

@@ -46,8 +46,13 @@ DEFAULT_START: Final = date(2024, 1, 1)
 MAX_DAYS: Final = 3650
 MAX_CUSTOMERS: Final = 20_000_000
 #: Fact tables in load order: survey responses last, so their respondents are known.
-FACT_ORDER: Final = ("products", "currency_rates", "ad_spend", "email_campaigns",
-                     "survey_responses")
+FACT_ORDER: Final = (
+    "products",
+    "currency_rates",
+    "ad_spend",
+    "email_campaigns",
+    "survey_responses",
+)
 FILE_FORMATS: Final = (".parquet", ".csv", ".jsonl")
 
 
@@ -127,14 +132,16 @@ class SimulatedShop:
         done = 0
         for lo in range(0, self.events.num_rows, CHUNK_ROWS):
             chunk = self.events.slice(lo, CHUNK_ROWS)
-            report.merge(append_events(store, chunk, source=source, received_at=received_at,
-                                       row_offset=lo))
+            report.merge(
+                append_events(store, chunk, source=source, received_at=received_at, row_offset=lo)
+            )
             done += chunk.num_rows
             if progress:
                 progress(done, total)
         for name, table in self.facts.items():
-            report.merge(append_facts(store, name, table, source=f"{source}:{name}",
-                                      received_at=received_at))
+            report.merge(
+                append_facts(store, name, table, source=f"{source}:{name}", received_at=received_at)
+            )
             done += table.num_rows
             if progress:
                 progress(done, total)
@@ -150,9 +157,16 @@ class SimulatedShop:
         path = Path(path)
         suffix = path.suffix.lower()
         if suffix not in FILE_FORMATS:
-            raise InvalidInputError([Problem(
-                "simulate.bad_format", str(path),
-                f"unknown file extension {path.suffix!r}; allowed: {', '.join(FILE_FORMATS)}")])
+            raise InvalidInputError(
+                [
+                    Problem(
+                        "simulate.bad_format",
+                        str(path),
+                        f"unknown file extension {path.suffix!r}; "
+                        f"allowed: {', '.join(FILE_FORMATS)}",
+                    )
+                ]
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         written = {"events": write_events(self.events, path, suffix)}
         for name, table in self.facts.items():
@@ -164,14 +178,21 @@ def validate(customers: int, days: int, seed: int) -> None:
     """Raise one InvalidInputError naming every out-of-range argument."""
     problems = []
     if not 1 <= customers <= MAX_CUSTOMERS:
-        problems.append(Problem("simulate.bad_customers", "customers",
-                                f"customers must be in 1..{MAX_CUSTOMERS:,}, got {customers}"))
+        problems.append(
+            Problem(
+                "simulate.bad_customers",
+                "customers",
+                f"customers must be in 1..{MAX_CUSTOMERS:,}, got {customers}",
+            )
+        )
     if not 1 <= days <= MAX_DAYS:
-        problems.append(Problem("simulate.bad_days", "days",
-                                f"days must be in 1..{MAX_DAYS}, got {days}"))
+        problems.append(
+            Problem("simulate.bad_days", "days", f"days must be in 1..{MAX_DAYS}, got {days}")
+        )
     if seed < 0:
-        problems.append(Problem("simulate.bad_seed", "seed",
-                                f"seed must be a whole number >= 0, got {seed}"))
+        problems.append(
+            Problem("simulate.bad_seed", "seed", f"seed must be a whole number >= 0, got {seed}")
+        )
     if problems:
         raise InvalidInputError(problems)
 
@@ -244,17 +265,31 @@ def simulate(
     is_signup = events.etype == CODE["signed_up"]
     signup_at[events.person[is_signup]] = events.ts[is_signup]
     text = EventText(
-        id_prefix=id_prefix, event_prefix=f"sim-{seed}-",
+        id_prefix=id_prefix,
+        event_prefix=f"sim-{seed}-",
         epoch_us=(start - date(1970, 1, 1)).days * US_PER_DAY,
-        lookups=lk, persons=persons, catalog=catalog, pages=pages,
-        properties=props.to_arrow(), items=items, signup_at=signup_at,
+        lookups=lk,
+        persons=persons,
+        catalog=catalog,
+        pages=pages,
+        properties=props.to_arrow(),
+        items=items,
+        signup_at=signup_at,
     )
     table = events_table(events, text)
     surveys = _survey_table(table, position[nps_at], after.score, after.comment, id_prefix)
     return SimulatedShop(
-        customers=customers, days=days, seed=seed, start=start, events=table,
-        ad_spend=spend, email_campaigns=email.campaigns, survey_responses=surveys,
-        products=catalog.to_arrow(), currency_rates=rates_table, sessions=sessions.size,
+        customers=customers,
+        days=days,
+        seed=seed,
+        start=start,
+        events=table,
+        ad_spend=spend,
+        email_campaigns=email.campaigns,
+        survey_responses=surveys,
+        products=catalog.to_arrow(),
+        currency_rates=rates_table,
+        sessions=sessions.size,
     )
 
 
@@ -266,12 +301,14 @@ def _survey_table(
     order = np.argsort(position[kept], kind="stable")
     rows = pa.array(position[kept][order])
     n = len(rows)
-    return pa.table({
-        "response_id": id_strings(prefix + "r", np.arange(n), digits(n)),
-        "answered_at": events.column("timestamp").take(rows),
-        "user_id": events.column("user_id").take(rows),
-        "anonymous_id": events.column("anonymous_id").take(rows),
-        "score": pa.array(score[kept][order], pa.int64()),
-        "comment": lookup(pa.array(COMMENTS, pa.string()), comment[kept][order]),
-        "survey": pa.array(["nps"] * len(rows), pa.string()),
-    })
+    return pa.table(
+        {
+            "response_id": id_strings(prefix + "r", np.arange(n), digits(n)),
+            "answered_at": events.column("timestamp").take(rows),
+            "user_id": events.column("user_id").take(rows),
+            "anonymous_id": events.column("anonymous_id").take(rows),
+            "score": pa.array(score[kept][order], pa.int64()),
+            "comment": lookup(pa.array(COMMENTS, pa.string()), comment[kept][order]),
+            "survey": pa.array(["nps"] * len(rows), pa.string()),
+        }
+    )

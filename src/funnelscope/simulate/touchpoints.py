@@ -42,14 +42,17 @@ def ad_impressions(
     first_at = lk.time_of_day(persons.first_visit)
     by_ads = np.isin(persons.first_channel, [CHANNEL["display"], CHANNEL["paid_social"]])
     new = ~persons.is_existing
-    share = np.where(new & by_ads, b.awareness_ad_share,
-                     np.where(new, b.awareness_other_share, 0.1))
+    share = np.where(
+        new & by_ads, b.awareness_ad_share, np.where(new, b.awareness_other_share, 0.1)
+    )
     who = np.flatnonzero(rng.random(n) < share)
     k = 1 + rng.poisson(1.5, who.size)
     p = np.repeat(who, k)
-    channel = np.where(by_ads[p], persons.first_channel[p],
-                       np.where(rng.random(p.size) < 0.5, CHANNEL["display"],
-                                CHANNEL["paid_social"]))
+    channel = np.where(
+        by_ads[p],
+        persons.first_channel[p],
+        np.where(rng.random(p.size) < 0.5, CHANNEL["display"], CHANNEL["paid_social"]),
+    )
     touch = lk.sample_touch(rng, channel)
     before = first_at[p] - rng.random(p.size) * np.minimum(first_at[p], b.awareness_days)
     anytime = rng.random(p.size) * lk.days
@@ -79,10 +82,20 @@ def social_engagement(
     t = first_at + rng.random(p.size) * (lk.days - first_at)
     action = choice(rng, [s for _, s in SOCIAL_ACTIONS], p.size)
     network = choice(rng, [s for _, s in SOCIAL_NETWORKS], p.size)
-    touches = np.array([lk.add_touch(Touch(name, "social", None, None), CHANNEL["organic_social"])
-                        for name, _ in SOCIAL_NETWORKS], np.int32)
-    combos = np.array([[props.json({"action": a, "network": nw}) for nw, _ in SOCIAL_NETWORKS]
-                       for a, _ in SOCIAL_ACTIONS], np.int32)
+    touches = np.array(
+        [
+            lk.add_touch(Touch(name, "social", None, None), CHANNEL["organic_social"])
+            for name, _ in SOCIAL_NETWORKS
+        ],
+        np.int32,
+    )
+    combos = np.array(
+        [
+            [props.json({"action": a, "network": nw}) for nw, _ in SOCIAL_NETWORKS]
+            for a, _ in SOCIAL_ACTIONS
+        ],
+        np.int32,
+    )
     ev = EventColumns.empty(p.size)
     ev.ts[:] = (t * US_PER_DAY).astype(np.int64)
     ev.etype[:] = CODE["social_engaged"]
@@ -153,7 +166,6 @@ def after_orders(
     nps.ts[:] = orders.ts[s] + (rng.uniform(2, 10, s.size) * US_PER_DAY).astype(np.int64)
     nps.etype[:] = CODE["nps_answered"]
     nps.person[:] = orders.person[s]
-    score_props = np.array([props.json({"score": v, "survey": "nps"}) for v in range(11)],
-                           np.int32)
+    score_props = np.array([props.json({"score": v, "survey": "nps"}) for v in range(11)], np.int32)
     nps.props[:] = score_props[score]
     return AfterOrders(EventColumns.concat([ret, nps]), ret.size, score, comment.astype(np.int32))

@@ -48,7 +48,7 @@ ColumnLoader = Callable[[str, "PersonLayout"], pa.Array]
 def property_path(name: str) -> str | None:
     """The JSON path of a ``properties.<key>`` column name, else None."""
     if name.startswith(PROPERTY_PREFIX):
-        return "$." + name[len(PROPERTY_PREFIX):]
+        return "$." + name[len(PROPERTY_PREFIX) :]
     return None
 
 
@@ -130,8 +130,13 @@ class PersonLayout:
         ts = np.ascontiguousarray(ts_us, dtype=np.int64)
         # codes are placed in the sort's pass; the row order is kept only to serve columns
         order, offsets, grouped_ts, grouped_codes = cluster_columns(
-            keys, ts, np.asarray(codes), person_ids.shape[0], with_order=bool(columns),
-            codes_dtype=CODE_DTYPE)
+            keys,
+            ts,
+            np.asarray(codes),
+            person_ids.shape[0],
+            with_order=bool(columns),
+            codes_dtype=CODE_DTYPE,
+        )
         assert grouped_codes is not None
         loader = None
         if columns:
@@ -140,8 +145,15 @@ class PersonLayout:
             def loader(name: str, layout: PersonLayout) -> pa.Array:
                 return _take_column(source, name, layout.rows)
 
-        return cls(offsets, grouped_ts, grouped_codes, tuple(event_names), person_ids,
-                   order if columns else None, loader)
+        return cls(
+            offsets,
+            grouped_ts,
+            grouped_codes,
+            tuple(event_names),
+            person_ids,
+            order if columns else None,
+            loader,
+        )
 
     @classmethod
     def from_table(cls, table: pa.Table) -> PersonLayout:
@@ -152,15 +164,23 @@ class PersonLayout:
             person = table.column("person_id").to_numpy(zero_copy_only=False).astype(np.int64)
         else:
             ids = pc.coalesce(table.column("user_id"), table.column("anonymous_id"))
-            person = pc.dictionary_encode(ids).combine_chunks().indices.to_numpy(
-                zero_copy_only=False
-            ).astype(np.int64)
+            person = (
+                pc.dictionary_encode(ids)
+                .combine_chunks()
+                .indices.to_numpy(zero_copy_only=False)
+                .astype(np.int64)
+            )
         ts = pc.cast(table.column("timestamp"), pa.int64()).to_numpy(zero_copy_only=False)
         codes, names = _encode_events(table.column("event"))
         keys, person_ids = _dense_keys(person)
         order, offsets, grouped_ts, grouped_codes = cluster_columns(
-            keys, np.ascontiguousarray(ts, np.int64), codes, person_ids.shape[0],
-            with_order=True, codes_dtype=CODE_DTYPE)
+            keys,
+            np.ascontiguousarray(ts, np.int64),
+            codes,
+            person_ids.shape[0],
+            with_order=True,
+            codes_dtype=CODE_DTYPE,
+        )
         assert order is not None and grouped_codes is not None
         source = {name: table.column(name) for name in table.column_names}
 
@@ -222,9 +242,13 @@ class PersonLayout:
             return parent.column(name).take(pa.array(take))
 
         return PersonLayout(
-            offsets, self.ts[take], self.codes[take], self.event_names,
+            offsets,
+            self.ts[take],
+            self.codes[take],
+            self.event_names,
             self.person_ids[np.asarray(person_indexes, dtype=np.int64)],
-            None if self.rows is None else self.rows[take], loader,
+            None if self.rows is None else self.rows[take],
+            loader,
         )
 
 
@@ -239,9 +263,13 @@ def _take_column(source: Mapping[str, Any], name: str, rows: I64 | None) -> pa.A
         con = duckdb.connect()
         try:
             con.register("props", props)
-            values = con.sql(
-                "SELECT json_extract_string(p, $path) AS v FROM props", params={"path": path}
-            ).to_arrow_table().column("v")
+            values = (
+                con.sql(
+                    "SELECT json_extract_string(p, $path) AS v FROM props", params={"path": path}
+                )
+                .to_arrow_table()
+                .column("v")
+            )
         finally:
             con.close()
     else:
@@ -282,9 +310,15 @@ class LiveLayout:
         self._layout = self._empty()
 
     def _empty(self) -> PersonLayout:
-        return PersonLayout(np.zeros(1, np.int64), np.zeros(0, np.int64),
-                            np.zeros(0, CODE_DTYPE), (), np.zeros(0, np.int64),
-                            np.zeros(0, np.int64), self._load_column)
+        return PersonLayout(
+            np.zeros(1, np.int64),
+            np.zeros(0, np.int64),
+            np.zeros(0, CODE_DTYPE),
+            (),
+            np.zeros(0, np.int64),
+            np.zeros(0, np.int64),
+            self._load_column,
+        )
 
     def get(self) -> PersonLayout:
         """The layout including every committed event."""
@@ -312,8 +346,7 @@ class LiveLayout:
         canon[pmap.column("person_id").to_numpy()] = pmap.column("canonical_id").to_numpy()
         old = self._layout
         merged = bool(
-            self._canon.shape[0]
-            and not np.array_equal(canon[: self._canon.shape[0]], self._canon)
+            self._canon.shape[0] and not np.array_equal(canon[: self._canon.shape[0]], self._canon)
         )
         if new.num_rows == 0 and not merged:
             self._canon = canon
@@ -322,10 +355,15 @@ class LiveLayout:
         codes, names = _encode_events(new.column("event"))
         remap = np.array([self._code(n) for n in names], dtype=CODE_DTYPE)
         new_codes = remap[codes] if codes.shape[0] else codes
-        seq = np.concatenate([old.rows if old.rows is not None else np.zeros(0, np.int64),
-                              new.column("seq").to_numpy()])
-        raw = np.concatenate([self._raw_person,
-                              new.column("person_id").to_numpy().astype(np.int32)])
+        seq = np.concatenate(
+            [
+                old.rows if old.rows is not None else np.zeros(0, np.int64),
+                new.column("seq").to_numpy(),
+            ]
+        )
+        raw = np.concatenate(
+            [self._raw_person, new.column("person_id").to_numpy().astype(np.int32)]
+        )
         ts = np.concatenate([old.ts, new.column("ts").to_numpy()])
         all_codes = np.concatenate([old.codes, new_codes])
         persons = canon[raw]
@@ -337,8 +375,13 @@ class LiveLayout:
         self._canon = canon
         self._watermark = int(seq.max()) if seq.shape[0] else self._watermark
         self._layout = PersonLayout(
-            offsets, grouped_ts, all_codes[order], tuple(self._names),
-            np.arange(n_persons, dtype=np.int64), seq[order], self._load_column,
+            offsets,
+            grouped_ts,
+            all_codes[order],
+            tuple(self._names),
+            np.arange(n_persons, dtype=np.int64),
+            seq[order],
+            self._load_column,
         )
         self._version = version
 

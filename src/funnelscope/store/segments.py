@@ -122,8 +122,17 @@ def list_segments(con: duckdb.DuckDBPyConnection) -> list[SegmentInfo]:
         "last_seq FROM main.event_segments ORDER BY segment_id"
     ).fetchall()
     return [
-        SegmentInfo(int(r[0]), str(r[1]), str(r[2]), dict(json.loads(r[3])), str(r[4]), r[5],
-                    int(r[6]), int(r[7]), int(r[8]))
+        SegmentInfo(
+            int(r[0]),
+            str(r[1]),
+            str(r[2]),
+            dict(json.loads(r[3])),
+            str(r[4]),
+            r[5],
+            int(r[6]),
+            int(r[7]),
+            int(r[8]),
+        )
         for r in rows
     ]
 
@@ -140,8 +149,7 @@ def _branch(info: SegmentInfo, folder: Path) -> tuple[str, str]:
         elif name == "received_at":
             expr = "g.received_at"
         elif name == "source":
-            expr = (f"coalesce(p.{_q(cols['source'])}, g.source)" if "source" in cols
-                    else "g.source")
+            expr = f"coalesce(p.{_q(cols['source'])}, g.source)" if "source" in cols else "g.source"
         elif name == "raw_event":
             expr = f"p.{_q(cols['event'])}"
         elif name in cols:
@@ -149,11 +157,15 @@ def _branch(info: SegmentInfo, folder: Path) -> tuple[str, str]:
         else:
             expr = f"CAST(NULL AS {_SQL_TYPES.get(name, 'VARCHAR')})"
         exprs.append(f"{expr} AS {_q(name)}")
-    events = (f"SELECT {', '.join(exprs)} FROM read_parquet({path}) p "
-              f"POSITIONAL JOIN {side_table(info.segment_id)} s CROSS JOIN {meta} g")
-    keys = (f"SELECT {_q(cols['event_id'])} AS event_id, "
-            f"CAST({_q(cols['timestamp'])} AS TIMESTAMPTZ) AS \"timestamp\" "
-            f"FROM read_parquet({path})")
+    events = (
+        f"SELECT {', '.join(exprs)} FROM read_parquet({path}) p "
+        f"POSITIONAL JOIN {side_table(info.segment_id)} s CROSS JOIN {meta} g"
+    )
+    keys = (
+        f"SELECT {_q(cols['event_id'])} AS event_id, "
+        f'CAST({_q(cols["timestamp"])} AS TIMESTAMPTZ) AS "timestamp" '
+        f"FROM read_parquet({path})"
+    )
     return events, keys
 
 
@@ -220,8 +232,18 @@ def register_segment(
     """Record a segment whose file (and side table) exist, and rebuild the views."""
     con.execute(
         "INSERT INTO event_segments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [segment_id, kind, f"{int(segment_id)}.parquet", json.dumps(columns), source,
-         received_at, row_count, first_seq, last_seq, received_at],
+        [
+            segment_id,
+            kind,
+            f"{int(segment_id)}.parquet",
+            json.dumps(columns),
+            source,
+            received_at,
+            row_count,
+            first_seq,
+            last_seq,
+            received_at,
+        ],
     )
     refresh_views(con, store_path)
 
@@ -237,8 +259,9 @@ def compact_segments(
     folder = segments_folder(store_path)
     if folder is None:
         return 0
-    chosen = [s for s in list_segments(con)
-              if segment_ids is None or s.segment_id in set(segment_ids)]
+    chosen = [
+        s for s in list_segments(con) if segment_ids is None or s.segment_id in set(segment_ids)
+    ]
     moved = 0
     names = ", ".join(_q(c) for c in _STORED)
     for info in chosen:

@@ -77,8 +77,9 @@ def _page() -> HTMLResponse:
 
 
 def _add_page_route(path: str, name: str) -> None:
-    router.add_api_route(path, _page, methods=["GET"], name=f"page_{name}",
-                         response_class=HTMLResponse)
+    router.add_api_route(
+        path, _page, methods=["GET"], name=f"page_{name}", response_class=HTMLResponse
+    )
 
 
 for _name, _path in PAGES.items():
