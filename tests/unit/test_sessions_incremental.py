@@ -22,12 +22,30 @@ from funnelscope.workspace import Workspace
 from tests.conftest import NOW, T0, load_journeys, staging_table
 
 TABLES = ("sessions", "attributed_orders", "cart_sessions", "email_touches", "site_facts")
-EVENTS = ("page_viewed", "page_viewed", "product_viewed", "product_added", "checkout_started",
-          "order_completed", "email_opened", "email_clicked", "ad_impression", "social_engaged")
+EVENTS = (
+    "page_viewed",
+    "page_viewed",
+    "product_viewed",
+    "product_added",
+    "checkout_started",
+    "order_completed",
+    "email_opened",
+    "email_clicked",
+    "ad_impression",
+    "social_engaged",
+)
 TAGS = (None, None, ("google", "cpc", "brand"), ("news", "email", "c1"))
 # who: a user, an anonymous id, or both (a login that stitches the anonymous id to the user)
-WHO = (("u0", None), ("u1", None), (None, "a0"), (None, "a1"), ("u0", "a0"), ("u1", "a1"),
-       ("u2", "a0"), (None, "a2"))
+WHO = (
+    ("u0", None),
+    ("u1", None),
+    (None, "a0"),
+    (None, "a1"),
+    ("u0", "a0"),
+    ("u1", "a1"),
+    ("u2", "a0"),
+    (None, "a2"),
+)
 
 event_st = st.tuples(
     st.sampled_from(WHO),
@@ -45,9 +63,13 @@ def _rows(events: list[tuple[Any, ...]], first_id: int) -> list[dict[str, Any]]:
         row: dict[str, Any] = {
             "event_id": f"e{first_id + i:05d}",
             "timestamp": (T0 + timedelta(minutes=minute)).isoformat(),
-            "event": event, "user_id": user, "anonymous_id": anon, "page_path": f"/p/{k}",
-            "properties": json.dumps({"campaign_id": f"c{k % 2}", "action": "like",
-                                      "load_time_ms": 100 * k}),
+            "event": event,
+            "user_id": user,
+            "anonymous_id": anon,
+            "page_path": f"/p/{k}",
+            "properties": json.dumps(
+                {"campaign_id": f"c{k % 2}", "action": "like", "load_time_ms": 100 * k}
+            ),
         }
         if tag:
             row.update(utm_source=tag[0], utm_medium=tag[1], utm_campaign=tag[2])
@@ -73,8 +95,15 @@ def _cached(ws: Workspace) -> dict[str, list[tuple[Any, ...]]]:
 
 def _inline(ws: Workspace) -> dict[str, list[tuple[Any, ...]]]:
     ctes = ",\n".join(f"{name} AS ({body})" for name, body in journey_ctes())
-    return {t: _sorted([tuple(r.values()) for r in ws.engine.sql(
-        f"WITH {ctes}\nSELECT * FROM {t}").to_pylist()]) for t in TABLES}
+    return {
+        t: _sorted(
+            [
+                tuple(r.values())
+                for r in ws.engine.sql(f"WITH {ctes}\nSELECT * FROM {t}").to_pylist()
+            ]
+        )
+        for t in TABLES
+    }
 
 
 def _check(batches: list[list[dict[str, Any]]]) -> None:
@@ -89,8 +118,9 @@ def _check(batches: list[list[dict[str, Any]]]) -> None:
         assert incremental == _inline(step)
 
 
-@settings(max_examples=25, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(st.lists(event_st, min_size=1, max_size=40), st.lists(st.integers(0, 40), max_size=4))
 def test_incremental_refresh_equals_a_full_rebuild(
     events: list[tuple[Any, ...]], cuts: list[int]
@@ -101,41 +131,52 @@ def test_incremental_refresh_equals_a_full_rebuild(
 
 def test_anonymous_person_merged_in_a_later_batch() -> None:
     anon = ((None, "a0"), 0, "page_viewed", None, "o1", 0)
-    _check([_rows([anon, ((None, "a0"), 5, "order_completed", None, "o1", 1)], 0),
-            _rows([(("u0", "a0"), 120, "page_viewed", TAGS[2], "o1", 2)], 10)])
+    _check(
+        [
+            _rows([anon, ((None, "a0"), 5, "order_completed", None, "o1", 1)], 0),
+            _rows([(("u0", "a0"), 120, "page_viewed", TAGS[2], "o1", 2)], 10),
+        ]
+    )
 
 
 def test_order_id_sent_earlier_by_another_person_moves_the_order() -> None:
     # u1's o2 at minute 10 is the order until u0's o2 arrives, timed at minute 5
-    _check([_rows([(("u1", None), 10, "order_completed", None, "o2", 0)], 0),
-            _rows([(("u0", None), 5, "order_completed", None, "o2", 1)], 10)])
+    _check(
+        [
+            _rows([(("u1", None), 10, "order_completed", None, "o2", 0)], 0),
+            _rows([(("u0", None), 5, "order_completed", None, "o2", 1)], 10),
+        ]
+    )
 
 
 def test_late_event_reopens_a_session_and_merges_two(workspace: Workspace) -> None:
-    load_journeys(workspace, {"ann": [(0, "page_viewed", {"event_id": "a1"}),
-                                      (50, "page_viewed", {"event_id": "a2"})]})
+    load_journeys(
+        workspace,
+        {"ann": [(0, "page_viewed", {"event_id": "a1"}), (50, "page_viewed", {"event_id": "a2"})]},
+    )
     assert refresh_sessions(workspace.store) is True
     assert workspace.store.query("SELECT count(*) FROM sessions")[0][0] == 2
     # arrives later, timed between the two: 25 minutes from each, so one session of three
     load_journeys(workspace, {"ann": [(25, "product_viewed", {"event_id": "a3"})]})
     assert refresh_sessions(workspace.store) is True
     assert workspace.store.query(
-        "SELECT session_number, event_count, duration_us FROM sessions") == [
-            (1, 3, 50 * 60_000_000)]
+        "SELECT session_number, event_count, duration_us FROM sessions"
+    ) == [(1, 3, 50 * 60_000_000)]
     assert refresh_sessions(workspace.store) is False
 
 
 def test_refresh_touches_only_the_persons_with_new_events(workspace: Workspace) -> None:
-    load_journeys(workspace, {"bea": [(0, "page_viewed", {})],
-                              "cal": [(0, "page_viewed", {})]})
+    load_journeys(workspace, {"bea": [(0, "page_viewed", {})], "cal": [(0, "page_viewed", {})]})
     refresh_sessions(workspace.store)
     # a marker on bea's cached row survives a refresh that only concerns cal
     with workspace.store.write() as cur:
-        cur.execute("UPDATE sessions SET landing_page = 'kept' WHERE person_id = "
-                    "(SELECT person_id FROM identities WHERE distinct_id = 'bea')")
+        cur.execute(
+            "UPDATE sessions SET landing_page = 'kept' WHERE person_id = "
+            "(SELECT person_id FROM identities WHERE distinct_id = 'bea')"
+        )
     load_journeys(workspace, {"cal": [(90, "page_viewed", {"event_id": "cal-late"})]})
     assert refresh_sessions(workspace.store) is True
     assert workspace.store.query(
         "SELECT i.distinct_id, count(*), max(s.landing_page) FROM sessions s "
-        "JOIN identities i ON i.person_id = s.person_id GROUP BY 1 ORDER BY 1") == [
-            ("bea", 1, "kept"), ("cal", 2, None)]
+        "JOIN identities i ON i.person_id = s.person_id GROUP BY 1 ORDER BY 1"
+    ) == [("bea", 1, "kept"), ("cal", 2, None)]

@@ -25,10 +25,14 @@ person, and that person's first (anonymous) session is their only new-visitor se
 
 Orders are attributed to the session they were placed in (:func:`order_ctes`, last touch).
 
-On the embedded engine, sessions with the default timeout and the attributed orders are
-materialised in the ``sessions`` and ``attributed_orders`` tables and refreshed incrementally
-(:func:`refresh_sessions`: only persons touched since the last refresh are recomputed); other
-engines and other timeouts run the same SQL inline as common table expressions.
+On the embedded engine, sessions with the default timeout and the relations derived from them
+are materialised (``sessions``, ``attributed_orders``, ``cart_sessions``, ``email_touches``,
+``site_facts``) and refreshed incrementally (:func:`refresh_sessions`: only persons touched
+since the last refresh are recomputed); other engines and other timeouts run the same SQL inline
+as common table expressions. The cached ``sessions`` rows are computed by a numba kernel over
+narrow arrays (:mod:`funnelscope.kernels.sessions`) that gives exactly the rows of
+:func:`session_ctes` (tests/unit/test_sessions_kernel.py checks it); the SQL stays the
+definition.
 """
 
 from __future__ import annotations
@@ -39,10 +43,18 @@ from datetime import datetime, timedelta
 from typing import Final, Literal
 
 import duckdb
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
 from funnelscope.engines.base import Engine
-from funnelscope.errors import InvalidSpecError, Problem
+from funnelscope.errors import InvalidSpecError, Problem, StoreError
+from funnelscope.kernels.sessions import (
+    FIRST_EVENT_COLUMNS,
+    KIND_CODES,
+    OTHER_KIND,
+    sessions_from_rows,
+)
 from funnelscope.store.store import Store
 
 __all__ = [
@@ -69,9 +81,18 @@ DEFAULT_SESSION_TIMEOUT: Final = timedelta(minutes=30)
 DEFAULT_ENGAGEMENT_WINDOW: Final = timedelta(seconds=10)
 #: Events that do not happen on the shop's site or app, so take no part in sessions.
 OFF_SITE_EVENTS: Final = (
-    "ad_impression", "social_impression", "social_engaged", "email_opened", "email_clicked",
-    "nps_answered", "order_refunded", "order_cancelled", "product_returned", "identify",
-    "alias", "group",
+    "ad_impression",
+    "social_impression",
+    "social_engaged",
+    "email_opened",
+    "email_clicked",
+    "nps_answered",
+    "order_refunded",
+    "order_cancelled",
+    "product_returned",
+    "identify",
+    "alias",
+    "group",
 )
 #: Events that only show something; any other on-site event is an interaction (no bounce).
 VIEW_EVENTS: Final = ("page_viewed", "product_viewed", "product_list_viewed", "promotion_viewed")
@@ -98,15 +119,29 @@ class SessionSpec:
     def validate(self) -> None:
         problems: list[Problem] = []
         if not timedelta(seconds=1) <= self.timeout <= MAX_SESSION_TIMEOUT:
-            problems.append(Problem("session.bad_timeout", "session.timeout",
-                                    "the session timeout must be between 1 second and 1 day"))
+            problems.append(
+                Problem(
+                    "session.bad_timeout",
+                    "session.timeout",
+                    "the session timeout must be between 1 second and 1 day",
+                )
+            )
         if self.bounce not in ("single_page", "engagement"):
-            problems.append(Problem("session.bad_bounce", "session.bounce",
-                                    f"unknown bounce rule {self.bounce!r}; allowed: "
-                                    "single_page, engagement"))
+            problems.append(
+                Problem(
+                    "session.bad_bounce",
+                    "session.bounce",
+                    f"unknown bounce rule {self.bounce!r}; allowed: single_page, engagement",
+                )
+            )
         if not timedelta(0) < self.engagement_window <= MAX_SESSION_TIMEOUT:
-            problems.append(Problem("session.bad_engagement_window", "session.engagement_window",
-                                    "the engagement window must be between 0 and 1 day"))
+            problems.append(
+                Problem(
+                    "session.bad_engagement_window",
+                    "session.engagement_window",
+                    "the engagement window must be between 0 and 1 day",
+                )
+            )
         if problems:
             raise InvalidSpecError(problems)
 
@@ -209,8 +244,13 @@ def session_ctes(
         FROM _s_numbered
         GROUP BY person_id, session_number
     """
-    return [("_s_site", site), ("_s_gaps", gaps), ("_s_flagged", flagged),
-            ("_s_numbered", numbered), ("sessions", sessions)]
+    return [
+        ("_s_site", site),
+        ("_s_gaps", gaps),
+        ("_s_flagged", flagged),
+        ("_s_numbered", numbered),
+        ("sessions", sessions),
+    ]
 
 
 def _with(ctes: list[tuple[str, str]], select: str) -> str:
@@ -257,8 +297,11 @@ def order_ctes(*, source: str = "events") -> list[tuple[str, str]]:
     country of its session (last touch). ``cart_sessions`` has one row per session with an
     add-to-cart or a checkout start and the person's first order at or after each.
     """
-    return [("_order_events", _ORDER_EVENTS.format(source=source)),
-            ("attributed_orders", _ATTRIBUTED_ORDERS), ("cart_sessions", _CART_SESSIONS)]
+    return [
+        ("_order_events", _ORDER_EVENTS.format(source=source)),
+        ("attributed_orders", _ATTRIBUTED_ORDERS),
+        ("cart_sessions", _CART_SESSIONS),
+    ]
 
 
 # Email opens and clicks per person and campaign (matched to email_campaigns at query time).
@@ -286,8 +329,13 @@ _CART_SESSIONS = """
              s.utm_campaign, s.device_type, s.country, s.is_new_visitor
 """
 #: Events the ``site_facts`` relation keeps (page views only where a load time is tracked).
-SITE_FACT_EVENTS: Final = ("ad_impression", "social_engaged", "product_viewed",
-                           "content_engaged", "page_viewed")
+SITE_FACT_EVENTS: Final = (
+    "ad_impression",
+    "social_engaged",
+    "product_viewed",
+    "content_engaged",
+    "page_viewed",
+)
 # The events KPIs count one by one, with their tracked properties extracted once.
 _SITE_FACTS = """
     SELECT ts, person_id, event, channel, campaign, device, country, product, page,
@@ -313,9 +361,12 @@ def journey_ctes(
     """``sessions``, ``attributed_orders``, ``email_touches`` (a person's opened or clicked
     email campaigns) and ``site_facts`` (the events of :data:`SITE_FACT_EVENTS` with their
     tracked properties) inline: what the materialised tables hold."""
-    return [*session_ctes(spec, source=source), *order_ctes(source=source),
-            ("email_touches", _EMAIL_TOUCHES.format(source=source)),
-            ("site_facts", _SITE_FACTS.format(source=source))]
+    return [
+        *session_ctes(spec, source=source),
+        *order_ctes(source=source),
+        ("email_touches", _EMAIL_TOUCHES.format(source=source)),
+        ("site_facts", _SITE_FACTS.format(source=source)),
+    ]
 
 
 # -- the materialised tables (embedded engine) -------------------------------------------------
@@ -389,32 +440,118 @@ _fresh: weakref.WeakKeyDictionary[Store, tuple[int, int]] = weakref.WeakKeyDicti
 
 
 def _ensure_cache_tables(cur: duckdb.DuckDBPyConnection) -> None:
-    columns = tuple(r[0] for r in cur.execute(
-        "SELECT column_name FROM duckdb_columns() WHERE schema_name = 'main' "
-        "AND table_name = 'sessions_state' ORDER BY column_index").fetchall())
+    columns = tuple(
+        r[0]
+        for r in cur.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE schema_name = 'main' "
+            "AND table_name = 'sessions_state' ORDER BY column_index"
+        ).fetchall()
+    )
     if columns != _STATE_COLUMNS:  # migration 0005's (timeout_us, fingerprint), or none
         cur.execute("DROP TABLE IF EXISTS main.sessions_state")
-        cur.execute("CREATE TABLE main.sessions_state (cache_version INTEGER NOT NULL, "
-                    "timeout_us BIGINT NOT NULL, watermark_seq BIGINT NOT NULL, "
-                    "events_seen BIGINT NOT NULL)")
+        cur.execute(
+            "CREATE TABLE main.sessions_state (cache_version INTEGER NOT NULL, "
+            "timeout_us BIGINT NOT NULL, watermark_seq BIGINT NOT NULL, "
+            "events_seen BIGINT NOT NULL)"
+        )
     for ddl in _CACHE_DDL:
         cur.execute(ddl)
+
+
+# -- the kernel build of ``sessions`` (same rows as session_ctes; kernels/sessions.py) ---------
+
+_KIND_SQL = (
+    "CAST(CASE event "
+    + " ".join(f"WHEN '{name}' THEN {code}" for name, code in KIND_CODES.items())
+    + f" ELSE {OTHER_KIND} END AS TINYINT)"
+)
+_TAG_SQL = (
+    "CASE WHEN utm_source IS NULL AND utm_medium IS NULL AND utm_campaign IS NULL THEN NULL "
+    "ELSE concat_ws(chr(31), coalesce(utm_source, ''), coalesce(utm_medium, ''), "
+    "coalesce(utm_campaign, '')) END"
+)
+# The narrow on-site rows, person ids as stored (stitched in numpy: no join, scan order kept).
+_SITE_ROWS_SQL = f"""
+    SELECT person_id, epoch_us("timestamp") AS ts, {_KIND_SQL} AS kind, event_id, page_path,
+           {_TAG_SQL} AS tag, seq
+    FROM main.events WHERE event NOT IN ({_quoted(OFF_SITE_EVENTS)}) {{persons}}
+"""
+_OF_AFFECTED = (
+    "AND person_id IN (SELECT m.person_id FROM main.person_map m "
+    "WHERE m.canonical_id IN (SELECT person_id FROM _affected))"
+)
+_INSERT_BATCH_ROWS: Final = 100_000
+_FIRST_EVENT_SQL = (
+    "SELECT w.i, "
+    + ", ".join(f"e.{c}" for c in FIRST_EVENT_COLUMNS)
+    + " FROM main.events e JOIN _session_firsts w ON w.seq = e.seq"
+)
+
+
+def _insert_kernel_sessions(
+    cur: duckdb.DuckDBPyConnection, spec: SessionSpec, *, persons: bool
+) -> None:
+    """Insert the ``sessions`` rows (of ``_affected`` persons, or everyone) via the kernel."""
+    rows = cur.sql(_SITE_ROWS_SQL.format(persons=_OF_AFFECTED if persons else "")).to_arrow_table()
+    if rows.num_rows == 0:
+        return
+    pmap = cur.sql("SELECT person_id, canonical_id FROM main.person_map").to_arrow_table()
+    raw = np.asarray(pmap.column("person_id").to_numpy(), np.int64)
+    stored = np.asarray(rows.column("person_id").to_numpy(), np.int64)
+    canonical = np.full(max(int(raw.max(initial=-1)), int(stored.max())) + 1, -1, np.int64)
+    canonical[raw] = pmap.column("canonical_id").to_numpy()
+    person = canonical[stored]
+    rows = rows.set_column(0, "person_id", pa.array(person))
+    if (person < 0).any():  # as the SQL's join: events of unmapped persons take no part
+        rows = rows.filter(pa.array(person >= 0))
+        if rows.num_rows == 0:
+            return
+    seq = np.asarray(rows.column("seq").to_numpy(), np.int64)
+
+    def first_event_attributes(first: npt.NDArray[np.int64]) -> pa.Table:
+        # only the sessions' first events: the six attributes of every row cost 4x more
+        want = pa.table({"i": np.arange(first.shape[0], dtype=np.int64), "seq": seq[first]})
+        cur.register("_session_firsts", want)
+        try:
+            found = cur.sql(_FIRST_EVENT_SQL).to_arrow_table()
+        finally:
+            cur.unregister("_session_firsts")
+        if found.num_rows != first.shape[0]:  # seq ranges are allocated per batch: unique
+            raise StoreError("events.seq is not unique: the sessions cache cannot be built")
+        at = np.empty(first.shape[0], np.int64)
+        at[np.asarray(found.column("i").to_numpy(), np.int64)] = np.arange(found.num_rows)
+        return found.take(pa.array(at))
+
+    table = sessions_from_rows(rows, spec.timeout_us, first_event_attributes)
+    # in record batches: DuckDB scans an Arrow table's batches in parallel, one chunk serially
+    table = pa.Table.from_batches(table.to_batches(max_chunksize=_INSERT_BATCH_ROWS))
+    cur.register("_kernel_sessions", table)
+    try:
+        cur.execute("INSERT INTO main.sessions SELECT * FROM _kernel_sessions")
+    finally:
+        cur.unregister("_kernel_sessions")
 
 
 def _rebuild(cur: duckdb.DuckDBPyConnection, spec: SessionSpec, *, persons: bool) -> None:
     """Recompute the cached rows: of the persons in ``_affected`` only, or of everyone."""
     person_filter = "WHERE m.canonical_id IN (SELECT person_id FROM _affected)" if persons else ""
     if persons:
-        cur.execute("DELETE FROM main.sessions "
-                    "WHERE person_id IN (SELECT person_id FROM _affected)")
-        cur.execute("DELETE FROM main.attributed_orders "
-                    "WHERE person_id IN (SELECT person_id FROM _affected)")
-        cur.execute("DELETE FROM main.email_touches "
-                    "WHERE person_id IN (SELECT person_id FROM _affected)")
-        cur.execute("DELETE FROM main.site_facts "
-                    "WHERE person_id IN (SELECT person_id FROM _affected)")
-        cur.execute("DELETE FROM main.cart_sessions "
-                    "WHERE person_id IN (SELECT person_id FROM _affected)")
+        cur.execute(
+            "DELETE FROM main.sessions WHERE person_id IN (SELECT person_id FROM _affected)"
+        )
+        cur.execute(
+            "DELETE FROM main.attributed_orders "
+            "WHERE person_id IN (SELECT person_id FROM _affected)"
+        )
+        cur.execute(
+            "DELETE FROM main.email_touches WHERE person_id IN (SELECT person_id FROM _affected)"
+        )
+        cur.execute(
+            "DELETE FROM main.site_facts WHERE person_id IN (SELECT person_id FROM _affected)"
+        )
+        cur.execute(
+            "DELETE FROM main.cart_sessions WHERE person_id IN (SELECT person_id FROM _affected)"
+        )
     else:
         cur.execute("DELETE FROM main.sessions")
         cur.execute("DELETE FROM main.attributed_orders")
@@ -422,8 +559,8 @@ def _rebuild(cur: duckdb.DuckDBPyConnection, spec: SessionSpec, *, persons: bool
         cur.execute("DELETE FROM main.site_facts")
         cur.execute("DELETE FROM main.cart_sessions")
     source = _canonical_events(person_filter)
-    ctes = session_ctes(spec, source=source)
-    cur.execute("INSERT INTO main.sessions " + _with(ctes, "SELECT * FROM sessions"))
+    # the rows of session_ctes(spec, source=source), computed by the kernel
+    _insert_kernel_sessions(cur, spec, persons=persons)
     cur.execute("INSERT INTO main.email_touches " + _EMAIL_TOUCHES.format(source=source))
     cur.execute("INSERT INTO main.site_facts " + _SITE_FACTS.format(source=source))
     # Which order event wins an order_id is decided over every person's events with that id.
@@ -433,20 +570,27 @@ def _rebuild(cur: duckdb.DuckDBPyConnection, spec: SessionSpec, *, persons: bool
         cur.execute(_AFFECTED_KEYS_SQL)
         order_source = _canonical_events(
             "WHERE e.event = 'order_completed' AND coalesce(e.order_id, e.event_id) IN "
-            "(SELECT order_key FROM _affected_keys)")
+            "(SELECT order_key FROM _affected_keys)"
+        )
         keep = " WHERE person_id IN (SELECT person_id FROM _affected)"
     # ``sessions`` here is main.sessions, just refreshed
-    cur.execute("INSERT INTO main.attributed_orders "
-                + _with(order_ctes(source=order_source)[:2],
-                        "SELECT * FROM attributed_orders" + keep))
+    cur.execute(
+        "INSERT INTO main.attributed_orders "
+        + _with(order_ctes(source=order_source)[:2], "SELECT * FROM attributed_orders" + keep)
+    )
     # ``sessions`` and ``attributed_orders`` here are the tables, both refreshed
-    cur.execute("INSERT INTO main.cart_sessions " + _CART_SESSIONS
-                + (" HAVING s.person_id IN (SELECT person_id FROM _affected)" if persons else ""))
+    cur.execute(
+        "INSERT INTO main.cart_sessions "
+        + _CART_SESSIONS
+        + (" HAVING s.person_id IN (SELECT person_id FROM _affected)" if persons else "")
+    )
 
 
 def refresh_sessions(store: Store, spec: SessionSpec = SessionSpec()) -> bool:
     """Bring the cached tables of :func:`journey_ctes` up to date; True if they changed.
 
+    ``sessions`` is computed by the kernel of :mod:`funnelscope.kernels.sessions` (the same
+    rows as :func:`session_ctes`); the other tables by the SQL of :func:`journey_ctes`.
     Incremental: only the persons touched since the last refresh are re-sessionised (persons
     with events of a higher ``seq`` than the watermark, persons merged by stitching, owners of
     re-used order ids), so the cost follows the new events, not the store. The tables are
@@ -466,15 +610,18 @@ def refresh_sessions(store: Store, spec: SessionSpec = SessionSpec()) -> bool:
     changed = True
     with store.write() as cur:
         _ensure_cache_tables(cur)
-        state = cur.execute("SELECT cache_version, timeout_us, watermark_seq, events_seen "
-                            "FROM main.sessions_state").fetchall()
+        state = cur.execute(
+            "SELECT cache_version, timeout_us, watermark_seq, events_seen FROM main.sessions_state"
+        ).fetchall()
         top, total = cur.execute(
-            "SELECT coalesce(max(seq), -1), count(*) FROM main.events").fetchall()[0]
+            "SELECT coalesce(max(seq), -1), count(*) FROM main.events"
+        ).fetchall()[0]
         incremental = bool(state) and tuple(state[0][:2]) == (CACHE_VERSION, spec.timeout_us)
         if incremental:
             watermark, seen = int(state[0][2]), int(state[0][3])
-            below = cur.execute("SELECT count(*) FROM main.events WHERE seq <= ?",
-                                [watermark]).fetchall()[0][0]
+            below = cur.execute(
+                "SELECT count(*) FROM main.events WHERE seq <= ?", [watermark]
+            ).fetchall()[0][0]
             incremental = int(below) == seen
         if incremental:
             cur.execute(_REMAPPED_SQL)
@@ -482,18 +629,25 @@ def refresh_sessions(store: Store, spec: SessionSpec = SessionSpec()) -> bool:
             changed = bool(cur.execute("SELECT count(*) FROM _affected").fetchall()[0][0])
             if changed:
                 _rebuild(cur, spec, persons=True)
-            cur.execute("DELETE FROM main.sessions_person_map "
-                        "WHERE person_id IN (SELECT person_id FROM _remapped)")
-            cur.execute("INSERT INTO main.sessions_person_map "
-                        "SELECT person_id, new_id FROM _remapped")
+            cur.execute(
+                "DELETE FROM main.sessions_person_map "
+                "WHERE person_id IN (SELECT person_id FROM _remapped)"
+            )
+            cur.execute(
+                "INSERT INTO main.sessions_person_map SELECT person_id, new_id FROM _remapped"
+            )
         else:
             _rebuild(cur, spec, persons=False)
             cur.execute("DELETE FROM main.sessions_person_map")
-            cur.execute("INSERT INTO main.sessions_person_map SELECT person_id, canonical_id "
-                        "FROM main.person_map")
+            cur.execute(
+                "INSERT INTO main.sessions_person_map SELECT person_id, canonical_id "
+                "FROM main.person_map"
+            )
         cur.execute("DELETE FROM main.sessions_state")
-        cur.execute("INSERT INTO main.sessions_state VALUES (?, ?, ?, ?)",
-                    [CACHE_VERSION, spec.timeout_us, int(top), int(total)])
+        cur.execute(
+            "INSERT INTO main.sessions_state VALUES (?, ?, ?, ?)",
+            [CACHE_VERSION, spec.timeout_us, int(top), int(total)],
+        )
         for name in ("_remapped", "_affected", "_affected_keys"):
             cur.execute(f"DROP TABLE IF EXISTS {name}")
     _fresh[store] = (store.version, spec.timeout_us)
