@@ -262,9 +262,10 @@ def spark_section(folder: Path) -> None:
     from funnelscope.engines.spark import SparkEngine, spark_session
     from funnelscope.simulate import simulate
 
-    ws = funnelscope.open(folder / "sim.duckdb")
+    customers = 80_000  # about 1.05M events: the issue asks for a 1M-event store
+    ws = funnelscope.open(folder / f"sim-{customers}.duckdb")
     if ws.info()["events"] == 0:
-        simulate(customers=70_000, days=90, seed=11).write_store(
+        simulate(customers=customers, days=90, seed=11).write_store(
             ws.store, received_at=datetime(2030, 1, 1, tzinfo=UTC)
         )
     events = ws.info()["events"]
