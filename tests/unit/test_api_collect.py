@@ -313,6 +313,38 @@ def test_snowplow_pixel_answers_a_gif(api: Api) -> None:
     assert api.ws.store.query("SELECT utm_source, channel FROM events")[0] == ("fb", "paid_social")
 
 
+def test_rudder_pixel_nests_dotted_keys_and_counts_every_load(api: Api) -> None:
+    params = {
+        "writeKey": api.key,
+        "anonymousId": "anon-1",
+        "event": "Email Opened",
+        "properties.campaign_id": "c9",
+        "context.page.url": "https://s.example/?utm_source=newsletter&utm_medium=email",
+    }
+    for _ in range(2):  # an email opened twice is two opens
+        r = api.http.get("/pixel/v1/track", params=params)
+        assert r.status_code == 200
+        assert r.headers["content-type"] == "image/gif" and r.content == PIXEL_GIF
+    rows = api.ws.store.query(
+        "SELECT event, anonymous_id, json_extract_string(properties, '$.campaign_id'), "
+        "utm_source, channel FROM events"
+    )
+    assert rows == [("email_opened", "anon-1", "c9", "newsletter", "email")] * 2
+    page = api.http.get(
+        "/pixel/v1/page", params={"writeKey": api.key, "anonymousId": "a2", "name": "Home"}
+    )
+    assert page.status_code == 200 and api.count("event = 'page_viewed'") == 1
+
+
+def test_rudder_pixel_errors(api: Api) -> None:
+    assert api.http.get("/pixel/v1/page", params={"anonymousId": "a"}).status_code == 401
+    r = api.http.get("/pixel/v1/identify", params={"writeKey": api.key, "anonymousId": "a"})
+    assert r.status_code == 404 and r.json()["code"] == "route.not_found"
+    bad = api.http.get("/pixel/v1/track", params={"writeKey": api.key, "anonymousId": "a"})
+    assert bad.status_code == 200 and bad.headers["x-funnelscope-rejected"] == "event.missing_name"
+    assert api.quarantined() == [(0, "event.missing_name")]
+
+
 def test_snowplow_unknown_app_is_401(api: Api) -> None:
     r = api.http.get("/i", params={"e": "pv", "aid": "nope", "eid": "e1", "duid": "d1"})
     assert r.status_code == 401 and r.json()["code"] == "auth.unknown_app_id"

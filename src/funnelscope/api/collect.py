@@ -23,7 +23,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -427,6 +428,51 @@ async def segment_browser_batch(request: Request) -> dict[str, Any]:
 )
 async def rudder_beacon(request: Request) -> dict[str, Any]:
     return await _segment_batch(request)
+
+
+def _nested(params: Mapping[str, str]) -> dict[str, Any]:
+    """Dotted query keys as a message: ``context.page.path=/x`` -> ``{"context": {"page": ...}}``.
+    A key that is both a value and a parent (``a=1&a.b=2``) keeps the value."""
+    out: dict[str, Any] = {}
+    for dotted, value in params.items():
+        *parents, leaf = dotted.split(".")
+        node = out
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                break
+            node = child
+        else:
+            node.setdefault(leaf, value)
+    return out
+
+
+@router.get(
+    "/pixel/v1/{call}",
+    summary="RudderStack pixel API: a page or track call in the query string",
+    response_class=Response,
+    responses={200: {"content": {"image/gif": {}}}},
+)
+async def rudder_pixel(request: Request, call: str) -> Response:
+    """``GET /pixel/v1/page|track?writeKey=...&anonymousId=...&properties.x=...``: answered with
+    a 1x1 GIF. Dotted keys nest (``context.page.url``); each load is one event (an image loaded
+    twice is two opens), so a message without ``messageId`` gets a fresh one."""
+    if call not in ("page", "track"):
+        raise ApiError(404, "route.not_found", f"unknown pixel call {call!r}: use page or track")
+    params = {k: v for k, v in request.query_params.items() if k != "writeKey"}
+    key = _segment_key(request, None)
+    _check_rate(request, key)
+    message = _nested(params)
+    message["type"] = call
+    message.setdefault("messageId", f"pixel-{uuid.uuid4()}")
+    now = _now()
+    outcome = await _ingest(
+        request, "segment", key, [message], lambda m: from_segment(m, received_at=now)
+    )
+    headers = {"Cache-Control": "no-store"}
+    if outcome.rejected:
+        headers["X-Funnelscope-Rejected"] = outcome.rejected[0].code
+    return Response(PIXEL_GIF, media_type="image/gif", headers=headers)
 
 
 @router.post(
