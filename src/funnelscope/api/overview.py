@@ -26,6 +26,7 @@ The numbers are those of :func:`~funnelscope.analysis.report.stage_report` and
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import weakref
@@ -547,7 +548,9 @@ class OverviewWarmer:
         self._stop = threading.Event()
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
-        self._touched = time.monotonic()
+        # never asked for yet: after the start-up warm-up, a server that only collects must not
+        # re-warm (each re-warm refreshes sessions under the write lock, stalling the collector)
+        self._touched = -math.inf
         self._keys: tuple[tuple[Any, ...], ...] = ()
         self.runs = 0
         self.failures = 0
