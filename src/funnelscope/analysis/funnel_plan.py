@@ -344,6 +344,8 @@ def _run_kernel(spec: FunnelSpec, s: Stream, *, keep_chain: bool) -> tuple[Any, 
     xfrom = np.array([x.from_step - 1 for x in spec.exclusions], np.int64)
     xto = np.array([(n if x.to_step is None else x.to_step) - 1 for x in spec.exclusions], np.int64)
     overlap = _can_overlap(spec)
+    # the step rules every kernel call takes, in the kernels' argument order
+    rules = (xfrom, xto, n, window, limits, optional, lo, hi, overlap)
     units = s.offsets.shape[0] - 1
     chunks = kf.chunks_for(units)
     if spec.counting == "totals":
@@ -355,15 +357,7 @@ def _run_kernel(spec: FunnelSpec, s: Stream, *, keep_chain: bool) -> tuple[Any, 
             s.lut,
             s.emask,
             s.xmask,
-            xfrom,
-            xto,
-            n,
-            window,
-            limits,
-            optional,
-            lo,
-            hi,
-            overlap,
+            *rules,
         )
         keep = unit >= 0
         return (
@@ -452,15 +446,7 @@ def _run_kernel(spec: FunnelSpec, s: Stream, *, keep_chain: bool) -> tuple[Any, 
                 s.lut,
                 s.emask[take] if s.emask.shape[0] else s.emask,
                 s.xmask,
-                xfrom,
-                xto,
-                n,
-                window,
-                limits,
-                optional,
-                lo,
-                hi,
-                overlap,
+                *rules,
                 False,
             )
             level[punted], reached[punted], advanced[punted] = lv, rc, ad
@@ -486,15 +472,7 @@ def _run_kernel(spec: FunnelSpec, s: Stream, *, keep_chain: bool) -> tuple[Any, 
             s.lut,
             s.emask,
             s.xmask,
-            xfrom,
-            xto,
-            n,
-            window,
-            limits,
-            optional,
-            lo,
-            hi,
-            overlap,
+            *rules,
             spec.is_open,
         )
     unit = np.arange(units, dtype=np.int64)
