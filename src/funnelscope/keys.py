@@ -5,9 +5,15 @@
 * A **read key** (``fsr_...``) opens the query API and the dashboard. It is shown once, at
   creation; the store keeps only its SHA-256 (the key is 32 random bytes, so a plain hash
   cannot be brute-forced and a slow KDF would only cost time on every request).
+* An **admin key** (``fsa_...``) is a read key that may also manage keys over HTTP
+  (``/api/v1/keys``, :mod:`funnelscope.api.keys`). It is stored as a read key (``kind`` is
+  ``read``); its prefix carries the scope, so no schema change was needed and every read key
+  created before admin keys existed keeps reading, without the right to mint or revoke keys:
+  a leaked read key must not be able to create its own replacement.
 
-Keys are managed with ``funnelscope keys create|list|revoke`` and checked by the HTTP API
-(:mod:`funnelscope.api.auth`). Times are passed in (``now=``); nothing here reads the clock.
+Keys are managed with ``funnelscope keys create|list|revoke`` (on the store, or through a
+running server with ``--server``) and checked by the HTTP API (:mod:`funnelscope.api.auth`).
+Times are passed in (``now=``); nothing here reads the clock.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from funnelscope.errors import InvalidInputError, Problem
 from funnelscope.store.store import Store
 
 __all__ = [
+    "ADMIN_PREFIX",
     "KEY_KINDS",
     "ApiKey",
     "CreatedKey",
@@ -39,6 +46,8 @@ __all__ = [
 KeyKind = Literal["write", "read"]
 KEY_KINDS: Final = ("write", "read")
 _PREFIX: Final = {"write": "fsw_", "read": "fsr_"}
+#: The prefix of a read key that may also manage keys (the scope lives in the key's prefix).
+ADMIN_PREFIX: Final = "fsa_"
 _SOURCE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 _DISPLAYED: Final = 8
 
@@ -59,11 +68,17 @@ class ApiKey:
     def is_active(self) -> bool:
         return self.revoked_at is None
 
+    @property
+    def is_admin(self) -> bool:
+        """A read key that may also create, list and revoke keys over HTTP."""
+        return self.kind == "read" and self.prefix.startswith(ADMIN_PREFIX)
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["created_at"] = self.created_at.isoformat()
         out["revoked_at"] = self.revoked_at.isoformat() if self.revoked_at else None
         out["is_active"] = self.is_active
+        out["is_admin"] = self.is_admin
         return out
 
 
@@ -86,8 +101,12 @@ def _problem(code: str, location: str, message: str) -> InvalidInputError:
     return InvalidInputError([Problem(code, location, message)])
 
 
-def create_key(store: Store, kind: str, source: str, *, now: datetime) -> CreatedKey:
+def create_key(
+    store: Store, kind: str, source: str, *, now: datetime, is_admin: bool = False
+) -> CreatedKey:
     """Create a write key for ``source`` or a read key labelled ``source``.
+
+    ``is_admin=True`` (read keys only) makes a read key that may also manage keys over HTTP.
 
     Examples
     --------
@@ -116,14 +135,23 @@ def create_key(store: Store, kind: str, source: str, *, now: datetime) -> Create
                 "(starting with a letter or digit)",
             )
         )
+    if is_admin and kind == "write":
+        problems.append(
+            Problem(
+                "key.admin_needs_read",
+                "is_admin",
+                "only a read key can be an admin key (write keys are public)",
+            )
+        )
     if problems:
         raise InvalidInputError(problems)
-    token = _PREFIX[kind] + secrets.token_urlsafe(32 if kind == "read" else 18)
+    prefix = ADMIN_PREFIX if is_admin else _PREFIX[kind]
+    token = prefix + secrets.token_urlsafe(32 if kind == "read" else 18)
     key = ApiKey(
         key_id="key_" + secrets.token_hex(6),
         kind=kind,  # type: ignore[arg-type]  # checked above
         source=source,
-        prefix=token[: len(_PREFIX[kind]) + _DISPLAYED],
+        prefix=token[: len(prefix) + _DISPLAYED],
         created_at=now,
         revoked_at=None,
         write_key=token if kind == "write" else None,
@@ -158,8 +186,24 @@ def list_keys(store: Store, *, include_revoked: bool = True) -> list[ApiKey]:
     return [_row(r) for r in rows]
 
 
-def revoke_key(store: Store, key_id: str, *, now: datetime) -> ApiKey:
-    """Revoke a key by its id; revoking twice keeps the first revocation time."""
+def revoke_key(
+    store: Store, key_id: str, *, now: datetime, keep_last_admin: bool = False
+) -> ApiKey:
+    """Revoke a key by its id; revoking twice keeps the first revocation time.
+
+    With ``keep_last_admin`` (the HTTP API), the last active admin key cannot be revoked
+    (``key.last_admin``): that would leave no way to manage keys without stopping the server.
+
+    Examples
+    --------
+    >>> from datetime import UTC, datetime
+    >>> from funnelscope.store.store import Store
+    >>> store = Store(":memory:")
+    >>> at = datetime(2024, 5, 1, tzinfo=UTC)
+    >>> key = create_key(store, "write", "web-shop", now=at).key
+    >>> revoke_key(store, key.key_id, now=at).is_active
+    False
+    """
     with store.write() as con:
         found = con.execute(
             f"SELECT {_COLUMNS} FROM api_keys WHERE key_id = ?", [key_id]
@@ -168,6 +212,20 @@ def revoke_key(store: Store, key_id: str, *, now: datetime) -> ApiKey:
             raise _problem(
                 "key.not_found", "key_id", f"no key with id {key_id!r}: see `funnelscope keys list`"
             )
+        target = _row(found[0])
+        if keep_last_admin and target.is_admin and target.is_active:
+            # checked inside the write transaction, so two concurrent revocations cannot both pass
+            (others,) = con.execute(
+                "SELECT count(*) FROM api_keys WHERE kind = 'read' AND starts_with(prefix, ?) "
+                "AND revoked_at IS NULL AND key_id <> ?",
+                [ADMIN_PREFIX, key_id],
+            ).fetchall()[0]
+            if not others:
+                raise _problem(
+                    "key.last_admin",
+                    "key_id",
+                    f"{key_id} is the last active admin key: create another admin key first",
+                )
         con.execute(
             "UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?) WHERE key_id = ?",
             [now, key_id],
@@ -186,7 +244,7 @@ def find_key(store: Store, token: str) -> ApiKey | None:
             "AND revoked_at IS NULL",
             [token],
         )
-    elif token.startswith(_PREFIX["read"]):
+    elif token.startswith((_PREFIX["read"], ADMIN_PREFIX)):
         rows = store.query(
             f"SELECT {_COLUMNS}, secret_hash FROM api_keys WHERE kind = 'read' "
             "AND secret_hash = ? AND revoked_at IS NULL",

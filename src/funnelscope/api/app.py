@@ -44,6 +44,7 @@ ROUTERS: Final = (
     "funnelscope.api.overview",
     "funnelscope.api.customers",
     "funnelscope.api.goals",
+    "funnelscope.api.keys",
     "funnelscope.web.routes",
 )
 

@@ -36,7 +36,8 @@ def _demo_keys(ws: object) -> tuple[str, str]:
         write = create_key(store, "write", DEMO_SOURCE, now=now).token
     read = store.get_meta(_DEMO_READ_META)
     if read is None or find_key(store, read) is None:
-        read = create_key(store, "read", DEMO_SOURCE, now=now).token
+        # an admin key, so the demo's Keys page works too (docs/keys.md)
+        read = create_key(store, "read", DEMO_SOURCE, now=now, is_admin=True).token
         store.set_meta(_DEMO_READ_META, read)
     return write, read
 

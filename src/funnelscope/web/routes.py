@@ -32,6 +32,7 @@ PAGES: Final = {
     "data": "/data",
     "customers": "/customers",
     "goals": "/goals",
+    "keys": "/keys",
 }
 
 _STATIC: Final = Path(str(resources.files("funnelscope.web") / "static"))

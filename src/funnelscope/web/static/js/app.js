@@ -13,6 +13,7 @@ const PAGES = {
   data: { path: "/data", load: () => import("./pages/data.js") },
   customers: { path: "/customers", load: () => import("./pages/customers.js") },
   goals: { path: "/goals", load: () => import("./pages/goals.js") },
+  keys: { path: "/keys", load: () => import("./pages/keys.js") },
 };
 
 const root = document.getElementById("page");
