@@ -256,6 +256,7 @@ def test_quarantine_imports_and_sources(api: Api) -> None:
     text = json.dumps(sources)
     assert api.read not in text and api.write not in text
     assert keys["read"]["prefix"] == api.read[:12]
+    assert keys["read"]["is_admin"] is False and keys["write"]["is_admin"] is False
 
 
 def test_recent_events_are_newest_first_after_a_sequence(api: Api) -> None:

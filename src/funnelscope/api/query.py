@@ -359,6 +359,7 @@ def sources(ws: WorkspaceDep) -> dict[str, Any]:
             {
                 "key_id": key.key_id,
                 "kind": key.kind,
+                "is_admin": key.is_admin,
                 "prefix": key.prefix,
                 "created_at": key.created_at,
                 "revoked": key.revoked_at is not None,

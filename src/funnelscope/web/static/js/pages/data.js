@@ -56,7 +56,7 @@ function sourcesTable(data) {
       ? h("span", {}, keys.map((k) => h("span", {
         class: `badge ${k.revoked ? "bad" : k.kind === "read" ? "warn" : "good"}`,
         title: k.created_at ? `created ${dateTime(k.created_at)}` : "",
-      }, `${k.kind} ${k.prefix}…${k.revoked ? " (revoked)" : ""}`, " ")))
+      }, `${k.is_admin ? "admin" : k.kind} ${k.prefix}…${k.revoked ? " (revoked)" : ""}`, " ")))
       : "—") },
   ], rows, { testid: "sources-table", rowTestid: (r, i) => `source-row-${i}` });
 }
