@@ -253,3 +253,62 @@ def test_serve_demo_keys_are_created_once_and_reused(tmp_path: Path) -> None:
         new_write, new_read = _demo_keys(ws)
         assert new_write == write and new_read != read  # a revoked read key is replaced
         assert len(list_keys(ws.store, include_revoked=False)) == 2
+
+
+def test_key_ring_reloads_off_the_request_and_drops_a_revoked_key(tmp_path: Path) -> None:
+    """A stale ring answers from memory at once and reloads on a thread: a key revoked in the
+    store stops working within the refresh interval plus one reload."""
+    import time
+
+    from funnelscope.api.auth import KeyRing
+
+    store = Store(tmp_path / "ring.duckdb")
+    created = create_key(store, "write", "web", now=NOW)
+    ring = KeyRing(store, refresh_seconds=0.05)
+    assert ring.write_key(created.token) == created.key  # first look: loaded synchronously
+    revoke_key(store, created.key.key_id, now=NOW)
+    deadline = time.monotonic() + 5.0
+    while ring.write_key(created.token) is not None:
+        assert time.monotonic() < deadline, "the revoked key was never dropped"
+        time.sleep(0.01)
+    ring.reload()  # the keys API's immediate path still works
+    assert ring.write_key(created.token) is None
+    store.close()
+
+
+def test_key_from_basic_and_bearer_headers() -> None:
+    from starlette.requests import Request
+
+    from funnelscope.api.auth import key_from_headers
+
+    def request(header: str) -> Request:
+        return Request({"type": "http", "headers": [(b"authorization", header.encode())]})
+
+    basic = "Basic " + base64.b64encode(b"fsw_abc:").decode()
+    assert [key_from_headers(request(basic)) for _ in range(2)] == ["fsw_abc", "fsw_abc"]
+    assert key_from_headers(request("Bearer  fsw_x ")) == "fsw_x"
+    assert key_from_headers(request("Basic not*base64")) is None
+    assert key_from_headers(request("Digest x")) is None
+
+
+def test_metrics_labels_are_cached_and_exposed_once() -> None:
+    from prometheus_client import generate_latest
+
+    from funnelscope.api.metrics import Metrics
+
+    metrics = Metrics()
+    assert metrics.requests.labels("/v1/batch", "200") is metrics.requests.labels(
+        "/v1/batch", "200"
+    )
+    metrics.requests.labels("/v1/batch", "200").inc()
+    metrics.requests.labels("/v1/batch", "200").inc(2)
+    metrics.rejected.labels(family="segment", reason="event.bad_timestamp").inc()
+    metrics.latency.labels("/v1/batch").observe(0.004)
+    text = generate_latest(metrics.registry).decode()
+    assert 'funnelscope_requests_total{route="/v1/batch",status="200"} 3.0' in text
+    assert (
+        'funnelscope_events_rejected_total{family="segment",reason="event.bad_timestamp"} 1.0'
+        in text
+    )
+    assert 'funnelscope_request_duration_seconds_bucket{le="0.005",route="/v1/batch"} 1.0' in text
+    assert 'funnelscope_request_duration_seconds_bucket{le="0.0025",route="/v1/batch"} 0.0' in text

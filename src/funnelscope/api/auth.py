@@ -12,17 +12,20 @@ Read keys come as ``Authorization: Bearer <key>``, or as ``?key=`` for EventSour
 stream), which cannot set headers. A missing or unknown key is 401; a write key where a read key
 is needed is 401 too, so a key shipped in a web page never opens the data.
 
-Active keys live in memory (:class:`KeyRing`), re-read from the store every few seconds: a
-revocation takes effect within ``ApiSettings.key_refresh_seconds``.
+Active keys live in memory (:class:`KeyRing`), re-read from the store every few seconds off the
+event loop: a revocation takes effect within ``ApiSettings.key_refresh_seconds`` (at once when
+made through the keys API, which reloads the ring).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import threading
 import time
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -41,34 +44,70 @@ __all__ = [
     "require_write_key",
 ]
 
+log = logging.getLogger("funnelscope.api.auth")
+
 #: The key every request runs as when ``ApiSettings.require_auth`` is off.
 ANONYMOUS_KEY = ApiKey("anonymous", "write", "default", "", datetime(2000, 1, 1, tzinfo=UTC), None)
 
 
 class KeyRing:
-    """The active keys of a store, in memory, refreshed every ``refresh_seconds``."""
+    """The active keys of a store, in memory, refreshed every ``refresh_seconds``.
+
+    Requests only read dictionaries. When the ring is older than ``refresh_seconds`` the first
+    request to notice starts a reload on a short-lived thread and carries on with the current
+    keys, so the event loop never waits for the store (a reload is a DuckDB query, and reads
+    may wait for the writer). A revoked key therefore stops working within ``refresh_seconds``
+    plus one reload; the keys API reloads at once (:meth:`reload`). With ``refresh_seconds``
+    <= 0 every lookup reloads first, synchronously (tests).
+    """
 
     def __init__(self, store: Store, *, refresh_seconds: float = 5.0) -> None:
         self._store = store
         self._refresh = refresh_seconds
         self._lock = threading.Lock()
+        # one reload at a time: a periodic reload that read the table before a revocation
+        # must not finish after the keys API's reload and bring the revoked key back
+        self._reload_lock = threading.Lock()
         self._loaded_at = -1e18
+        self._reloading = False
         self._writes: dict[str, ApiKey] = {}
         self._reads: dict[str, ApiKey] = {}
         self._sources: dict[str, ApiKey] = {}
 
     def reload(self) -> None:
-        writes, reads = active_keys(self._store)
-        sources: dict[str, ApiKey] = {}
-        for key in writes.values():
-            sources.setdefault(key.source, key)
-        with self._lock:
-            self._writes, self._reads, self._sources = writes, reads, sources
-            self._loaded_at = time.monotonic()
+        """Re-read the keys table now (the keys API calls this after a create or revoke)."""
+        with self._reload_lock:
+            writes, reads = active_keys(self._store)
+            sources: dict[str, ApiKey] = {}
+            for key in writes.values():
+                sources.setdefault(key.source, key)
+            with self._lock:
+                self._writes, self._reads, self._sources = writes, reads, sources
+                self._loaded_at = time.monotonic()
+
+    def _reload_in_background(self) -> None:
+        try:
+            self.reload()
+        except Exception:  # the store is busy or closing: keep the keys, retry on the next look
+            log.warning("the key ring could not be reloaded", exc_info=True)
+            with self._lock:
+                self._loaded_at = time.monotonic()
+        finally:
+            self._reloading = False
 
     def _fresh(self) -> None:
-        if time.monotonic() - self._loaded_at > self._refresh:
-            self.reload()
+        if time.monotonic() - self._loaded_at <= self._refresh:
+            return
+        if self._refresh <= 0 or self._loaded_at < 0:
+            self.reload()  # asked for, or nothing loaded yet: there is nothing to serve from
+            return
+        with self._lock:
+            if self._reloading:
+                return
+            self._reloading = True
+        threading.Thread(
+            target=self._reload_in_background, name="funnelscope-keyring", daemon=True
+        ).start()
 
     def write_key(self, token: str | None) -> ApiKey | None:
         if not token:
@@ -92,7 +131,12 @@ class KeyRing:
 
 def key_from_headers(request: Request) -> str | None:
     """The key in ``Authorization`` (Basic user name or Bearer token), if any."""
-    header = request.headers.get("authorization", "")
+    header = request.headers.get("authorization")
+    return _key_from_authorization(header) if header else None
+
+
+@lru_cache(maxsize=1024)  # a handful of keys send every request: decode each header once
+def _key_from_authorization(header: str) -> str | None:
     scheme, _, value = header.partition(" ")
     scheme = scheme.lower()
     if scheme == "bearer":

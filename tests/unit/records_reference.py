@@ -1,0 +1,888 @@
+"""The SDK mappings as they were before the hot-path rewrite: the oracle of test_records_fast.
+
+A frozen copy of ``funnelscope.ingest.records`` (session 3), written for clarity rather than
+speed. ``tests/unit/test_records_fast.py`` checks that the optimised mappings return exactly
+what these return, on generated messages. Do not optimise this file.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any, Final
+from urllib.parse import parse_qs, urlsplit
+
+from pydantic_core import to_json
+
+from funnelscope.errors import InvalidEventError, Problem
+from funnelscope.events.schema import STAGING_COLUMNS
+from funnelscope.events.vocabulary import normalise_item, normalise_items
+
+__all__ = [
+    "SEGMENT_TYPES",
+    "from_native",
+    "from_posthog",
+    "from_segment",
+    "from_snowplow",
+    "lenient_b64decode",
+    "parse_time",
+    "user_agent_parts",
+]
+
+#: Segment call types and the event name each one is stored under (track uses ``event``).
+SEGMENT_TYPES: Final = ("track", "page", "screen", "identify", "group", "alias")
+#: PostHog truncates distinct ids to this many characters; so do we.
+MAX_DISTINCT_ID: Final = 200
+
+_PRODUCT_FIELDS: Final = (
+    "product_id",
+    "sku",
+    "name",
+    "category",
+    "brand",
+    "variant",
+    "price",
+    "quantity",
+)
+_UTM_KEYS: Final = {
+    "source": "utm_source",
+    "medium": "utm_medium",
+    "name": "utm_campaign",
+    "campaign": "utm_campaign",
+    "term": "utm_term",
+    "content": "utm_content",
+}
+_UTM_COLUMNS: Final = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
+
+
+def _invalid(code: str, location: str, message: str) -> InvalidEventError:
+    return InvalidEventError([Problem(code, location, message)])
+
+
+# -- small converters ---------------------------------------------------------------------------
+
+
+def _text(value: Any) -> str | None:
+    """A scalar as text; None, empty strings and containers become None."""
+    if type(value) is str:  # the common case first: this runs ~20 times per event
+        return value.strip() or None
+    if value is None or isinstance(value, dict | list):
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = str(value).strip()
+    return text or None
+
+
+def _ident(value: Any) -> str | None:
+    """An id as PostHog treats it: any JSON value stringified, NUL replaced, 200 chars at most."""
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    text = text.replace("\x00", "\ufffd").strip()
+    return text[:MAX_DISTINCT_ID] or None
+
+
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _dumps(value: Any) -> str:
+    """Compact JSON text. pydantic-core's encoder (Rust, installed with FastAPI) is ~4x faster
+    than the standard library's; the two differ only in how they spell some floats (``1e-7``
+    vs ``1e-07``). What it refuses (lone surrogates) the standard library writes."""
+    try:
+        return to_json(value, fallback=str).decode()
+    except (ValueError, TypeError, UnicodeError):
+        return _ENCODER.encode(value)
+
+
+def _content_id(kind: str, message: Any) -> str:
+    """A stable id for a message that came without one: a retry of it hashes the same."""
+    digest = hashlib.sha1(  # a content fingerprint, not a security boundary
+        json.dumps(message, sort_keys=True, default=str).encode("utf-8", "surrogatepass")
+    ).hexdigest()
+    return f"{kind}:sha1:{digest}"
+
+
+def parse_time(value: Any) -> datetime | None:
+    """ISO 8601 text or epoch seconds / milliseconds as an aware UTC datetime; None if neither."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, bool) or value is None:
+        return None
+    # ISO text always has a '-': the epoch pattern is only tried on text without one
+    if isinstance(value, int | float) or (
+        isinstance(value, str) and "-" not in value and _EPOCH.fullmatch(value)
+    ):
+        try:
+            number = float(value)
+            return datetime.fromtimestamp(number / 1000 if number > 1e11 else number, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+_EPOCH = re.compile(r"\s*[0-9]{9,13}(\.[0-9]+)?\s*")
+
+
+#: A batch's messages share one sentAt: parse each distinct one once.
+_parse_sent_at: Final = lru_cache(maxsize=256)(parse_time)
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat()
+
+
+def _corrected(timestamp: Any, sent_at: Any, now: datetime | None) -> str | None:
+    """Event time corrected for the device's clock skew: ``now + (timestamp - sent_at)``."""
+    ts = parse_time(timestamp)
+    if ts is None:
+        return _text(timestamp)
+    sent = _parse_sent_at(sent_at) if type(sent_at) is str else parse_time(sent_at)
+    if sent is not None and now is not None:
+        try:
+            ts = now + (ts - sent)
+        except OverflowError:
+            return _iso(ts)
+    return _iso(ts)
+
+
+def lenient_b64decode(text: str | bytes) -> bytes:
+    """Base64 in either alphabet (standard or URL-safe), padding optional, whitespace ignored.
+
+    Raises ``ValueError`` when the text is not base64 at all.
+
+    Examples
+    --------
+    >>> lenient_b64decode("eyJhIjoxfQ")
+    b'{"a":1}'
+    """
+    raw = text.decode("ascii", "replace") if isinstance(text, bytes) else text
+    compact = "".join(raw.split()).replace("-", "+").replace("_", "/").rstrip("=")
+    if len(compact) % 4 == 1:
+        raise ValueError("not base64: impossible length")
+    compact += "=" * (-len(compact) % 4)
+    try:
+        return base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"not base64: {exc}") from exc
+
+
+# -- context: page, campaign, device --------------------------------------------------------------
+
+
+@lru_cache(maxsize=4096)  # pages and campaigns repeat: parse each URL once
+def _path_and_utm(url: str | None) -> tuple[str | None, dict[str, str]]:
+    """(path, utm tags) of a URL. The dict is shared by the cache: callers must not change it."""
+    if not url:
+        return None, {}
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None, {}
+    query = parse_qs(parts.query)
+    utm = {
+        f"utm_{k}": v[0]
+        for k in ("source", "medium", "campaign", "term", "content")
+        if (v := query.get(f"utm_{k}")) and v[0]
+    }
+    return parts.path or None, utm
+
+
+_BROWSERS: Final = (  # order matters: Edge and Opera also say Chrome, Chrome also says Safari
+    ("Edg", "Edge"),
+    ("OPR", "Opera"),
+    ("Opera", "Opera"),
+    ("SamsungBrowser", "Samsung Internet"),
+    ("Firefox", "Firefox"),
+    ("FxiOS", "Firefox"),
+    ("CriOS", "Chrome"),
+    ("Chrome", "Chrome"),
+    ("Safari", "Safari"),
+    ("MSIE", "Internet Explorer"),
+    ("Trident", "Internet Explorer"),
+)
+_SYSTEMS: Final = (
+    ("iPhone", "iOS"),
+    ("iPad", "iOS"),
+    ("Android", "Android"),
+    ("Windows", "Windows"),
+    ("Mac OS X", "macOS"),
+    ("Macintosh", "macOS"),
+    ("CrOS", "Chrome OS"),
+    ("Linux", "Linux"),
+)
+
+
+@lru_cache(maxsize=4096)
+def user_agent_parts(ua: str | None) -> tuple[str | None, str | None, str | None]:
+    """(browser, os, device_type) guessed from a user-agent string; None where unknown."""
+    if not ua:
+        return None, None, None
+    browser = next((name for token, name in _BROWSERS if token in ua), None)
+    system = next((name for token, name in _SYSTEMS if token in ua), None)
+    if "iPad" in ua or "Tablet" in ua or ("Android" in ua and "Mobile" not in ua):
+        device = "tablet"
+    elif "Mobi" in ua or "iPhone" in ua:
+        device = "mobile"
+    elif system in ("Windows", "macOS", "Linux", "Chrome OS"):
+        device = "desktop"
+    else:
+        device = None
+    return browser, system, device
+
+
+_DEVICE_TYPES: Final = {
+    "ios": "mobile",
+    "android": "mobile",
+    "phone": "mobile",
+    "smartphone": "mobile",
+    "mob": "mobile",
+    "pc": "desktop",
+    "web": None,
+    "srv": None,
+}
+
+
+def _device_type(value: Any) -> str | None:
+    text = _text(value)
+    if text is None:
+        return None
+    lowered = text.lower()
+    return _DEVICE_TYPES.get(lowered, lowered)
+
+
+def _country_of_locale(locale: Any) -> str | None:
+    """'de-DE' -> 'DE'; a bare language ('de') tells nothing about the country."""
+    return _country(_text(locale))
+
+
+@lru_cache(maxsize=1024)
+def _country(text: str | None) -> str | None:
+    if not text:
+        return None
+    parts = re.split(r"[-_]", text)
+    if len(parts) >= 2 and len(parts[-1]) == 2 and parts[-1].isalpha():
+        return parts[-1].upper()
+    return None
+
+
+# -- commerce --------------------------------------------------------------------------------------
+
+
+def _commerce(props: dict[str, Any], row: dict[str, str | None], *, lift_product: bool) -> None:
+    """Move revenue, currency, order, cart and line items from ``props`` into ``row``."""
+    for key in ("revenue", "value", "total"):
+        value = props.get(key)
+        if value is not None and not isinstance(value, dict | list):
+            row["revenue"] = _text(props.pop(key))
+            break
+    if "currency" in props and (currency := _text(props["currency"])) is not None:
+        props.pop("currency")
+        row["currency"] = currency
+    for key in ("order_id", "transaction_id"):
+        if key in props and (order := _text(props[key])) is not None:
+            props.pop(key)
+            row["order_id"] = order
+            break
+    if "cart_id" in props and (cart := _text(props["cart_id"])) is not None:
+        props.pop("cart_id")
+        row["cart_id"] = cart
+    items: list[dict[str, Any]] | None = None
+    for key in ("products", "items"):
+        if isinstance(props.get(key), list):
+            items = normalise_items(props.pop(key))
+            break
+    if (
+        items is None
+        and lift_product
+        and (
+            props.get("product_id") is not None
+            or props.get("sku") is not None
+            or props.get("item_id") is not None
+        )
+    ):
+        item = normalise_item(
+            {k: props.pop(k) for k in (*_PRODUCT_FIELDS, "item_id") if k in props}
+        )
+        items = [item]
+    if items is not None:
+        row["items"] = _dumps(items)
+        if len(items) == 1:
+            first = items[0]
+            row["product_id"] = _text(first.get("product_id")) or _text(first.get("sku"))
+
+
+def _empty_row() -> dict[str, str | None]:
+    return dict.fromkeys(STAGING_COLUMNS)
+
+
+def _finish(row: dict[str, str | None], props: dict[str, Any]) -> dict[str, str | None]:
+    url_path, url_utm = _path_and_utm(row["page_url"])
+    if row["page_path"] is None:
+        row["page_path"] = url_path
+    # UTM tags: explicit campaign first, then utm_* properties, then the page URL's query
+    for column in _UTM_COLUMNS:
+        value = props.pop(column, None)
+        from_props = None if value is None else _text(value)
+        if row[column] is None:
+            row[column] = from_props or url_utm.get(column)
+    row["properties"] = _dumps(props)
+    return row
+
+
+# -- Segment / RudderStack ------------------------------------------------------------------
+
+
+def _merged(envelope_part: Any, own: Any) -> dict[str, Any]:
+    base = dict(envelope_part) if isinstance(envelope_part, dict) else {}
+    if isinstance(own, dict):
+        base.update(own)
+    return base
+
+
+def from_segment(
+    msg: Mapping[str, Any],
+    *,
+    envelope: Mapping[str, Any] | None = None,
+    received_at: datetime | None = None,
+    default_type: str | None = None,
+) -> dict[str, str | None]:
+    """One Segment (or RudderStack) message as a staging row.
+
+    Parameters
+    ----------
+    msg
+        A message of a ``/v1/batch`` ``batch[]`` or the body of ``/v1/track`` and friends.
+    envelope
+        The batch object around ``msg``: its ``context`` and ``integrations`` are merged under
+        the message's own, and its ``sentAt`` is used for clock-skew correction.
+    received_at
+        When the collector received the message. With a ``sentAt`` (the message's or the
+        envelope's) the event time becomes ``received_at - (sentAt - timestamp)``, which cancels
+        a device clock that is off; without it the timestamp is taken as sent.
+    default_type
+        The call type implied by the route (``/v1/track`` -> ``"track"``) for messages that
+        carry no ``type``.
+
+    Raises
+    ------
+    InvalidEventError
+        ``event.not_an_object``, ``event.unknown_type``, ``event.invalid_properties``.
+
+    Examples
+    --------
+    >>> row = from_segment({"type": "track", "event": "Order Completed", "userId": "u1",
+    ...                     "messageId": "m1", "timestamp": "2024-05-01T10:00:00Z",
+    ...                     "properties": {"order_id": "o1", "revenue": 30, "currency": "EUR"}})
+    >>> row["event"], row["order_id"], row["revenue"], row["currency"]
+    ('Order Completed', 'o1', '30', 'EUR')
+    """
+    if not isinstance(msg, dict):
+        if not isinstance(msg, Mapping):
+            raise _invalid("event.not_an_object", "", "each message must be a JSON object")
+        msg = dict(msg)
+    env = envelope if isinstance(envelope, dict) else dict(envelope or {})
+    kind = _text(msg.get("type")) or default_type or ("track" if "event" in msg else None)
+    kind = kind.lower() if kind else None
+    if kind not in SEGMENT_TYPES:
+        raise _invalid(
+            "event.unknown_type",
+            "type",
+            f"type must be one of {', '.join(SEGMENT_TYPES)} (got {kind!r})",
+        )
+    raw_props = msg.get("properties")
+    if raw_props is not None and not isinstance(raw_props, dict):
+        raise _invalid("event.invalid_properties", "properties", "properties must be an object")
+    props: dict[str, Any] = dict(raw_props or {})
+    context = _merged(env.get("context"), msg.get("context"))
+    row = _empty_row()
+    row["event_id"] = _ident(msg.get("messageId")) or _content_id("segment", dict(msg))
+    row["event"] = _text(msg.get("event")) if kind == "track" else kind
+    row["user_id"] = _ident(msg.get("userId"))
+    row["anonymous_id"] = _ident(msg.get("anonymousId"))
+    if kind == "alias":
+        row["previous_id"] = _ident(msg.get("previousId"))
+    timestamp = msg.get("timestamp") or msg.get("originalTimestamp")
+    sent_at = msg.get("sentAt") or env.get("sentAt")
+    if timestamp is None and received_at is not None:
+        row["timestamp"] = _iso(received_at)
+    else:
+        row["timestamp"] = _corrected(timestamp, sent_at, received_at)
+    session = context.pop("sessionId", None)
+    session_prop = props.pop("session_id", None)
+    row["session_id"] = (None if session is None else _text(session)) or (
+        None if session_prop is None else _text(session_prop)
+    )
+
+    traits = _merged(context.pop("traits", None), msg.get("traits") if kind != "group" else None)
+    if kind == "group":
+        props["group_id"] = _ident(msg.get("groupId"))
+        if isinstance(msg.get("traits"), dict):
+            props["group_traits"] = dict(msg["traits"])
+    if traits and kind in ("identify", "alias", "track", "page", "screen"):
+        props["traits"] = traits
+
+    page = context.pop("page", None)
+    page = dict(page) if isinstance(page, dict) else {}
+    if kind in ("page", "screen"):
+        # page calls repeat the page fields in properties; the context wins, properties fill in
+        for key in ("url", "path", "title", "referrer", "search"):
+            value = props.pop(key, None)
+            if value is not None and page.get(key) is None:
+                page[key] = value
+        name = _text(msg.get("name"))
+        if name:
+            props["name"] = name
+            page.setdefault("title", name)
+        if (category := _text(msg.get("category"))) is not None:
+            props["category"] = category
+    row["page_url"] = _text(page.get("url"))
+    row["page_path"] = _text(page.get("path"))
+    row["page_title"] = _text(page.get("title"))
+    row["referrer"] = _text(page.get("referrer"))
+
+    campaign = context.pop("campaign", None)
+    if isinstance(campaign, dict):
+        for key, column in _UTM_KEYS.items():
+            if row[column] is None:
+                row[column] = _text(campaign.get(key))
+
+    ua = _text(context.pop("userAgent", None))
+    browser, system, device = user_agent_parts(ua)
+    dev = context.pop("device", None)
+    row["device_type"] = (
+        _device_type(dev.get("type")) if isinstance(dev, dict) else None
+    ) or device
+    os_ctx = context.pop("os", None)
+    row["os"] = (_text(os_ctx.get("name")) if isinstance(os_ctx, dict) else None) or system
+    row["browser"] = browser
+    location = context.pop("location", None)
+    row["country"] = (
+        _text(location.get("country")) if isinstance(location, dict) else None
+    ) or _country_of_locale(context.get("locale"))
+
+    if kind == "track":
+        _commerce(props, row, lift_product=True)
+    keep = {k: v for k, v in context.items() if v is not None and k != "integrations"}
+    if ua:
+        keep["user_agent"] = ua
+    if isinstance(dev, dict) and dev:
+        keep["device"] = dict(dev)
+    if keep:
+        props["context"] = keep
+    return _finish(row, props)
+
+
+# -- PostHog -----------------------------------------------------------------------------------
+
+
+def from_posthog(
+    event: Mapping[str, Any],
+    *,
+    sent_at: datetime | str | None = None,
+    now: datetime,
+) -> dict[str, str | None]:
+    """One PostHog event (posthog-js, posthog-python, v0 or v1 shape) as a staging row.
+
+    The event time follows PostHog's capture: ``now - offset`` when ``offset`` (ms) is given,
+    else ``now + (timestamp - sent_at)`` when both are known (unless ``$ignore_sent_at``), else
+    ``timestamp``, else ``now``.
+
+    Identity: ``$identify`` links ``$anon_distinct_id`` to ``distinct_id``; ``$create_alias``
+    links ``distinct_id`` (previous) to ``properties.alias`` (user); an event whose
+    ``distinct_id`` is its ``$device_id``, or marked ``$user_state: anonymous`` or
+    ``$process_person_profile: false``, is anonymous; otherwise ``distinct_id`` is the user and
+    ``$device_id`` its anonymous id.
+
+    Raises
+    ------
+    InvalidEventError
+        ``event.not_an_object``, ``event.invalid_properties``.
+
+    Examples
+    --------
+    >>> from datetime import UTC, datetime
+    >>> now = datetime(2024, 5, 1, 10, 0, 5, tzinfo=UTC)
+    >>> row = from_posthog({"event": "$pageview", "distinct_id": "u1", "uuid": "e1",
+    ...                     "timestamp": "2024-05-01T09:00:00Z",
+    ...                     "properties": {"$current_url": "https://s.example/?utm_source=x"}},
+    ...                    sent_at="2024-05-01T09:00:01Z", now=now)
+    >>> row["timestamp"], row["page_path"], row["utm_source"]
+    ('2024-05-01T10:00:04+00:00', '/', 'x')
+    """
+    if not isinstance(event, dict):
+        if not isinstance(event, Mapping):
+            raise _invalid("event.not_an_object", "", "each event must be a JSON object")
+        event = dict(event)
+    raw_props = event.get("properties")
+    if raw_props is not None and not isinstance(raw_props, dict):
+        raise _invalid("event.invalid_properties", "properties", "properties must be an object")
+    props: dict[str, Any] = dict(raw_props or {})
+    name = _text(event.get("event"))
+    row = _empty_row()
+    row["event"] = name
+    uuid = _text(event.get("uuid"))
+    row["event_id"] = uuid[:MAX_DISTINCT_ID] if uuid else _content_id("posthog", dict(event))
+
+    distinct = _ident(
+        event["distinct_id"]
+        if event.get("distinct_id") is not None
+        else event.get("$distinct_id", props.get("distinct_id"))
+    )
+    for key in ("token", "distinct_id", "$token", "api_key"):
+        props.pop(key, None)
+    device = _ident(props.pop("$device_id", None))
+    anon_before = _ident(props.pop("$anon_distinct_id", None))
+    state = props.pop("$user_state", None)
+    profile = props.pop("$process_person_profile", None)
+    if name == "$create_alias":
+        row["user_id"] = _ident(props.pop("alias", None))
+        row["previous_id"] = distinct
+    elif name == "$identify":
+        row["user_id"] = distinct
+        row["anonymous_id"] = anon_before or (device if device != distinct else None)
+    elif (
+        state == "anonymous"
+        or profile is False
+        or name == "$groupidentify"
+        or (device is not None and device == distinct)
+    ):
+        row["anonymous_id"] = distinct
+    else:
+        row["user_id"] = distinct
+        row["anonymous_id"] = device if device != distinct else None
+
+    offset = event.get("offset")
+    if isinstance(offset, int | float) and not isinstance(offset, bool):
+        try:
+            row["timestamp"] = _iso(now - timedelta(milliseconds=float(offset)))
+        except OverflowError:
+            row["timestamp"] = None
+    elif event.get("timestamp") is not None:
+        skew_ref = None if props.pop("$ignore_sent_at", False) else sent_at
+        row["timestamp"] = _corrected(event.get("timestamp"), skew_ref, now)
+    else:
+        row["timestamp"] = _iso(now)
+
+    traits = _merged(props.pop("$set", None), event.get("$set"))
+    traits_once = _merged(props.pop("$set_once", None), event.get("$set_once"))
+    if name == "$groupidentify":
+        props["group_type"] = props.pop("$group_type", None)
+        props["group_id"] = _ident(props.pop("$group_key", None))
+        if isinstance(group_set := props.pop("$group_set", None), dict):
+            props["group_traits"] = dict(group_set)
+    if traits:
+        props["traits"] = traits
+    if traits_once:
+        props["traits_once"] = traits_once
+
+    row["session_id"] = _text(props.pop("$session_id", None))
+    row["page_url"] = _text(props.pop("$current_url", None))
+    row["page_path"] = _text(props.pop("$pathname", None))
+    row["page_title"] = _text(props.pop("title", None)) if name == "$pageview" else None
+    referrer = _text(props.pop("$referrer", None))
+    row["referrer"] = None if referrer == "$direct" else referrer
+    ua = _text(props.get("$raw_user_agent"))
+    ua_browser, ua_os, ua_device = user_agent_parts(ua)
+    # server SDKs report the *server's* platform as $os: not the visitor's, so not kept
+    is_server = props.get("$is_server") is True
+    row["browser"] = _text(props.get("$browser")) or ua_browser
+    row["os"] = (None if is_server else _text(props.get("$os"))) or ua_os
+    row["device_type"] = _device_type(props.get("$device_type")) or ua_device
+    row["country"] = _text(props.get("$geoip_country_code")) or _country_of_locale(
+        props.get("$locale") or props.get("$browser_language")
+    )
+    context: dict[str, Any] = {}
+    if (ip := _text(props.get("$ip"))) is not None:
+        context["ip"] = ip
+    if ua:
+        context["user_agent"] = ua
+    if (lib := _text(props.get("$lib"))) is not None:
+        context["library"] = {"name": lib, "version": _text(props.get("$lib_version"))}
+    _commerce(props, row, lift_product=True)
+    # what is left of PostHog's own $-properties is SDK bookkeeping ($lib, $geoip_disable, ...)
+    props = {k: v for k, v in props.items() if not k.startswith("$")}
+    if context:
+        props["context"] = context
+    return _finish(row, props)
+
+
+# -- Snowplow ------------------------------------------------------------------------------------
+
+_SNOWPLOW_NAMES: Final = {
+    "pv": "page_view",
+    "pp": "page_ping",
+    "tr": "transaction",
+    "ti": "transaction_item",
+}
+_ECOMMERCE = "com.snowplowanalytics.snowplow.ecommerce/"
+
+
+def _snowplow_json(params: Mapping[str, str], encoded: str, plain: str) -> Any:
+    """The self-describing JSON in ``encoded`` (base64) or ``plain``; None when absent."""
+    if params.get(encoded):
+        try:
+            text = lenient_b64decode(params[encoded]).decode("utf-8")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise _invalid(
+                "snowplow.bad_base64", encoded, f"{encoded} is not base64 JSON: {exc}"
+            ) from None
+    elif params.get(plain):
+        text = params[plain]
+    else:
+        return None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        where = encoded if params.get(encoded) else plain
+        raise _invalid("snowplow.bad_json", where, f"{where} is not JSON: {exc}") from None
+
+
+def _schema_name(schema: Any) -> str:
+    """'iglu:com.acme/link_click/jsonschema/1-0-0' -> 'link_click'."""
+    parts = str(schema).split("/")
+    return parts[-3] if len(parts) >= 3 else str(schema)
+
+
+def _ms_time(value: Any) -> datetime | None:
+    text = _text(value)
+    if text is None or not text.isdigit():
+        return None
+    try:
+        return datetime.fromtimestamp(int(text) / 1000, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def from_snowplow(
+    params: Mapping[str, str], *, received_at: datetime | None = None
+) -> dict[str, str | None]:
+    """One Snowplow tracker-protocol event (GET ``/i`` query or one ``tp2`` ``data[]`` item).
+
+    The event name: ``pv`` -> ``page_view``, ``se`` -> its action (``se_ac``), ``ue`` -> the
+    ecommerce action type (``snowplow_ecommerce_action.type``) or the event schema's name,
+    ``tr``/``ti`` -> ``transaction`` / ``transaction_item``. Event time: ``ttm`` (true
+    timestamp), else ``received_at - (stm - dtm)`` (Snowplow's derived timestamp), else ``dtm``,
+    else ``received_at``.
+
+    Raises
+    ------
+    InvalidEventError
+        ``event.not_an_object``, ``snowplow.missing_event_type``, ``snowplow.bad_base64``,
+        ``snowplow.bad_json``.
+
+    Examples
+    --------
+    >>> row = from_snowplow({"e": "se", "se_ca": "shop", "se_ac": "add-to-cart", "eid": "e1",
+    ...                      "duid": "d1", "dtm": "1714557600000"})
+    >>> row["event"], row["anonymous_id"], row["timestamp"]
+    ('add-to-cart', 'd1', '2024-05-01T10:00:00+00:00')
+    """
+    if not isinstance(params, Mapping):
+        raise _invalid("event.not_an_object", "", "each event must be a JSON object")
+    p = {str(k): (v if isinstance(v, str) else _text(v) or "") for k, v in params.items()}
+    kind = p.get("e", "").strip()
+    if not kind:
+        raise _invalid(
+            "snowplow.missing_event_type", "e", "e (event type: pv, pp, se, ue, tr, ti) is required"
+        )
+    row = _empty_row()
+    props: dict[str, Any] = {}
+    items: list[dict[str, Any]] = []
+    name: str | None = _SNOWPLOW_NAMES.get(kind, kind)
+    if kind == "se":
+        name = _text(p.get("se_ac"))
+        for short, long in (
+            ("ca", "category"),
+            ("ac", "action"),
+            ("la", "label"),
+            ("pr", "property"),
+            ("va", "value"),
+        ):
+            if (value := _text(p.get(f"se_{short}"))) is not None:
+                props[f"se_{long}"] = value
+    elif kind == "ue":
+        wrapper = _snowplow_json(p, "ue_px", "ue_pr")
+        inner = wrapper.get("data") if isinstance(wrapper, dict) else None
+        if isinstance(inner, dict):
+            data = inner.get("data")
+            schema = str(inner.get("schema", ""))
+            props["schema"] = schema
+            if isinstance(data, dict):
+                is_action = _schema_name(schema) == "snowplow_ecommerce_action"
+                name = _text(data.get("type")) if is_action else _schema_name(schema)
+                props.update({k: v for k, v in data.items() if not (is_action and k == "type")})
+            else:
+                name = _schema_name(schema)
+        else:
+            name = None
+    elif kind == "tr":
+        for short, long in (
+            ("id", "order_id"),
+            ("tt", "total"),
+            ("tx", "tax"),
+            ("sh", "shipping"),
+            ("cu", "currency"),
+            ("af", "affiliation"),
+        ):
+            if (value := _text(p.get(f"tr_{short}"))) is not None:
+                props[long] = value
+    elif kind == "ti":
+        props["order_id"] = _text(p.get("ti_id"))
+        items.append(
+            {
+                k: v
+                for k, v in (
+                    ("sku", _text(p.get("ti_sk"))),
+                    ("name", _text(p.get("ti_nm"))),
+                    ("category", _text(p.get("ti_ca"))),
+                    ("price", _text(p.get("ti_pr"))),
+                    ("quantity", _text(p.get("ti_qu"))),
+                )
+                if v is not None
+            }
+        )
+        if (currency := _text(p.get("ti_cu"))) is not None:
+            props["currency"] = currency
+    row["event"] = name
+
+    contexts = _snowplow_json(p, "cx", "co")
+    other: list[Any] = []
+    for entity in contexts.get("data", []) if isinstance(contexts, dict) else []:
+        if not isinstance(entity, dict) or not isinstance(entity.get("data"), dict):
+            other.append(entity)
+            continue
+        schema, data = str(entity.get("schema", "")), dict(entity["data"])
+        entity_name = _schema_name(schema) if _ECOMMERCE in schema else None
+        if entity_name == "product":
+            items.append(data)
+        elif entity_name == "transaction":
+            props.setdefault("order_id", data.pop("transaction_id", None))
+            props.setdefault("revenue", data.pop("revenue", None))
+            props.setdefault("currency", data.pop("currency", None))
+            props["transaction"] = data
+        elif entity_name == "cart":
+            props.setdefault("cart_id", data.pop("cart_id", None))
+            props.setdefault("value", data.pop("total_value", None))
+            props.setdefault("currency", data.pop("currency", None))
+        elif entity_name == "user":
+            props["traits"] = data
+        else:
+            other.append(dict(entity))
+    if other:
+        props["contexts"] = other
+    props = {k: v for k, v in props.items() if v is not None}
+    if items:
+        props["items"] = items
+    _commerce(props, row, lift_product=False)
+
+    row["event_id"] = _ident(p.get("eid")) or _content_id("snowplow", p)
+    row["user_id"] = _ident(p.get("uid"))
+    row["anonymous_id"] = _ident(p.get("duid")) or _ident(p.get("nuid"))
+    row["session_id"] = _text(p.get("sid"))
+    true_ts, created, sent = _ms_time(p.get("ttm")), _ms_time(p.get("dtm")), _ms_time(p.get("stm"))
+    if true_ts is not None:
+        row["timestamp"] = _iso(true_ts)
+    elif created is not None and sent is not None and received_at is not None:
+        row["timestamp"] = _iso(received_at - (sent - created))
+    elif created is not None:
+        row["timestamp"] = _iso(created)
+    elif received_at is not None:
+        row["timestamp"] = _iso(received_at)
+    else:
+        row["timestamp"] = _text(p.get("dtm"))
+    row["page_url"] = _text(p.get("url"))
+    row["page_title"] = _text(p.get("page"))
+    row["referrer"] = _text(p.get("refr"))
+    ua = _text(p.get("ua"))
+    row["browser"], row["os"], ua_device = user_agent_parts(ua)
+    # the python tracker's default platform is "pc" whatever the user agent: the UA wins
+    row["device_type"] = ua_device or _device_type(p.get("p"))
+    row["country"] = _country_of_locale(p.get("lang"))
+    context = {
+        key: value
+        for key, value in (
+            ("ip", _text(p.get("ip"))),
+            ("user_agent", ua),
+            ("locale", _text(p.get("lang"))),
+            ("app_id", _text(p.get("aid"))),
+            ("namespace", _text(p.get("tna"))),
+            ("platform", _text(p.get("p"))),
+            ("resolution", _text(p.get("res"))),
+            ("viewport", _text(p.get("vp"))),
+            ("timezone", _text(p.get("tz"))),
+            (
+                "library",
+                {"name": "snowplow", "version": _text(p.get("tv"))} if p.get("tv") else None,
+            ),
+        )
+        if value is not None
+    }
+    if context:
+        props["context"] = context
+    return _finish(row, props)
+
+
+# -- funnelscope's own shape -----------------------------------------------------------------------
+
+
+def from_native(event: Mapping[str, Any]) -> dict[str, str | None]:
+    """One event of ``POST /api/v1/events``: staging columns by name, ``properties`` an object.
+
+    Columns left out stay empty; ``properties`` and ``items`` may be objects/lists (serialised
+    here) or JSON text. Unknown top-level keys are kept in ``properties``.
+
+    Examples
+    --------
+    >>> row = from_native({"event_id": "e1", "event": "Product Viewed", "user_id": "u1",
+    ...                    "timestamp": "2024-05-01T10:00:00Z", "plan": "pro"})
+    >>> row["properties"]
+    '{"plan":"pro"}'
+    """
+    if not isinstance(event, Mapping):
+        raise _invalid("event.not_an_object", "", "each event must be a JSON object")
+    raw_props = event.get("properties")
+    if raw_props is not None and not isinstance(raw_props, dict | str):
+        raise _invalid("event.invalid_properties", "properties", "properties must be an object")
+    row = _empty_row()
+    extra: dict[str, Any] = {}
+    for key, value in event.items():
+        if key == "properties":
+            continue
+        if key in row:
+            if key == "items" and isinstance(value, list):
+                row[key] = _dumps(normalise_items(value))
+            else:
+                row[key] = _text(value) if not isinstance(value, dict | list) else _dumps(value)
+        else:
+            extra[key] = value
+    if isinstance(raw_props, str):
+        if extra:
+            try:
+                merged = json.loads(raw_props)
+            except ValueError:
+                row["properties"] = raw_props  # the pipeline rejects it with its own code
+                return row
+            if isinstance(merged, dict):
+                merged.update(extra)
+                row["properties"] = _dumps(merged)
+            else:
+                row["properties"] = raw_props
+        else:
+            row["properties"] = raw_props
+    elif raw_props or extra:
+        row["properties"] = _dumps({**(raw_props or {}), **extra})
+    return row
