@@ -10,10 +10,17 @@ Every request is a Segment ``/v1/batch`` of 100 events (``--route native`` for
 2. **Latency at a fixed rate**: 20,000 events/s (200 requests/s) scheduled open-loop; latency
    from the scheduled send time (no coordinated omission), p50 / p99 of the answered requests;
    non-200 answers, and requests not answered within 10 s after the phase, are counted.
+   Before the soak the script waits until the ack stage's queue is empty and the journal is
+   loaded into the store (``funnelscope_journal_backlog_events`` = 0).
 3. **Soak**: a fixed 2,500 events/s for 5 minutes (20 s with ``--quick``); the server's RSS
    sampled every second: start, end, peak and the slope over the second half, and the same
    without DuckDB's buffer cache (``funnelscope_store_memory_bytes`` from ``/metrics``), which
    grows with the data by design.
+
+Also printed: the server's CPU per 1,000 events in the sustained phase (all its threads, from
+``/proc``), the cores the server and the load generator kept busy (a load generator near 1.0
+would be the limit), and the mean size and time of an acknowledged group and of a load into the
+store (from ``/metrics``).
 
 Targets (issue 5): >= 50,000 events/s sustained; p99 <= 100 ms at 20,000 events/s; flat memory.
 
@@ -26,6 +33,7 @@ import argparse
 import asyncio
 import base64
 import json
+import math
 import os
 import socket
 import subprocess
@@ -219,6 +227,22 @@ async def open_loop(loader: Loader, rate_per_s: float, seconds: float, sample: A
     return phase
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def stage_means(port: int) -> dict[str, float]:
+    """Mean events and milliseconds per ack group and per load into the store, from /metrics."""
+    out = {}
+    for stage, prefix in (("ack", "funnelscope_ack"), ("load", "funnelscope_commit")):
+        count = metric(port, f"{prefix}_seconds_count")
+        out[f"{stage}_ms"] = metric(port, f"{prefix}_seconds_sum") / count * 1000
+        out[f"{stage}_events"] = metric(port, f"{prefix}_events_sum") / count
+    return out
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -244,11 +268,13 @@ def metric(port: int, name: str) -> float:
 
 
 def wait_for_drain(port: int, timeout: float = 120.0) -> float:
-    """Wait until the writer's queue is empty (the overload phase leaves a backlog that would
-    otherwise land in the soak's latencies); the seconds waited."""
+    """Wait until the ack stage's queue is empty and the journal is loaded into the store (the
+    overload phase leaves a backlog that would otherwise land in the soak); the seconds waited."""
     started = time.perf_counter()
     while time.perf_counter() - started < timeout:
-        if metric(port, "funnelscope_queue_events") == 0:
+        queued = metric(port, "funnelscope_queue_events")
+        backlog = metric(port, "funnelscope_journal_backlog_events")  # NaN: a server without one
+        if queued == 0 and (backlog == 0 or math.isnan(backlog)):
             break
         time.sleep(0.2)
     return time.perf_counter() - started
@@ -308,7 +334,11 @@ def run(quick: bool, route: str) -> dict[str, Any]:
         server = start_server(store, port)
         try:
             loader = Loader(port, key, route)
+            cpu_server, cpu_client = cpu_seconds(server.pid), time.process_time()
             sustained = asyncio.run(closed_loop(loader, 32, throughput_s))
+            cpu_server = cpu_seconds(server.pid) - cpu_server
+            cpu_client = time.process_time() - cpu_client
+            stages = stage_means(port)
             fixed = asyncio.run(open_loop(loader, 20_000 / BATCH, latency_s))
             drained_s = wait_for_drain(port)
             samples: list[tuple[float, float, float]] = []
@@ -332,6 +362,10 @@ def run(quick: bool, route: str) -> dict[str, Any]:
         "route": route,
         "sustained_events_per_s": sustained.ok * BATCH / sustained.seconds,
         "sustained_failed_requests": sustained.failed,
+        "server_cpu_ms_per_1k_events": cpu_server / max(sustained.ok * BATCH, 1) * 1e6,
+        "server_cores_busy": cpu_server / sustained.seconds,
+        "client_cores_busy": cpu_client / sustained.seconds,
+        **{f"sustained_{k}": v for k, v in stages.items()},
         "fixed_rate_events_per_s": 20_000,
         "fixed_achieved_events_per_s": fixed.ok * BATCH / fixed.seconds,
         "fixed_failed_requests": fixed.failed,
@@ -363,6 +397,22 @@ def report(result: dict[str, Any]) -> None:
             f">= {TARGETS['throughput']:,}",
         ),
         ("  failed requests", str(result["sustained_failed_requests"]), "0"),
+        (
+            "  server CPU per 1,000 events (cores busy: server / load generator)",
+            f"{result['server_cpu_ms_per_1k_events']:.0f} ms ({result['server_cores_busy']:.2f}"
+            f" / {result['client_cores_busy']:.2f})",
+            "",
+        ),
+        (
+            "  ack group: events, ms (validation + journal fsync)",
+            f"{result['sustained_ack_events']:,.0f}, {result['sustained_ack_ms']:.1f} ms",
+            "",
+        ),
+        (
+            "  load into the store: events, ms (one append_events)",
+            f"{result['sustained_load_events']:,.0f}, {result['sustained_load_ms']:.1f} ms",
+            "",
+        ),
         ("latency p50 at 20,000 events/s", f"{result['p50_ms']:.1f} ms", ""),
         (
             "latency p99 at 20,000 events/s",

@@ -2,6 +2,10 @@
 server process is SIGKILLed and restarted three times. Afterwards every acknowledged event is in
 the store exactly once.
 
+An acknowledgement means "fsynced to the journal"; the store is loaded from it in the background.
+So each kill leaves acknowledged events that are only in the journal, and each restart has to
+replay it before it answers ready (the server log says so, which the test checks).
+
 The load generator is this file run as a script (``python test_fault.py loadgen ...``): a
 separate process, so the kills cannot touch it.
 """
@@ -139,6 +143,9 @@ def test_kill_9_loses_no_acknowledged_event(tmp_path: Path) -> None:
             generator.kill()
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
+    replays = log.read_text().count("replaying the journal")
+    assert replays >= 1, "no kill left a journal to replay: the test did not test the replay"
+    assert not list((tmp_path / "store.duckdb.journal").iterdir()), "shutdown leaves no journal"
     acked = [int(n) for n in acked_path.read_text().split()]
     assert len(acked) > 10, "the load generator barely ran"
     with funnelscope.open(store, read_only=True) as ws:

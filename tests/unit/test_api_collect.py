@@ -22,10 +22,12 @@ from urllib.parse import quote
 import httpx
 import lzstring
 import pytest
+from fastapi import FastAPI
 
 import funnelscope
 from funnelscope.api import ApiSettings, create_app
 from funnelscope.api.collect import PIXEL_GIF
+from funnelscope.api.journal import JournalSettings
 from funnelscope.api.server import BackgroundServer
 from funnelscope.keys import create_key
 from funnelscope.workspace import Workspace
@@ -39,6 +41,7 @@ class Api:
     ws: Workspace
     http: httpx.Client
     key: str
+    app: FastAPI
 
     def basic(self) -> dict[str, str]:
         return {"authorization": "Basic " + base64.b64encode(f"{self.key}:".encode()).decode()}
@@ -53,14 +56,17 @@ class Api:
 
 
 @contextmanager
-def served(tmp_path: Path, settings: ApiSettings) -> Iterator[Api]:
+def served(
+    tmp_path: Path, settings: ApiSettings, journal: JournalSettings | None = None
+) -> Iterator[Api]:
     ws = funnelscope.open(tmp_path / "store.duckdb")
     key = create_key(ws.store, "write", "web", now=datetime.now(UTC)).token
+    app = create_app(ws, settings, journal=journal)
     with (
-        BackgroundServer(create_app(ws, settings)) as server,
+        BackgroundServer(app) as server,
         httpx.Client(base_url=server.url, timeout=30) as http,
     ):
-        yield Api(ws, http, key)
+        yield Api(ws, http, key, app)
     ws.close()
 
 
@@ -458,36 +464,58 @@ def test_chunked_body_over_the_limit_is_413(api: Api) -> None:
     assert r.status_code == 413
 
 
+def _send_in_thread(api: Api, i: int, results: list[int]) -> threading.Thread:
+    def send() -> None:
+        r = api.http.post(
+            "/v1/batch", json={"batch": [track(i), track(100 + i)]}, headers=api.basic()
+        )
+        results.append(r.status_code)
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    return thread
+
+
+def _assert_overloaded(api: Api) -> None:
+    r = api.http.post("/v1/batch", json={"batch": [track(3), track(103)]}, headers=api.basic())
+    assert r.status_code == 503
+    assert r.headers["retry-after"] == "1"
+    assert r.json()["code"] == "server.overloaded"
+
+
 def test_full_queue_answers_503_with_retry_after(tmp_path: Path) -> None:
     with served(tmp_path, ApiSettings(max_queue_events=4, commit_timeout_seconds=20)) as api:
         results: list[int] = []
-
-        def send(i: int) -> None:
-            r = api.http.post(
-                "/v1/batch", json={"batch": [track(i), track(100 + i)]}, headers=api.basic()
-            )
-            results.append(r.status_code)
-
-        # hold the store's write lock: the writer blocks, so the queue fills
-        with api.ws.store._lock:
-            first = threading.Thread(target=send, args=(1,))
-            first.start()
-            time.sleep(0.5)  # the writer takes the first batch and waits for the lock
-            second = threading.Thread(target=send, args=(2,))
-            second.start()
+        # hold the journal: the ack thread blocks on its first group, so the queue fills
+        with api.app.state.writer.journal._lock:
+            first = _send_in_thread(api, 1, results)
+            time.sleep(0.5)  # the ack thread takes the first batch and waits for the journal
+            second = _send_in_thread(api, 2, results)
             time.sleep(0.5)  # the second batch waits in the queue: 4 of 4 events
-            r = api.http.post(
-                "/v1/batch", json={"batch": [track(3), track(103)]}, headers=api.basic()
-            )
-            assert r.status_code == 503
-            assert r.headers["retry-after"] == "1"
-            assert r.json()["code"] == "server.overloaded"
+            _assert_overloaded(api)
         first.join()
         second.join()
         assert results == [200, 200]
         assert api.count() == 4
         metrics = api.http.get("/metrics").text
         assert "funnelscope_overload_rejections_total 1.0" in metrics
+
+
+def test_journal_backlog_bound_answers_503(tmp_path: Path) -> None:
+    journal = JournalSettings(max_backlog_events=4)
+    with served(tmp_path, ApiSettings(), journal=journal) as api:
+        results: list[int] = []
+        # hold the store: the loader cannot load, so acknowledged events pile up in the journal
+        with api.ws.store._lock:
+            _send_in_thread(api, 1, results).join()
+            _send_in_thread(api, 2, results).join()
+            assert results == [200, 200]  # acknowledged while the store is blocked
+            assert api.app.state.writer.backlog_events == 4
+            _assert_overloaded(api)
+            metrics = api.http.get("/metrics").text
+            assert "funnelscope_journal_backlog_events 4.0" in metrics
+        assert api.count() == 4  # the read waits for the loader, which now catches up
+        assert api.app.state.writer.backlog_events == 0
 
 
 # -- CORS, operations -----------------------------------------------------------------------------

@@ -3,14 +3,17 @@
 ``create_app(workspace, settings)`` wires:
 
 * ``app.state.workspace`` / ``settings`` / ``keys`` (:class:`~funnelscope.api.auth.KeyRing`) /
-  ``writer`` (:class:`~funnelscope.api.writer.GroupWriter`) / ``metrics`` / ``rate_limits``,
-  which routers read from ``request.app.state``;
+  ``writer`` (:class:`~funnelscope.api.writer.GroupWriter`: the ack stage, its journal and the
+  journal's loader) / ``metrics`` / ``rate_limits``, which routers read from
+  ``request.app.state``;
 * the routers listed in :data:`ROUTERS` (module paths, each module exposes ``router``): adding
   a router is a one-line edit there;
 * CORS for browser SDKs, request metrics and JSON access logs, and the collector's error shape
   (``{"code", "message", "detail"}``, see :mod:`funnelscope.api.problems`).
 
-The writer thread starts and stops with the app's lifespan; stopping commits what is queued.
+The writer's threads start and stop with the app's lifespan. Starting replays the journal a
+crash left behind (``/readyz`` answers 503 and ingestion 503 + Retry-After until it is loaded);
+stopping acknowledges what is queued and loads the whole journal into the store.
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ from typing import Final
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from prometheus_client import Gauge, Histogram
 
 from funnelscope.api.auth import KeyRing
+from funnelscope.api.journal import JournalSettings
 from funnelscope.api.limits import TokenBuckets
 from funnelscope.api.metrics import Metrics
 from funnelscope.api.ops import RequestMetricsMiddleware
@@ -49,8 +54,13 @@ ROUTERS: Final = (
 )
 
 
-def create_app(workspace: Workspace, settings: ApiSettings | None = None) -> FastAPI:
-    """The HTTP app over ``workspace``.
+def create_app(
+    workspace: Workspace,
+    settings: ApiSettings | None = None,
+    *,
+    journal: JournalSettings | None = None,
+) -> FastAPI:
+    """The HTTP app over ``workspace`` (``journal``: the collector's journal and loader).
 
     Examples
     --------
@@ -62,7 +72,14 @@ def create_app(workspace: Workspace, settings: ApiSettings | None = None) -> Fas
     settings = settings or ApiSettings()
     metrics = Metrics()
 
-    def on_commit(events: int, seconds: float) -> None:
+    ack_events, ack_seconds = _journal_metrics(metrics)
+
+    def on_ack(events: int, seconds: float) -> None:
+        ack_events.observe(events)
+        ack_seconds.observe(seconds)
+
+    def on_load(events: int, seconds: float) -> None:
+        # the store's commits are now the loader's: funnelscope_commit_* describe them
         metrics.commit_events.observe(events)
         metrics.commit_seconds.observe(seconds)
 
@@ -70,8 +87,25 @@ def create_app(workspace: Workspace, settings: ApiSettings | None = None) -> Fas
         workspace.store,
         max_queue_events=settings.max_queue_events,
         max_group_events=settings.max_group_events,
-        on_commit=on_commit,
+        journal_settings=journal,
+        on_ack=on_ack,
+        on_load=on_load,
     )
+    Gauge(
+        "funnelscope_journal_backlog_events",
+        "Events acknowledged (in the journal) and not yet loaded into the store.",
+        registry=metrics.registry,
+    ).set_function(lambda: writer.backlog_events)
+    Gauge(
+        "funnelscope_journal_replaying",
+        "1 while the journal left by a crash is loaded at startup.",
+        registry=metrics.registry,
+    ).set_function(lambda: float(writer.is_replaying))
+    Gauge(
+        "funnelscope_journal_last_load_seconds",
+        "Seconds the loader's last load into the store took.",
+        registry=metrics.registry,
+    ).set_function(lambda: writer.loader.last_seconds)
 
     from funnelscope.api.schedule import Scheduler, default_jobs
 
@@ -127,3 +161,20 @@ def create_app(workspace: Workspace, settings: ApiSettings | None = None) -> Fas
     )
     app.add_middleware(RequestMetricsMiddleware)
     return app
+
+
+def _journal_metrics(metrics: Metrics) -> tuple[Histogram, Histogram]:
+    """The ack stage's histograms, in the app's registry (events and seconds per group)."""
+    events = Histogram(
+        "funnelscope_ack_events",
+        "Events per acknowledged group (one journal append and fsync).",
+        buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000, 25000, 50000),
+        registry=metrics.registry,
+    )
+    seconds = Histogram(
+        "funnelscope_ack_seconds",
+        "Seconds per acknowledged group: validation, journal append, fsync.",
+        buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+        registry=metrics.registry,
+    )
+    return events, seconds

@@ -8,14 +8,16 @@ Every route does the same five things (docs/collector.md describes them per SDK)
    the key's bucket (429 + Retry-After when empty);
 3. map each message to a staging row (:mod:`funnelscope.ingest.records`); a message that cannot
    be mapped is rejected on its own, with its index and reason code;
-4. hand the rows to the group writer and wait for the commit (503 + Retry-After when the queue is
-   full or the commit does not come in time);
+4. hand the rows to the ack stage (:mod:`funnelscope.api.writer`) and wait until they are
+   fsynced to the journal (503 + Retry-After when the queue or the journal's backlog is full,
+   while a crash's journal is replayed at startup, or when the write does not come in time);
 5. answer as that SDK expects: 200 with the rejected indices and reasons (a 4xx would make the
    SDK drop the whole batch), ``{"status": 1}`` for PostHog, a 1x1 GIF for Snowplow's GET.
 
-Validation, quarantine, deduplication by event id (messageId / uuid / eid) and identity
-stitching happen in the pipeline's transaction, so an acknowledged event is committed and a
-retried batch is stored once.
+The verdict on each event is the ingest pipeline's own validation SQL, run by the ack stage;
+quarantine, deduplication by event id (messageId / uuid / eid) and identity stitching happen
+when the journal is loaded into the store (within a second), so an acknowledged event is
+durable and a retried batch is stored once.
 """
 
 from __future__ import annotations
@@ -272,11 +274,12 @@ def _check_size(request: Request, messages: Any, what: str) -> list[Any]:
 async def _ingest(
     request: Request, family: str, key: ApiKey, messages: Sequence[Any], mapper: Mapper
 ) -> BatchOutcome:
-    """Map, queue, wait for the commit; count the outcome. Raises ApiError 503 on overload."""
+    """Map, queue, wait for the journal; count the outcome. Raises ApiError 503 on overload."""
     state = request.app.state
     source = f"{family}:{key.source}"
-    if not state.writer.has_room(len(messages)):
-        raise _overloaded(state, "the write queue is full")
+    refusal = state.writer.refusal(len(messages))
+    if refusal is not None:
+        raise _overloaded(state, refusal)
     if len(messages) > _MAP_IN_THREAD:
         # a big batch would hold the event loop for tens of milliseconds: map it in a thread
         # so small requests keep being answered in between (the GIL is shared either way)
@@ -293,14 +296,14 @@ async def _ingest(
         raise ApiError(
             503,
             "server.commit_timeout",
-            "the events were not committed in time: retry (retries are deduplicated)",
+            "the events were not journaled in time: retry (retries are deduplicated)",
             headers={"Retry-After": "2"},
         ) from None
-    except Exception as exc:  # the writer failed; nothing was acknowledged
+    except Exception as exc:  # the journal write failed; nothing was acknowledged
         raise ApiError(
             503,
             "server.write_failed",
-            f"the store could not be written: {exc}",
+            f"the journal could not be written: {exc}",
             headers={"Retry-After": "5"},
         ) from exc
     metrics = state.metrics

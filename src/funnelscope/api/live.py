@@ -1,8 +1,10 @@
 """Real time: what is happening right now, as JSON (``GET /api/v1/live``) and as a stream of
 server-sent events (``GET /api/v1/live/stream``, one frame per second).
 
-Each number is one SQL query on the store, so an event is in the next frame after its commit
-(the collector answers only after the commit: an acknowledged event is visible within a frame).
+Each number is one SQL query on the store. The collector acknowledges an event once it is in the
+journal and loads the journal within ~200 ms; a read of the store first waits until everything
+acknowledged before it is loaded (:meth:`funnelscope.api.journal.JournalLoader.sync`), so an
+acknowledged event is in the next frame.
 Windows are on event time (``timestamp``, clock-skew corrected by the collector), ending at the
 snapshot time ``as_of``:
 

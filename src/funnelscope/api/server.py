@@ -17,7 +17,7 @@ __all__ = ["BackgroundServer", "serve"]
 
 
 def _config(app: Any, *, log_level: str, **kwargs: Any) -> uvicorn.Config:
-    # one worker: DuckDB allows one writing process, and the writer thread batches for it
+    # one worker: DuckDB allows one writing process, and the journal's loader batches for it
     return uvicorn.Config(
         app,
         log_level=log_level,
@@ -28,10 +28,11 @@ def _config(app: Any, *, log_level: str, **kwargs: Any) -> uvicorn.Config:
     )
 
 
-#: How long a thread may hold the GIL before another waiting thread gets it. The writer thread
-#: releases the GIL inside every DuckDB statement and must win it back from the event loop after
-#: each one; at CPython's default (5 ms) those hand-offs made a commit 3x slower under load.
-#: Measured with benchmarks/collector.py --quick: ~+24% sustained events/s and half the latency.
+#: How long a thread may hold the GIL before another waiting thread gets it. The ack and loader
+#: threads release the GIL inside every DuckDB statement and must win it back from the event loop
+#: after each one; at CPython's default (5 ms) those hand-offs made a commit 3x slower under load.
+#: Measured with benchmarks/collector.py --quick (before the journal): ~+24% sustained events/s
+#: and half the latency.
 GIL_SWITCH_INTERVAL_S = 0.0005
 
 

@@ -1,16 +1,22 @@
-"""Group commit: one writer thread commits the events of many concurrent requests at once.
+"""The ack stage: requests are answered once their events are fsynced to the journal.
 
 A request's events are mapped to staging rows in the event loop and handed to
-:meth:`GroupWriter.submit`; the request then waits until the writer thread has *committed* them
-(one :func:`~funnelscope.ingest.pipeline.append_events` transaction for everything queued since
-the previous commit) and only then answers. So an acknowledged event is durable, and under load
-a commit carries thousands of events instead of a hundred: the per-transaction cost is paid once
-per group, not once per request.
+:meth:`GroupWriter.submit`. One thread takes everything queued (group commit), builds the group's
+staging Arrow table, finds the exact rejections by running the ingest pipeline's own validation
+SQL (:func:`~funnelscope.ingest.pipeline._validation_sql`) on an in-memory DuckDB connection (no
+store, no transaction: a few milliseconds), appends the group to the journal as one record batch
+(flushed and fsynced) and then answers every request of the group with its accepted count and its
+rejected indices. The :class:`~funnelscope.api.journal.JournalLoader` loads the journal into the
+store in the background, a few times a second (see :mod:`funnelscope.api.journal`).
 
-The queue is bounded in events (``max_queue_events``): when a request would overflow it, it is
-refused at once (the route answers 503 + Retry-After) instead of growing memory. A request that
-waits longer than its timeout also gets 503; its events may still commit, and the SDK's retry is
-then deduplicated by event id.
+The loader validates with the same SQL and a later reference time, so a row the ack accepted is
+accepted by the store too (the only time-dependent check, "not more than a day in the future",
+only gets looser), and a row the ack rejected is quarantined with the ack's code and message.
+
+Backpressure, two bounds: the in-memory queue (``max_queue_events``: a request that would
+overflow it is refused at once, 503 + Retry-After) and the journal's backlog of events not yet
+loaded (``JournalSettings.max_backlog_events``: refused the same way when the store falls
+behind). While the journal left by a crash is replayed at startup, requests are refused too.
 """
 
 from __future__ import annotations
@@ -26,22 +32,37 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
+import duckdb
 import pyarrow as pa
 
+from funnelscope.api.journal import (
+    JOURNAL_SCHEMA,
+    QUARANTINE_SOURCE,
+    Journal,
+    JournalLoader,
+    JournalSettings,
+)
 from funnelscope.events.schema import STAGING_COLUMNS
-from funnelscope.ingest.pipeline import IngestReport, Rejection, append_events
+from funnelscope.ingest.pipeline import Rejection, _event_names, _validation_sql
 from funnelscope.store.store import Store
 
-__all__ = ["BatchOutcome", "GroupWriter", "QueueFullError"]
+__all__ = [
+    "QUARANTINE_SOURCE",
+    "BatchOutcome",
+    "GroupWriter",
+    "QueueFullError",
+    "Verdict",
+    "validate_staging",
+]
 
 log = logging.getLogger("funnelscope.api.writer")
 
-#: Quarantine rows written by the collector carry this source (each event row keeps its own).
-QUARANTINE_SOURCE: Final = "collector"
+#: How often the ack stage re-reads the store's currency (the default for revenue rows).
+_CURRENCY_REFRESH_SECONDS: Final = 5.0
 
 
 class QueueFullError(Exception):
-    """The writer's queue cannot take this batch now: answer 503 and let the SDK retry."""
+    """The collector cannot take this batch now: answer 503 and let the SDK retry."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +77,69 @@ class BatchOutcome:
         return self.events - len(self.rejected)
 
 
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One row the validation rejects: its ``_row``, reason code, message and payload."""
+
+    row: int
+    code: str
+    message: str
+    payload: bytes
+
+
+def validate_staging(
+    con: duckdb.DuckDBPyConnection, staging: pa.Table, *, received_at: datetime, currency: str
+) -> list[Verdict]:
+    """The rows of ``staging`` (staging columns + ``_row``) the ingest pipeline would reject.
+
+    Runs the pipeline's own validation SQL on ``con`` (an in-memory connection will do: the
+    checks read only the batch), with the quarantine's payload (the staged row as JSON).
+
+    Examples
+    --------
+    >>> import duckdb, pyarrow as pa
+    >>> from datetime import UTC, datetime
+    >>> rows = pa.table({"event_id": ["e1", None], "event": ["Order Completed"] * 2,
+    ...                  "user_id": ["u1", "u2"], "timestamp": ["2024-05-01T10:00:00Z"] * 2,
+    ...                  "_row": [0, 1]})
+    >>> [(v.row, v.code) for v in validate_staging(
+    ...     duckdb.connect(), rows, received_at=datetime(2024, 5, 1, tzinfo=UTC), currency="EUR")]
+    [(1, 'event.missing_id')]
+    """
+    con.register("stg", staging)
+    con.register("_evmap", _event_names(con, staging))
+    try:
+        sql = _validation_sql(staging.schema, currency).replace("$received_at", "$1")
+        # every row's verdict, filtered here: a WHERE on the reason would be pushed down into
+        # the checks and cost ~3x more per row than computing the verdict once. execute() plans
+        # once; a relation (con.sql) would bind the query twice, doubling the fixed cost
+        checked = con.execute(
+            f"SELECT _row, _reason, _message FROM ({sql})", [received_at]
+        ).fetchall()
+        rejected = [r for r in checked if r[1] is not None]
+        if not rejected:
+            return []
+        con.register(
+            "_rejected",
+            pa.table(
+                {
+                    "_row": pa.array([r[0] for r in rejected], pa.int64()),
+                    "_reason": pa.array([r[1] for r in rejected], pa.string()),
+                    "_message": pa.array([r[2] for r in rejected], pa.string()),
+                }
+            ),
+        )
+        rows = con.execute(
+            "SELECT v._row, v._reason, v._message, encode(CAST(to_json(s) AS VARCHAR)) "
+            "FROM _rejected v JOIN stg s USING (_row) ORDER BY 1"
+        ).fetchall()
+        con.unregister("_rejected")
+    finally:
+        con.unregister("stg")
+        con.unregister("_evmap")
+    return [Verdict(int(r[0]), str(r[1]), str(r[2]), bytes(r[3])) for r in rows]
+
+
 @dataclass(slots=True)
 class _Job:
     rows: list[dict[str, str | None]]
@@ -68,18 +152,22 @@ class _Job:
 
 
 class GroupWriter:
-    """The single writer thread of an app, with its bounded queue.
+    """The ack stage's thread with its bounded queue, the journal and its loader.
 
     Parameters
     ----------
     store
-        The store to append to.
+        The store the journal is loaded into.
     max_queue_events
-        Events that may wait; a batch that would exceed it is refused (QueueFullError).
+        Events that may wait in memory; a batch that would exceed it is refused.
     max_group_events
-        Most events committed in one transaction.
-    on_commit
-        Called after each commit with (events, seconds), for metrics.
+        Most events acknowledged as one group (one journal batch).
+    journal_settings
+        The loader's pace and the journal's bound.
+    on_ack
+        Called after each group is journaled with (events, seconds), for metrics.
+    on_load
+        Called after each load into the store with (events, seconds), for metrics.
     """
 
     def __init__(
@@ -88,45 +176,96 @@ class GroupWriter:
         *,
         max_queue_events: int,
         max_group_events: int,
-        on_commit: Callable[[int, float], None] | None = None,
+        journal_settings: JournalSettings | None = None,
+        on_ack: Callable[[int, float], None] | None = None,
+        on_load: Callable[[int, float], None] | None = None,
     ) -> None:
         self._store = store
         self.max_queue_events = max_queue_events
         self.max_group_events = max_group_events
-        self._on_commit = on_commit
+        self.journal_settings = journal_settings or JournalSettings()
+        self.journal = Journal.for_store(store)
+        self.loader = JournalLoader(store, self.journal, self.journal_settings, on_load=on_load)
+        self._on_ack = on_ack
         self._jobs: deque[_Job] = deque()
         self._queued = 0
         self._cond = threading.Condition()
         self._stopping = False
         self._last_received: datetime | None = None
-        self._thread = threading.Thread(target=self._run, name="funnelscope-writer", daemon=True)
-        self.commits = 0
+        self._validator = duckdb.connect(":memory:")
+        self._validator.execute("SET TimeZone = 'UTC'")
+        # one thread: batches are small, and waking DuckDB's workers costs more than it saves
+        # when the cores are busy mapping requests and loading the store
+        self._validator.execute("SET threads = 1")
+        self._currency = ("USD", float("-inf"))
+        self._thread = threading.Thread(target=self._run, name="funnelscope-ack", daemon=True)
+        self.groups = 0
         self.last_error: BaseException | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
+        """Start the loader (which first replays a crash's journal) and the ack thread."""
+        self._currency = (self._store.currency, time.monotonic())
+        self.journal.claim()
+        self.loader.start()
         self._thread.start()
+        self.loader.exempt.add(self._thread)  # it reads the store's currency
+        # a read of the store in this process waits until every acknowledged event is loaded
+        self._store.read_barrier = self.loader.sync
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Commit what is queued, then stop the thread."""
+    def stop(self, timeout: float = 60.0) -> None:
+        """Stop taking requests, acknowledge what is queued, load everything, stop."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        self.loader.stop(timeout)
+        self._store.read_barrier = None
+        self.journal.close()
+        self.journal.release()
+        self._validator.close()
 
     @property
     def is_alive(self) -> bool:
-        return self._thread.is_alive() and not self._stopping
+        """Taking requests: both threads run, nothing is being replayed, not stopping."""
+        return (
+            self._thread.is_alive()
+            and self.loader.is_alive
+            and not self.loader.is_replaying
+            and not self._stopping
+        )
+
+    @property
+    def is_replaying(self) -> bool:
+        return self.loader.is_replaying
 
     @property
     def queued_events(self) -> int:
         return self._queued
 
+    @property
+    def backlog_events(self) -> int:
+        """Events journaled (acknowledged) and not yet loaded into the store."""
+        return self.journal.backlog_events
+
     # -- producers ------------------------------------------------------------------------------
+    def refusal(self, size: int) -> str | None:
+        """Why ``size`` more events would be refused now (None: they would be taken)."""
+        if self._stopping:
+            return "the server is shutting down"
+        if self.loader.is_replaying:
+            return "the journal left by a restart is being loaded"
+        if self._queued and self._queued + size > self.max_queue_events:
+            return f"{self._queued} events are waiting to be journaled"
+        backlog = self.journal.backlog_events + self._queued
+        if backlog and backlog + size > self.journal_settings.max_backlog_events:
+            return f"{backlog} acknowledged events are waiting to be loaded into the store"
+        return None
+
     def has_room(self, size: int) -> bool:
-        """Whether ``size`` more events would fit now (checked again, atomically, on submit)."""
-        return not self._queued or self._queued + size <= self.max_queue_events
+        """Whether ``size`` more events would be taken now (checked again on submit)."""
+        return self.refusal(size) is None
 
     def submit(
         self,
@@ -136,13 +275,16 @@ class GroupWriter:
         size: int,
         done: Callable[[BatchOutcome | BaseException], None],
     ) -> None:
-        """Queue one request's rows (``indices[i]`` = position of ``rows[i]`` in the request)."""
+        """Queue one request's rows (``indices[i]`` = position of ``rows[i]`` in the request).
+
+        ``rejected`` are the request's messages that could not be mapped (with their index);
+        ``done`` is called from the ack thread with the outcome once the group is journaled.
+        """
         job = _Job(rows, indices, rejected, size, done)
         with self._cond:
-            if self._stopping:
-                raise QueueFullError("the server is shutting down")
-            if self._queued and self._queued + size > self.max_queue_events:
-                raise QueueFullError(f"{self._queued} events are waiting to be written")
+            why = self.refusal(size)
+            if why is not None:
+                raise QueueFullError(why)
             self._jobs.append(job)
             self._queued += size
             self._cond.notify()
@@ -156,7 +298,7 @@ class GroupWriter:
         *,
         timeout: float,
     ) -> BatchOutcome:
-        """Queue the rows, wait for their commit (raises QueueFullError or TimeoutError)."""
+        """Queue the rows, wait until they are journaled (raises QueueFullError or TimeoutError)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[BatchOutcome] = loop.create_future()
 
@@ -176,7 +318,7 @@ class GroupWriter:
         self.submit(rows, indices, rejected, size, done)
         return await asyncio.wait_for(asyncio.shield(future), timeout)
 
-    # -- the writer thread ----------------------------------------------------------------------
+    # -- the ack thread ---------------------------------------------------------------------------
     def _take(self) -> list[_Job]:
         with self._cond:
             while not self._jobs and not self._stopping:
@@ -202,79 +344,132 @@ class GroupWriter:
                 return  # stopping and drained
             started = time.perf_counter()
             try:
-                outcomes = self._commit(group)
+                outcomes = self._ack(group)
             except BaseException as exc:  # every waiter must hear about it
-                log.exception("group commit failed", extra={"jobs": len(group)})
+                log.exception("journaling a group failed", extra={"jobs": len(group)})
                 self.last_error = exc
                 self._release(group)
                 for job in group:
                     job.done(exc)
                 continue
             self._release(group)
-            self.commits += 1
+            self.groups += 1
             self.last_error = None
-            events = sum(j.size for j in group)
-            if self._on_commit is not None:
-                self._on_commit(events, time.perf_counter() - started)
+            if self._on_ack is not None:
+                self._on_ack(sum(j.size for j in group), time.perf_counter() - started)
             for job, outcome in zip(group, outcomes, strict=True):
                 job.done(outcome)
+            self.loader.notify_appended()
 
     def _received_at(self) -> datetime:
-        # unique per commit, so a commit's quarantine rows can be found again by this time
+        # strictly increasing, so the journal's order is also the order of received_at
         now = datetime.now(UTC)
         if self._last_received is not None and now <= self._last_received:
             now = self._last_received + timedelta(microseconds=1)
         self._last_received = now
         return now
 
-    def _commit(self, group: list[_Job]) -> list[BatchOutcome]:
+    def _currency_now(self) -> str:
+        currency, read_at = self._currency
+        if time.monotonic() - read_at > _CURRENCY_REFRESH_SECONDS:
+            # the ack thread is exempt from the read barrier: see JournalLoader.sync
+            currency = self._store.currency
+            self._currency = (currency, time.monotonic())
+        return currency
+
+    def _ack(self, group: list[_Job]) -> list[BatchOutcome]:
         rows: list[dict[str, str | None]] = []
         row_ids: list[int] = []
-        pre_rejected: list[Rejection] = []
+        indices: list[int] = []
+        pre: list[Rejection] = []  # messages the routes could not map, with group-wide rows
+        pre_indices: list[int] = []
         base = 0
         for job in group:
             job.base = base
             rows.extend(job.rows)
             row_ids.extend([base + i for i in job.indices])
-            pre_rejected.extend(
-                Rejection(base + r.row, r.code, r.message, r.payload) for r in job.rejected
-            )
+            indices.extend(job.indices)
+            pre.extend(Rejection(base + r.row, r.code, r.message, r.payload) for r in job.rejected)
+            pre_indices.extend(r.row for r in job.rejected)
             base += job.size
+        n = len(rows)
         # column by column: one comprehension per column beats one loop per row
         columns = {c: [row.get(c) for row in rows] for c in STAGING_COLUMNS}
-        # columns no event of the group uses are left out: the pipeline then types them as
-        # NULL without validating them, which makes a commit of a few hundred events ~3x faster
-        used = [c for c in STAGING_COLUMNS if columns[c].count(None) != len(rows)]
-        arrays = [pa.array(columns[c], pa.string()) for c in used]
-        arrays.append(pa.array(row_ids, pa.int64()))
-        table = pa.Table.from_arrays(arrays, names=[*used, "_row"])
-        received_at = self._received_at()
-        report = append_events(
-            self._store,
-            table,
-            source=QUARANTINE_SOURCE,
-            received_at=received_at,
-            pre_rejected=pre_rejected,
+        # columns no event of the group uses are left out of the validation: typed as NULL
+        arrays = {c: pa.array(v, pa.string()) for c, v in columns.items() if v.count(None) != n}
+        staging = pa.Table.from_arrays(
+            [*arrays.values(), pa.array(row_ids, pa.int64())], names=[*arrays, "_row"]
         )
-        rejections = self._all_rejections(report, received_at)
+        received_at = self._received_at()
+        verdicts = (
+            validate_staging(
+                self._validator,
+                staging,
+                received_at=received_at,
+                currency=self._currency_now(),
+            )
+            if n
+            else []
+        )
+        batch = _journal_batch(
+            arrays, [*indices, *pre_indices], row_ids, pre, verdicts, received_at
+        )
+        self.journal.append(batch)
+        rejections = sorted(
+            [*pre, *(Rejection(v.row, v.code, v.message) for v in verdicts)],
+            key=lambda r: r.row,
+        )
         bases = [j.base for j in group]
         for rejection in rejections:
             job = group[bisect.bisect_right(bases, rejection.row) - 1]
             job.outcome_rejections.append(
                 Rejection(rejection.row - job.base, rejection.code, rejection.message)
             )
-        return [
-            BatchOutcome(j.size, tuple(sorted(j.outcome_rejections, key=lambda r: r.row)))
-            for j in group
-        ]
+        return [BatchOutcome(j.size, tuple(j.outcome_rejections)) for j in group]
 
-    def _all_rejections(self, report: IngestReport, received_at: datetime) -> list[Rejection]:
-        if report.rejected <= len(report.rejections):
-            return report.rejections
-        # the report keeps the first rejections only; the quarantine has all of this commit's
-        rows = self._store.query(
-            "SELECT row_number, reason_code, message FROM quarantine "
-            "WHERE quarantined_at = ? AND source = ? ORDER BY row_number",
-            [received_at, QUARANTINE_SOURCE],
-        )
-        return [Rejection(int(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+def _journal_batch(
+    arrays: dict[str, pa.Array],
+    indices: list[int],
+    row_ids: list[int],
+    pre: list[Rejection],
+    verdicts: list[Verdict],
+    received_at: datetime,
+) -> pa.RecordBatch:
+    """The group as journal rows: the staged rows, then the messages that were not mapped.
+
+    ``indices``: each row's position in its request; ``row_ids``: the staged rows' ``_row``.
+    """
+    n = len(row_ids)
+    total = n + len(pre)
+    codes: list[str | None] = [None] * total
+    messages: list[str | None] = [None] * total
+    payloads: list[bytes | None] = [None] * total
+    if verdicts:
+        position = {row: i for i, row in enumerate(row_ids)}
+        for v in verdicts:
+            i = position[v.row]
+            codes[i], messages[i], payloads[i] = v.code, v.message, v.payload
+    for i, r in enumerate(pre, start=n):
+        codes[i], messages[i], payloads[i] = r.code, r.message, r.payload
+    pre_nulls = pa.nulls(len(pre), pa.string())
+    data: list[pa.Array] = []
+    for c in STAGING_COLUMNS:
+        if c not in arrays:
+            data.append(pa.nulls(total, pa.string()))
+        elif pre:
+            data.append(pa.concat_arrays([arrays[c], pre_nulls]))
+        else:
+            data.append(arrays[c])
+    data += [
+        pa.array(indices, pa.int32()),
+        pa.repeat(pa.scalar(received_at, JOURNAL_SCHEMA.field("_received_at").type), total),
+        pa.array(codes, pa.string()),
+        pa.array(messages, pa.string()),
+        pa.array(payloads, pa.binary()),
+    ]
+    batch = pa.RecordBatch.from_arrays(data, schema=JOURNAL_SCHEMA)
+    if pre:  # in request order, so quarantine row numbers follow the requests' messages
+        ids = [*row_ids, *(r.row for r in pre)]
+        batch = batch.take(pa.array(sorted(range(total), key=ids.__getitem__), pa.int64()))
+    return batch

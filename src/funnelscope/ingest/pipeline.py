@@ -391,7 +391,7 @@ def append_events(
     quarantined in the same transaction and counted in the report.
     """
     staging = _prepare(staging, row_offset)
-    unknown = set(staging.column_names) - {*STAGING_COLUMNS, "_row"}
+    unknown = set(staging.column_names) - {*STAGING_COLUMNS, "_row", "_received_at"}
     if unknown:
         staging = staging.drop_columns(sorted(unknown))
     report = IngestReport(source=source, rows=staging.num_rows + len(pre_rejected))
@@ -568,7 +568,9 @@ def _insert_new(
     select = []
     for name in EVENT_SCHEMA.names:
         if name == "received_at":
-            select.append("$1")
+            # a row may carry its own arrival time (the collector's journal keeps it)
+            has_own = "_received_at" in schema.names
+            select.append("coalesce(CAST(s._received_at AS TIMESTAMPTZ), $1)" if has_own else "$1")
         elif name == "channel":
             select.append("k.channel")
         elif name == "source":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -53,6 +53,9 @@ class Store:
         self.version = 0
         self._next_seq: int | None = None
         self._pending_seq: int | None = None
+        #: called before each read when set: the collector's journal loader uses it so that a
+        #: read in the server process sees every acknowledged event (read-your-writes)
+        self.read_barrier: Callable[[], object] | None = None
         try:
             if str(path) != ":memory:":
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,6 +73,10 @@ class Store:
     # -- connections -----------------------------------------------------------------------
     def reader(self) -> duckdb.DuckDBPyConnection:
         """A cursor for reading, safe to use from the calling thread."""
+        barrier = self.read_barrier
+        # a read inside this thread's own write transaction must not wait for another writer
+        if barrier is not None and not self._lock._is_owned():  # type: ignore[attr-defined]
+            barrier()
         cur = self._con.cursor()
         cur.execute("SET TimeZone = 'UTC'")
         return cur
