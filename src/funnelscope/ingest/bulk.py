@@ -17,6 +17,13 @@ The rule, checked from the schema and then in one scan (docs/import.md, "Parquet
 
 A file that breaks the rule is imported by the pipeline instead (chunks into ``event_log``),
 with identical results; a file whose every valid row is already stored is only counted.
+
+Two roads decide it. The *scan* (:func:`_scan_verdict`) is one aggregate pass that keeps no row:
+the pipeline's conditions, the cleanliness test, distinct id hashes and the time range. When it
+finds every row valid, clean and new (the usual import) or every id stored (a re-import), the
+import goes on from it: stitching over the distinct id triples, channels over the distinct
+channel inputs, the side table from the file. Anything else takes the *per-row* road: the
+validated rows as a temp table ``_v``, quarantine, the partly-stored verdict, or the pipeline.
 """
 
 from __future__ import annotations
@@ -30,11 +37,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from funnelscope.errors import StoreError
+from funnelscope.events.channels import derive_channel
+from funnelscope.events.currency import ISO_CURRENCIES
 from funnelscope.events.schema import EVENT_SCHEMA, ITEM_TYPE, STAGING_COLUMNS
 from funnelscope.ingest.pipeline import (
+    _CHANNEL_KEY,
     DEDUP_WINDOW,
     IngestReport,
     _channel_keys,
+    _checks,
     _from_staging,
     _identities_change,
     _register_channels,
@@ -113,7 +124,18 @@ def _checked_sql(schema: pa.Schema, store_currency: str) -> str:
     )
     typed = ",\n  ".join(f"{cols[c]} AS {_q(c)}" for c in keep)
     keys = ", ".join(f"{expr} AS {name}" for name, expr in _channel_keys(cols).items())
-    # the raw value is what the pipeline would store (NULLIF(trim(x), '')), in a cheaper form
+    return (
+        f"WITH typed AS (SELECT s._row,\n  {typed},\n  {keys},\n"
+        f"  {_clean_sql(schema, cols)} AS _clean\n {_from_staging(schema)})\n"
+        f'SELECT _row, event_id, user_id, anonymous_id, previous_id, "timestamp", event, '
+        f"_ch_src, _ch_med, _ch_ref, _ch_internal, _clean, {reason} AS _reason, "
+        f"{message} AS _message FROM typed"
+    )
+
+
+def _clean_sql(schema: pa.Schema, cols: dict[str, str]) -> str:
+    """TRUE (or NULL) when every raw value of the row is what the pipeline would store:
+    ``NULLIF(trim(x), '')`` for text, the typed ``currency``; FALSE otherwise."""
     clean = [
         f"(s.{_q(c)} IS NULL OR (s.{_q(c)} <> '' AND s.{_q(c)} = trim(s.{_q(c)})))"
         for c in schema.names
@@ -123,12 +145,110 @@ def _checked_sql(schema: pa.Schema, store_currency: str) -> str:
         clean.append(f"s.currency IS NOT DISTINCT FROM {cols['currency']}")
     elif "revenue" in schema.names:
         clean.append("s.revenue IS NULL")
+    return " AND ".join(clean) or "TRUE"
+
+
+#: The reason code whose condition the scan checks over the distinct values instead of per row.
+_CURRENCY_CHECK: Final = "event.unknown_currency"
+#: Checked columns the pipeline types with ``NULLIF(trim(x), '')`` (the canonical name for
+#: ``event``): on a clean row that is the raw value, so the scan reads them as they are.
+_RAW_CHECKED: Final = ("event_id", "event", "user_id", "anonymous_id", "previous_id")
+
+
+def _scan_sql(schema: pa.Schema, store_currency: str) -> str:
+    """One aggregate pass over ``stg`` deciding whether the file is a segment as it is.
+
+    The pipeline's own conditions (:func:`pipeline._checks`) over the pipeline's typed columns,
+    except that the text columns it trims are read raw: the same pass proves they are clean
+    (``unclean = 0``), and on a clean row the two agree. Columns: ``rows``, ``unclean``,
+    ``bad`` (rows with some reason), ``currencies`` (the distinct typed currencies, checked
+    against ISO 4217 in Python rather than per row), ``ids`` (distinct hashes of the event ids:
+    as many as rows proves the ids distinct, and a hash table of integers is a third cheaper than
+    one of text; a collision only sends the file to the per-row road), ``lo`` and
+    ``hi`` (the time range).
+    """
+    cols, _, _ = _typed_columns(schema, store_currency)
+    names = set(schema.names)
+    typed = {
+        **{
+            c: cols[c]
+            for c in (
+                "timestamp",
+                "properties",
+                "revenue",
+                "currency",
+                "_props_ok",
+                "_items_ok",
+                "_rev_raw",
+            )
+        },
+        **{c: f"s.{_q(c)}" if c in names else "CAST(NULL AS VARCHAR)" for c in _RAW_CHECKED},
+    }
+    select = ",\n  ".join(f"{expr} AS {_q(name)}" for name, expr in typed.items())
+    bad = " OR ".join(
+        f"({cond})" for code, cond, _ in _checks('"timestamp"') if code != _CURRENCY_CHECK
+    )
     return (
-        f"WITH typed AS (SELECT s._row,\n  {typed},\n  {keys},\n"
-        f"  {' AND '.join(clean) or 'TRUE'} AS _clean\n {_from_staging(schema)})\n"
-        f'SELECT _row, event_id, user_id, anonymous_id, previous_id, "timestamp", event, '
-        f"_ch_src, _ch_med, _ch_ref, _ch_internal, _clean, {reason} AS _reason, "
-        f"{message} AS _message FROM typed"
+        f"WITH typed AS (SELECT\n  {select},\n  {_clean_sql(schema, cols)} AS _clean\n"
+        " FROM stg s)\n"
+        "SELECT count(*) AS rows, count(*) FILTER (NOT _clean) AS unclean,\n"
+        f"  count(*) FILTER ({bad}) AS bad,\n"
+        "  list(DISTINCT currency) FILTER (currency IS NOT NULL) AS currencies,\n"
+        '  count(DISTINCT hash(event_id)) AS ids, min("timestamp") AS lo, max("timestamp") AS hi\n'
+        "FROM typed"
+    ).replace("$received_at", "$1")
+
+
+def _scan_verdict(
+    con: duckdb.DuckDBPyConnection, schema: pa.Schema, currency: str, received_at: datetime
+) -> str:
+    """From one aggregate scan: ``segment`` (every row valid, clean and new, no event_id
+    repeated), ``stored`` (the same, but every id is stored already: a re-import),
+    ``pipeline`` (not a segment, and no stored event near the file's times: nothing to gain
+    from the per-row verdict) or ``rows`` (the per-row verdict of :func:`_verdict` decides)."""
+    cur = con.execute(_scan_sql(schema, currency), [received_at])
+    row = cur.fetchone()
+    assert row is not None and cur.description is not None
+    got = dict(zip([d[0] for d in cur.description], row, strict=True))
+    total = got["rows"]
+    if not total or got["lo"] is None:
+        return "rows"
+    window = DEDUP_WINDOW
+    lo, hi = got["lo"] - window, got["hi"] + window
+    (near,) = con.execute(
+        'SELECT count(*) FROM event_keys WHERE "timestamp" BETWEEN $1 AND $2', [lo, hi]
+    ).fetchall()[0]
+    as_is = (
+        not (got["unclean"] or got["bad"] or got["ids"] != total)
+        and set(got["currencies"] or ()) <= ISO_CURRENCIES
+    )
+    if not near:
+        # nothing stored near the file's times (a superset of its valid rows' window): no
+        # re-import, so a file that is not a segment as it is goes straight to the pipeline
+        return "segment" if as_is else "pipeline"
+    if not as_is:
+        return "rows"
+    (stored,) = con.execute(
+        "SELECT count(*) FROM stg s SEMI JOIN (SELECT event_id FROM event_keys "
+        'WHERE "timestamp" BETWEEN $1 AND $2) e USING (event_id)',
+        [lo, hi],
+    ).fetchall()[0]
+    return "segment" if not stored else "stored" if stored == total else "rows"
+
+
+def _stage_identities(con: duckdb.DuckDBPyConnection, schema: pa.Schema, currency: str) -> None:
+    """``_ids``: each distinct (user, anonymous, previous) id triple of a clean, valid ``stg``
+    at its first time. Stitching over it derives the same links and first-seen times as over
+    every row, from a tenth of the rows."""
+    names = set(schema.names)
+    cols, _, _ = _typed_columns(schema, currency)
+    ids = ", ".join(
+        f"{f's.{_q(c)}' if c in names else 'CAST(NULL AS VARCHAR)'} AS {c}"
+        for c in ("user_id", "anonymous_id", "previous_id")
+    )
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _ids AS SELECT {ids}, "
+        f'min({cols["timestamp"]}) AS "timestamp" FROM stg s GROUP BY ALL'
     )
 
 
@@ -162,10 +282,35 @@ def import_parquet_segment(
     )
     report = IngestReport(source=source, rows=rows)
     target: Path | None = None
+    copy: seg.SegmentCopy | None = None
     try:
         with store.write() as con:
             _stage_view(con, path, plan)
             _register_event_names(con, staged.empty_table())
+            fast = _scan_verdict(con, staged, store.currency, received_at)
+            if fast == "pipeline":
+                _drop_temp(con)
+                return None
+            if fast != "rows":
+                _stage_identities(con, staged, store.currency)
+                report.accepted = rows
+            if fast == "segment":
+                # the usual case: the file is copied while the side table is built
+                copy = seg.SegmentCopy(path, folder)
+                target = _add_segment(con, store, staged, copy, plan, source, received_at)
+                report.inserted = rows
+                _drop_temp(con)
+                return report
+            if fast == "stored":
+                # as the pipeline: stitch only if some id is new or a link would merge persons
+                con.execute("CREATE OR REPLACE TEMP VIEW _v AS SELECT *, NULL AS _reason FROM _ids")
+                if _identities_change(con):
+                    assign_persons(con, "_ids")
+                con.execute("DROP VIEW _v")
+                report.duplicates = rows
+                _drop_temp(con)
+                return report
+            # else the scan of every row's verdict: quarantine, re-import, or the pipeline
             sql = _checked_sql(staged, store.currency)
             con.execute(
                 f"CREATE OR REPLACE TEMP TABLE _v AS {sql.replace('$received_at', '$1')}",
@@ -222,10 +367,120 @@ def import_parquet_segment(
             report.inserted = rows
             _drop_temp(con)
     except BaseException:
+        if copy is not None:
+            copy.discard()
         if target is not None:
             target.unlink(missing_ok=True)
         raise
     return report
+
+
+def _add_segment(
+    con: duckdb.DuckDBPyConnection,
+    store: Store,
+    schema: pa.Schema,
+    copy: seg.SegmentCopy,
+    plan: dict[str, str],
+    source: str,
+    received_at: datetime,
+) -> Path:
+    """Stitch (``_ids``), derive channels and write the side table of a file that
+    :func:`_scan_verdict` found a new segment; place the copied file and register the
+    segment. Returns the segment's file."""
+    names = set(schema.names)
+
+    def raw(column: str) -> str:  # a clean value is what the pipeline stores
+        return f"s.{_q(column)}" if column in names else "CAST(NULL AS VARCHAR)"
+
+    cols, _, _ = _typed_columns(schema, store.currency)
+    assign_persons(con, "_ids")
+    person = f"coalesce({raw('user_id')}, {raw('anonymous_id')})"
+    # the persons of this file's ids only, met by a 64-bit hash of the id rather than by text:
+    # exact when no two of these ids share a hash (checked; else the text join)
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _pid AS SELECT hash(i.distinct_id) AS _hash, i.distinct_id, "
+        "i.person_id FROM identities i SEMI JOIN "
+        "(SELECT coalesce(user_id, anonymous_id) AS distinct_id FROM _ids) f USING (distinct_id)"
+    )
+    (unique,) = con.execute("SELECT count(DISTINCT _hash) = count(*) FROM _pid").fetchall()[0]
+    person_on = f"i._hash = hash({person})" if unique else f"i.distinct_id = {person}"
+    on = _register_channel_map(con, names, cols)
+    first_seq = store.next_seq(con)
+    segment_id = seg.next_segment_id(con)
+    side = seg.side_table(segment_id)
+    con.execute(
+        f"CREATE TABLE {side} AS SELECT $1 + s._row AS seq, i.person_id, m.canonical AS event, "
+        f"k.channel FROM stg s JOIN _pid i ON {person_on} "
+        f"JOIN _evmap m ON m.raw = s.event JOIN _chmap k ON {on} ORDER BY s._row",
+        [first_seq],
+    )
+    (count,) = con.execute(f"SELECT count(*) FROM {side}").fetchall()[0]
+    total = int(con.execute("SELECT count(*) FROM stg").fetchall()[0][0])
+    if count != total:  # the positional join needs one side row per row
+        raise StoreError(f"segment side table has {count} rows, not {total}")
+    target = copy.place(segment_id)
+    seg.register_segment(
+        con,
+        segment_id=segment_id,
+        kind="reference",
+        columns={name: col for name, col in plan.items() if name in EVENT_SCHEMA.names},
+        source=source,
+        received_at=received_at,
+        row_count=total,
+        first_seq=first_seq,
+        last_seq=first_seq + total - 1,
+        store_path=store.path,
+    )
+    store.advance_seq(first_seq + total)
+    return target
+
+
+#: The raw columns a row's channel depends on (``page_url`` only when there is a referrer).
+_CHANNEL_INPUTS: Final = ("utm_source", "utm_medium", "referrer", "page_url")
+
+
+def _register_channel_map(
+    con: duckdb.DuckDBPyConnection, names: set[str], cols: dict[str, str]
+) -> str:
+    """The temp table ``_chmap``: each distinct raw channel input of ``stg`` and its channel,
+    derived as the pipeline derives it; returns the join condition of ``stg s`` on it."""
+    inputs = [c for c in _CHANNEL_INPUTS if c in names]
+    if "page_url" in inputs and "referrer" not in inputs:
+        inputs.remove("page_url")  # without a referrer the page is never read
+    raw = {c: f"s.{_q(c)}" for c in inputs}
+    if "page_url" in raw:
+        raw["page_url"] = 'CASE WHEN s.referrer IS NULL THEN NULL ELSE s."page_url" END'
+    distinct = ", ".join(f"{expr} AS {_q(c)}" for c, expr in raw.items()) or "1 AS _one"
+    keys = ", ".join(f"{expr} AS {name}" for name, expr in _channel_keys(cols).items())
+    # a row meets its channel by one 64-bit hash of its inputs, not by four text keys; exact
+    # as long as no two distinct inputs of the file share a hash (checked; else the text keys)
+    row_hash = f"hash({', '.join(raw.values()) or '1'})"
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _chraw AS SELECT s.*, {keys}, "
+        f"hash({', '.join(f's.{_q(c)}' for c in raw) or '1'}) AS _hash "
+        f"FROM (SELECT DISTINCT {distinct} FROM stg s) s"
+    )
+    found = con.execute(f"SELECT DISTINCT {', '.join(_CHANNEL_KEY)} FROM _chraw").fetchall()
+    con.register(
+        "_chk",
+        pa.table(
+            {
+                **{name: [r[i] for r in found] for i, name in enumerate(_CHANNEL_KEY)},
+                "channel": [derive_channel(a, b, c, bool(d)) for a, b, c, d in found],
+            }
+        ),
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _chmap AS SELECT r.*, k.channel FROM _chraw r "
+        f"JOIN _chk k USING ({', '.join(_CHANNEL_KEY)})"
+    )
+    con.unregister("_chk")
+    (unique,) = con.execute("SELECT count(DISTINCT _hash) = count(*) FROM _chraw").fetchall()[0]
+    if unique:
+        return f"k._hash = {row_hash}"
+    return " AND ".join(f"k.{_q(c)} IS NOT DISTINCT FROM {expr}" for c, expr in raw.items()) or (
+        "TRUE"
+    )
 
 
 def _verdict(con: duckdb.DuckDBPyConnection) -> str:
@@ -257,6 +512,6 @@ def _verdict(con: duckdb.DuckDBPyConnection) -> str:
 
 
 def _drop_temp(con: duckdb.DuckDBPyConnection) -> None:
-    for name in ("_v", "_evmap", "_channels"):
+    for name in ("_v", "_evmap", "_channels", "_ids", "_pid", "_chraw", "_chmap"):
         con.execute(f"DROP TABLE IF EXISTS {name}")
     con.execute("DROP VIEW IF EXISTS stg")

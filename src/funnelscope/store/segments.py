@@ -28,6 +28,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,6 +42,7 @@ from funnelscope.events.schema import EVENT_SCHEMA
 
 __all__ = [
     "SEGMENT_KINDS",
+    "SegmentCopy",
     "SegmentInfo",
     "add_segment_file",
     "compact_segments",
@@ -195,6 +198,70 @@ def add_segment_file(folder: Path, source_file: Path, segment_id: int) -> Path:
     shutil.copyfile(source_file, partial)
     os.replace(partial, target)
     return target
+
+
+#: ``ioctl`` request of a copy-on-write clone (Linux ``FICLONE``): btrfs, XFS, bcachefs.
+_FICLONE: Final = 0x40049409
+
+
+def _clone_or_copy(source_file: Path, target: Path) -> None:
+    """A reflink where the file system has them (instant, and safe: unlike a hard link it
+    does not change when the user rewrites the original in place), else a byte copy."""
+    try:
+        import fcntl
+
+        with open(source_file, "rb") as src, open(target, "wb") as dst:
+            fcntl.ioctl(dst.fileno(), _FICLONE, src.fileno())
+    except (OSError, ImportError):  # no reflinks here (ext4, tmpfs, another OS): copy
+        shutil.copyfile(source_file, target)
+
+
+class SegmentCopy:
+    """A segment's file copied into the segments folder on a thread of its own.
+
+    The copy (kernel time, mostly) overlaps the side table's build; :meth:`place` waits for it
+    and names the file after the segment, :meth:`discard` waits and deletes it. A partial file
+    left by a crash is removed by :func:`remove_orphan_files` when the store is next opened.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (folder / "in.parquet").write_bytes(b"PAR1")
+    >>> copy = SegmentCopy(folder / "in.parquet", folder / "s.duckdb.segments")
+    >>> target = copy.place(7)
+    >>> target.name, target.read_bytes()
+    ('7.parquet', b'PAR1')
+    """
+
+    def __init__(self, source_file: Path, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self.partial = folder / f".{uuid.uuid4().hex}.parquet.partial"
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(source_file,), name="segment-copy", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, source_file: Path) -> None:
+        try:
+            _clone_or_copy(source_file, self.partial)
+        except BaseException as exc:  # re-raised by place() on the importing thread
+            self._error = exc
+
+    def place(self, segment_id: int) -> Path:
+        """Wait for the copy; rename it ``<segment_id>.parquet``; return that path."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        target = self.folder / f"{int(segment_id)}.parquet"
+        os.replace(self.partial, target)
+        return target
+
+    def discard(self) -> None:
+        self._thread.join()
+        self.partial.unlink(missing_ok=True)
 
 
 def remove_orphan_files(con: duckdb.DuckDBPyConnection, store_path: Path) -> list[Path]:

@@ -1,0 +1,274 @@
+"""The one-scan shortcut of a Parquet segment import (ingest/bulk.py, docs/import.md "Parquet
+segments"): a file it must not accept takes the slow road and ends exactly as the pipeline
+leaves it; a file it accepts stores what the pipeline stores."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import funnelscope
+from funnelscope.ingest.bulk import MIN_SEGMENT_ROWS
+from funnelscope.store.segments import segments_folder
+from funnelscope.workspace import Workspace
+
+RECEIVED = datetime(2024, 7, 1, tzinfo=UTC)
+START = datetime(2024, 5, 1, tzinfo=UTC)
+N = MIN_SEGMENT_ROWS
+
+
+def _table(n: int = N) -> pa.Table:
+    """n clean events of n // 4 persons; every 4th row an order in EUR with revenue."""
+    order = [i % 4 == 2 for i in range(n)]
+    return pa.table(
+        {
+            "event_id": [f"e{i}" for i in range(n)],
+            "timestamp": pa.array(
+                [START + timedelta(seconds=i) for i in range(n)], pa.timestamp("us", tz="UTC")
+            ),
+            "event": [
+                ["Product Viewed", "page_viewed", "Order Completed"][i % 3] for i in range(n)
+            ],
+            "user_id": [f"u{i % (n // 4)}" if i % 4 == 3 else None for i in range(n)],
+            "anonymous_id": [f"a{i % (n // 4)}" for i in range(n)],
+            "utm_source": ["google" if i % 5 == 0 else None for i in range(n)],
+            "utm_medium": ["cpc" if i % 5 == 0 else None for i in range(n)],
+            "utm_campaign": ["spring" if i % 6 == 0 else None for i in range(n)],
+            "referrer": ["https://t.co/x" if i % 7 == 0 else None for i in range(n)],
+            "page_url": ["https://shop.example/p/1" for _ in range(n)],
+            "properties": ['{"k": 1}' if i % 3 == 0 else None for i in range(n)],
+            "revenue": pa.array(
+                [Decimal("12.5") if o else None for o in order], pa.decimal128(18, 4)
+            ),
+            "currency": ["EUR" if o else None for o in order],
+        }
+    )
+
+
+def _set(column: str, row: int, value: Any) -> Callable[[pa.Table], pa.Table]:
+    def change(table: pa.Table) -> pa.Table:
+        values = table.column(column).to_pylist()
+        values[row] = value
+        index = table.schema.get_field_index(column)
+        return table.set_column(index, column, pa.array(values, table.schema.field(index).type))
+
+    return change
+
+
+def _items_text(table: pa.Table) -> pa.Table:
+    """An ``items`` column of JSON text (not the canonical list type): row 2 is not a list of
+    line items (a price that is not a number)."""
+    items = [None] * table.num_rows
+    items[2] = '[{"product_id": "p1", "price": "cheap", "quantity": 1}]'
+    items[6] = '[{"product_id": "p1", "price": 3.5, "quantity": 2}]'
+    return table.append_column("items", pa.array(items, pa.string()))
+
+
+def _pipeline_result(ws: Workspace) -> tuple[Any, ...]:
+    return (
+        ws.store.query("SELECT * EXCLUDE (source) FROM events ORDER BY seq"),
+        ws.store.query(
+            "SELECT row_number, reason_code, message, payload FROM quarantine ORDER BY row_number"
+        ),
+        ws.store.query("SELECT * FROM identities ORDER BY distinct_id"),
+        ws.store.query("SELECT * FROM person_map ORDER BY person_id"),
+    )
+
+
+def _report(r: Any) -> tuple[Any, ...]:
+    return (r.rows, r.accepted, r.rejected, r.inserted, r.duplicates, dict(r.reasons))
+
+
+# Each row: a change the shortcut must refuse, and what the pipeline then reports
+# (rejected, inserted, duplicates, reasons) for it.
+REFUSED = [
+    ("trailing space", _set("utm_campaign", 6, "spring "), (0, N, 0, {})),
+    ("leading no-break space", _set("utm_source", 5, "\u00a0google"), (0, N, 0, {})),
+    ("trailing ideographic space", _set("anonymous_id", 9, "a9\u3000"), (0, N, 0, {})),
+    ("empty text", _set("referrer", 1, ""), (0, N, 0, {})),
+    ("lower-case currency", _set("currency", 2, "eur"), (0, N, 0, {})),
+    ("revenue without currency", _set("currency", 6, None), (0, N, 0, {})),
+    ("repeated event_id", _set("event_id", 9, "e3"), (0, N - 1, 1, {})),
+    ("missing event_id", _set("event_id", 5, None), (1, N - 1, 0, {"event.missing_id": 1})),
+    ("event_id too long", _set("event_id", 5, "x" * 201), (1, N - 1, 0, {"event.bad_id": 1})),
+    ("no identity", _set("anonymous_id", 4, None), (1, N - 1, 0, {"event.missing_identity": 1})),
+    (
+        "timestamp before 2000",
+        _set("timestamp", 8, datetime(1999, 12, 31, tzinfo=UTC)),
+        (1, N - 1, 0, {"event.timestamp_out_of_range": 1}),
+    ),
+    (
+        "timestamp after received_at + 1 day",
+        _set("timestamp", 8, RECEIVED + timedelta(days=2)),
+        (1, N - 1, 0, {"event.timestamp_out_of_range": 1}),
+    ),
+    (
+        "properties not JSON",
+        _set("properties", 3, '{"k": '),
+        (1, N - 1, 0, {"event.invalid_properties": 1}),
+    ),
+    (
+        "properties a JSON list",
+        _set("properties", 3, "[1, 2]"),
+        (1, N - 1, 0, {"event.invalid_properties": 1}),
+    ),
+    (
+        "unknown currency",
+        _set("currency", 2, "XXX"),
+        (1, N - 1, 0, {"event.unknown_currency": 1}),
+    ),
+    ("items as JSON text", _items_text, (1, N - 1, 0, {"event.bad_items": 1})),
+]
+
+
+@pytest.mark.parametrize(("case", "change", "expected"), REFUSED, ids=[c[0] for c in REFUSED])
+def test_a_file_the_shortcut_refuses_ends_as_the_pipeline_leaves_it(
+    tmp_path: Path,
+    case: str,
+    change: Callable[[pa.Table], pa.Table],
+    expected: tuple[int, int, int, dict[str, int]],
+) -> None:
+    path = tmp_path / "events.parquet"
+    pq.write_table(change(_table()), path)
+    with funnelscope.open(tmp_path / "s.duckdb") as ws, funnelscope.open(":memory:") as ref:
+        got = ws.ingest(path, received_at=RECEIVED)
+        want = ref.ingest(path, received_at=RECEIVED)  # in memory: always the pipeline
+        rejected, inserted, duplicates, reasons = expected
+        assert (
+            _report(got)
+            == _report(want)
+            == (
+                N,
+                N - rejected,
+                rejected,
+                inserted,
+                duplicates,
+                reasons,
+            )
+        ), case
+        assert ws.store.query("SELECT count(*) FROM event_segments")[0][0] == 0, case
+        assert _pipeline_result(ws) == _pipeline_result(ref), case
+
+
+def test_values_trim_leaves_alone_are_clean(tmp_path: Path) -> None:
+    # DuckDB's trim() strips spaces (Unicode Zs) only: a tab, a newline or a trailing accented
+    # letter is stored as it is by the pipeline too, so the file is still a segment
+    table = _set("utm_campaign", 6, "\tspring\n")(
+        _set("page_url", 2, "https://shop.example/é")(_table())
+    )
+    path = tmp_path / "events.parquet"
+    pq.write_table(table, path)
+    with funnelscope.open(tmp_path / "s.duckdb") as ws, funnelscope.open(":memory:") as ref:
+        assert _report(ws.ingest(path, received_at=RECEIVED)) == _report(
+            ref.ingest(path, received_at=RECEIVED)
+        )
+        assert ws.store.query("SELECT count(*) FROM event_segments")[0][0] == 1
+        assert _pipeline_result(ws) == _pipeline_result(ref)
+        assert ws.store.query("SELECT utm_campaign FROM events WHERE event_id = 'e6'") == [
+            ("\tspring\n",)
+        ]
+
+
+def test_an_already_stored_id_sends_the_file_to_the_pipeline(tmp_path: Path) -> None:
+    path = tmp_path / "events.parquet"
+    pq.write_table(_table(), path)
+    # e17 arrives live first (signed_in, canonically logged_in: the stored copy is visible)
+    live = pa.table(
+        {
+            "event_id": ["e17"],
+            "timestamp": ["2024-05-01T00:00:17Z"],
+            "event": ["signed_in"],
+            "anonymous_id": ["a17"],
+        }
+    )
+    with funnelscope.open(tmp_path / "s.duckdb") as ws, funnelscope.open(":memory:") as ref:
+        for w in (ws, ref):
+            w.append_staging(live, source="live", received_at=RECEIVED)
+        got = ws.ingest(path, received_at=RECEIVED)
+        want = ref.ingest(path, received_at=RECEIVED)
+        assert _report(got) == _report(want) == (N, N, 0, N - 1, 1, {})
+        assert ws.store.query("SELECT count(*) FROM event_segments")[0][0] == 0
+        assert ws.store.query("SELECT event FROM events WHERE event_id = 'e17'") == [("logged_in",)]
+        assert _pipeline_result(ws) == _pipeline_result(ref)
+
+
+def test_the_segment_file_is_a_copy_the_original_can_be_rewritten(tmp_path: Path) -> None:
+    path = tmp_path / "events.parquet"
+    pq.write_table(_table(), path)
+    with funnelscope.open(tmp_path / "s.duckdb") as ws:
+        ws.ingest(path, received_at=RECEIVED)
+        before = ws.store.query("SELECT * FROM events ORDER BY seq")
+        folder = segments_folder(ws.store.path)
+        assert folder is not None
+        assert sorted(p.name for p in folder.iterdir()) == ["1.parquet"]  # no partial left
+        assert os.stat(folder / "1.parquet").st_ino != os.stat(path).st_ino
+        # rewriting the original in place (pyarrow truncates the same file) changes nothing
+        pq.write_table(_table(20), path)
+        assert ws.store.query("SELECT * FROM events ORDER BY seq") == before
+
+
+def test_a_reimport_with_new_ids_stitches_them_as_the_pipeline_does(tmp_path: Path) -> None:
+    # the same events again, but row 1 now carries a user id never seen: nothing is inserted,
+    # and the new id is stitched (linked to a1's person) exactly as the pipeline stitches it
+    first, again = tmp_path / "first.parquet", tmp_path / "again.parquet"
+    pq.write_table(_table(), first)
+    pq.write_table(_set("user_id", 1, "u_new")(_table()), again)
+    with funnelscope.open(tmp_path / "s.duckdb") as ws, funnelscope.open(":memory:") as ref:
+        for w in (ws, ref):
+            w.ingest(first, received_at=RECEIVED)
+        got = ws.ingest(again, received_at=RECEIVED)
+        want = ref.ingest(again, received_at=RECEIVED)
+        assert _report(got) == _report(want) == (N, N, 0, 0, N, {})
+        assert ws.store.query("SELECT count(*) FROM event_segments")[0][0] == 1
+        assert _pipeline_result(ws) == _pipeline_result(ref)
+        assert ws.store.query(
+            "SELECT count(DISTINCT m.canonical_id) FROM identities i JOIN person_map m "
+            "USING (person_id) WHERE i.distinct_id IN ('a1', 'u_new')"
+        ) == [(1,)]
+
+
+def test_a_file_of_the_required_columns_only_is_a_segment(tmp_path: Path) -> None:
+    # no channel input, no user id, no revenue: every row is direct, one person per anonymous id
+    table = _table().select(["event_id", "timestamp", "event", "anonymous_id"])
+    path = tmp_path / "events.parquet"
+    pq.write_table(table, path)
+    with funnelscope.open(tmp_path / "s.duckdb") as ws, funnelscope.open(":memory:") as ref:
+        assert _report(ws.ingest(path, received_at=RECEIVED)) == _report(
+            ref.ingest(path, received_at=RECEIVED)
+        )
+        assert ws.store.query("SELECT count(*) FROM event_segments")[0][0] == 1
+        assert _pipeline_result(ws) == _pipeline_result(ref)
+        assert ws.store.query(
+            "SELECT channel, count(DISTINCT person_id) FROM events GROUP BY 1"
+        ) == [("direct", N // 4)]
+
+
+def test_a_file_of_rejected_rows_only_is_quarantined_as_the_pipeline_does(tmp_path: Path) -> None:
+    table = _table()
+    stamps = pa.array([datetime(1999, 1, 1, tzinfo=UTC)] * N, pa.timestamp("us", tz="UTC"))
+    path = tmp_path / "events.parquet"
+    pq.write_table(table.set_column(1, "timestamp", stamps), path)
+    with funnelscope.open(tmp_path / "s.duckdb") as ws, funnelscope.open(":memory:") as ref:
+        got = ws.ingest(path, received_at=RECEIVED)
+        want = ref.ingest(path, received_at=RECEIVED)
+        assert (
+            _report(got)
+            == _report(want)
+            == (
+                N,
+                0,
+                N,
+                0,
+                0,
+                {"event.timestamp_out_of_range": N},
+            )
+        )
+        assert _pipeline_result(ws) == _pipeline_result(ref)
