@@ -49,6 +49,7 @@ class Store:
     def __init__(self, path: str | Path = DEFAULT_STORE_PATH, *, read_only: bool = False) -> None:
         self.path = Path(path) if str(path) != ":memory:" else Path(":memory:")
         self._lock = threading.RLock()
+        self._in_write = threading.local()  # .depth: this thread's open write() blocks
         #: bumped after every committed write; caches (the person layout) compare against it
         self.version = 0
         self._next_seq: int | None = None
@@ -75,7 +76,7 @@ class Store:
         """A cursor for reading, safe to use from the calling thread."""
         barrier = self.read_barrier
         # a read inside this thread's own write transaction must not wait for another writer
-        if barrier is not None and not self._lock._is_owned():  # type: ignore[attr-defined]
+        if barrier is not None and not getattr(self._in_write, "depth", 0):
             barrier()
         cur = self._con.cursor()
         cur.execute("SET TimeZone = 'UTC'")
@@ -88,6 +89,7 @@ class Store:
             cur = self._con.cursor()
             cur.execute("SET TimeZone = 'UTC'")
             cur.execute("BEGIN TRANSACTION")
+            self._in_write.depth = getattr(self._in_write, "depth", 0) + 1
             try:
                 yield cur
             except BaseException:
@@ -100,6 +102,7 @@ class Store:
                     self._next_seq, self._pending_seq = self._pending_seq, None
                 self.version += 1
             finally:
+                self._in_write.depth -= 1
                 cur.close()
 
     def close(self) -> None:
