@@ -611,3 +611,21 @@ def test_posthog_export_jsonl(workspace: Workspace, tmp_path: Path) -> None:
     assert workspace.engine.sql("SELECT count(DISTINCT person_id) AS n FROM events").column(
         "n"
     ).to_pylist() == [1]
+
+
+def test_read_ahead_yields_in_order_then_raises_the_producers_error() -> None:
+    from funnelscope.ingest.files import _read_ahead
+
+    def produce() -> Any:
+        yield from range(5)
+        raise ValueError("bad block")
+
+    got: list[int] = []
+    with pytest.raises(ValueError, match="bad block"):
+        for item in _read_ahead(produce(), depth=2):
+            got.append(item)
+    assert got == [0, 1, 2, 3, 4]
+    # a consumer that stops early stops the producer too (the generator's close joins it)
+    ahead = _read_ahead(iter(range(1_000_000)), depth=2)
+    assert next(ahead) == 0
+    ahead.close()

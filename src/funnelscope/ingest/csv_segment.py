@@ -1,0 +1,642 @@
+"""A clean chunk of CSV rows kept as a typed Parquet *segment* instead of rows in ``event_log``.
+
+A CSV file is read as text (ingest/files.py) and handed to the pipeline in chunks of
+``files.CHUNK_ROWS``. Before a chunk goes to :func:`~funnelscope.ingest.pipeline.append_events`,
+:func:`import_csv_segment` checks it: cleanliness with numpy (gathered block by block by a
+:class:`ChunkScan` while the file is read), validity with the pipeline's own typing and checks
+in one DuckDB scan. When every row is valid, already as the pipeline would store it, and new,
+the chunk is written once as a typed Parquet file (text as read, ``timestamp`` as a UTC
+timestamp, ``revenue`` as ``decimal(18, 4)``, ``items`` as the canonical list of line-item
+structs, ``properties`` kept as JSON text) and registered as a reference segment
+(store/segments.py), exactly as a clean Parquet import is (ingest/bulk.py). The result is the
+same events, persons, channels and counts the pipeline gives; the chunk just skips the wide
+native-table write, which is the largest cost of a CSV import.
+
+The rule for a chunk (docs/import.md, "CSV segments"):
+
+* at least ``bulk.MIN_SEGMENT_ROWS`` rows, no row already rejected by the parser (bad width,
+  bad bytes), rows numbered without gaps, and a store in a file;
+* every text value is empty or equal to its ``trim()`` (an empty CSV field is NULL);
+* every row passes validation: the pipeline's checks, with one *sufficient* form of the items
+  check (the list parses and no line item, price or quantity is NULL);
+* no ``event_id`` repeats in the chunk or is already stored (within ``pipeline.DEDUP_WINDOW``).
+
+A chunk whose every row passes these checks and whose ids are all stored already (the file was
+imported before) is only counted (``inserted = 0``), with the pipeline's identity shortcut.
+Anything else returns None and the caller sends the chunk to the pipeline unchanged, so
+quarantine codes, row numbers and payloads are the pipeline's.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Final
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from funnelscope.errors import StoreError
+from funnelscope.events.schema import EVENT_SCHEMA, STAGING_COLUMNS
+from funnelscope.events.vocabulary import canonical_event
+from funnelscope.ingest.bulk import MIN_SEGMENT_ROWS
+from funnelscope.ingest.pipeline import (
+    _CHANNEL_KEY,
+    DEDUP_WINDOW,
+    IngestReport,
+    _channel_keys,
+    _checks,
+    _identities_change,
+    _register_channels,
+    _text,
+    _typed_columns,
+)
+from funnelscope.store import segments as seg
+from funnelscope.store.identity import assign_persons
+from funnelscope.store.store import Store
+
+__all__ = ["SEGMENT_ROW_GROUP_ROWS", "ChunkScan", "import_csv_segment"]
+
+#: Rows per row group of a segment file: DuckDB scans a Parquet file one row group per thread.
+SEGMENT_ROW_GROUP_ROWS: Final = 131_072
+#: Columns typed by SQL and written typed; every other stored column is written as read.
+_TYPED: Final = ("timestamp", "revenue", "currency", "items")
+_CURRENCY: Final = "event.unknown_currency"
+#: The inputs of the pipeline's channel keys.
+_CHANNEL_INPUTS: Final = ("utm_source", "utm_medium", "referrer", "page_url")
+#: Columns written without a dictionary: their values rarely repeat.
+_UNIQUE: Final = ("event_id", "timestamp", "properties", "items")
+#: Columns whose Parquet statistics are written.
+_STATISTICS: Final = ("event_id", "timestamp", "user_id", "anonymous_id")
+_ITEM_SHAPE: Final = json.dumps(
+    [
+        {
+            "product_id": "VARCHAR",
+            "sku": "VARCHAR",
+            "name": "VARCHAR",
+            "category": "VARCHAR",
+            "brand": "VARCHAR",
+            "variant": "VARCHAR",
+            "price": "DECIMAL(18,4)",
+            "quantity": "INTEGER",
+        }
+    ]
+)
+_ITEM_SQL_TYPE: Final = (
+    "STRUCT(product_id VARCHAR, sku VARCHAR, name VARCHAR, category VARCHAR, brand VARCHAR, "
+    "variant VARCHAR, price DECIMAL(18, 4), quantity INTEGER)[]"
+)
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _items(schema: pa.Schema) -> tuple[str, str, str]:
+    """Typed items over ``stg s``, "the text is empty", and a sufficient condition for the
+    pipeline's items check over the columns ``items`` and ``_items_empty``.
+
+    The pipeline parses ``NULLIF(trim(x), '')`` when it is a JSON array, and its check compares,
+    per field, the non-null prices (quantities) of the JSON with those of the parsed list. Here:
+
+    * ``json_transform(x)`` without the trim: JSON may only be padded with JSON whitespace, which
+      the parser skips, so a text that parses gives the same list; one that does not (padded
+      with a Unicode space, say) raises, and the chunk takes the pipeline;
+    * no ``json_type`` guard: ``json_transform`` with a list shape gives NULL for every other
+      JSON type (object, string, number, boolean, null), and a NULL list fails the condition;
+    * the condition: no NULL element, price or quantity in the list. Its non-null counts are then
+      the list's length, and the JSON cannot have more (``json_transform`` maps element to
+      element and reads exactly the key ``price``, case-sensitively, the first of duplicates),
+      so the pipeline's check holds. tests/unit/test_csv_segment.py pins these behaviours.
+    """
+    if "items" not in schema.names:
+        return f"CAST(NULL AS {_ITEM_SQL_TYPE})", "TRUE", "TRUE"
+    shape = _ITEM_SHAPE.replace("'", "''")
+    empty = "(s.items IS NULL OR s.items = '')"
+    parsed = (
+        f"CASE WHEN NOT {empty} "
+        f"THEN TRY_CAST(json_transform(s.items, '{shape}') AS {_ITEM_SQL_TYPE}) END"
+    )
+    ok = (
+        "(_items_empty OR coalesce(len(list_filter(items, lambda x: x IS NULL "
+        "OR x.price IS NULL OR x.quantity IS NULL)) = 0, FALSE))"
+    )
+    return parsed, empty, ok
+
+
+def _checked_sql(schema: pa.Schema, store_currency: str, *, clean: bool) -> str:
+    """One scan of ``stg`` (staging columns, ``_row`` and :func:`_derived_columns`): the typed
+    columns the segment and the side table need, and a problem of each row (``_reason``:
+    the pipeline's checks, order and codes, with :func:`_items` for the items check).
+
+    ``clean``: every text value is empty or equal to its ``trim()``, which makes trimming a
+    no-op (the pipeline trims every text value: 0.1 s per column and 1M rows).
+    """
+    cols, _, _ = _typed_columns(schema, store_currency)
+    # the currency check is left to _verdict, over the distinct currencies: its list literal
+    # makes DuckDB return the rows out of order (and the file must keep the CSV's order)
+    reason = (
+        "CASE "
+        + " ".join(
+            f"WHEN {cond} THEN '{code}'"
+            for code, cond, _ in _checks('"timestamp"')
+            if code != _CURRENCY
+        )
+        + " END"
+    )
+    if clean:
+        # text equal to its trim(): NULLIF(x, '') is the pipeline's NULLIF(trim(x), '')
+        for name in schema.names:
+            if name not in (*_TYPED, "_row"):
+                text = _text(name, pa.string())
+                cols = {k: v.replace(text, f"NULLIF(s.{_q(name)}, '')") for k, v in cols.items()}
+    cols["event"] = "s._event"  # the canonical name, from _derived_columns (no join: keeps order)
+    items, items_empty, items_ok = _items(schema)
+    typed = ",\n  ".join(
+        f"{cols[c]} AS {_q(c)}"
+        for c in (
+            "event_id",
+            "user_id",
+            "anonymous_id",
+            "previous_id",
+            "timestamp",
+            "event",
+            "properties",
+            "revenue",
+            "currency",
+            "_props_ok",
+            "_rev_raw",
+        )
+    )
+    keys = ", ".join(f"s.{name}" for name in _CHANNEL_KEY)
+    return (
+        f"WITH typed AS (SELECT s._row,\n  {typed},\n  {items} AS items, "
+        f"{items_empty} AS _items_empty, {keys}\n FROM stg s),\n"
+        f"checked AS (SELECT *, {items_ok} AS _items_ok FROM typed)\n"
+        'SELECT _row, event_id, user_id, anonymous_id, previous_id, "timestamp", event, '
+        f"revenue, currency, items, {keys.replace('s.', '')}, {reason} AS _reason FROM checked"
+    )
+
+
+Codes = Callable[[str], tuple[pa.Array, np.ndarray]]
+
+
+def _per_distinct(
+    con: duckdb.DuckDBPyConnection,
+    rows: int,
+    codes_of: Codes,
+    inputs: list[str],
+    exprs: dict[str, str],
+) -> pa.Table:
+    """``exprs`` (SQL over ``s``, the columns ``inputs``) for every row of ``staging``, each
+    evaluated once per distinct combination of the inputs and spread back with a take."""
+    key = np.zeros(rows, np.int64)
+    size = 1
+    codes = []
+    for name in inputs:
+        dictionary, indices = codes_of(name)
+        width = max(len(dictionary), 1)
+        if size * width >= 1 << 62:  # keep the combined key in an int64: renumber densely
+            _, key = np.unique(key, return_inverse=True)
+            size = int(key.max()) + 1 if rows else 1
+        key = key * width + indices
+        size *= width
+        codes.append((dictionary, indices))
+    if size <= 4 * rows + 1024:  # few combinations: a table lookup, no sort
+        seen = np.zeros(size, bool)
+        seen[key] = True
+        dense = np.cumsum(seen) - 1
+        inverse = dense[key]
+        first = np.zeros(int(seen.sum()), np.int64)
+        first[inverse[::-1]] = np.arange(rows - 1, -1, -1)  # the first row of each
+    else:
+        _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    distinct = {
+        name: d.take(pa.array(i[first])) for name, (d, i) in zip(inputs, codes, strict=True)
+    }
+    values = _evaluate(con, distinct, len(first), exprs)
+    take = pa.array(inverse.reshape(-1))
+    return pa.table({name: values.column(name).take(take) for name in exprs})
+
+
+def _evaluate(
+    con: duckdb.DuckDBPyConnection, columns: dict[str, pa.Array], rows: int, exprs: dict[str, str]
+) -> pa.Table:
+    """``exprs`` over the (few) rows of ``columns``, in their order."""
+    table = pa.table({**columns, "_i": pa.array(np.arange(rows, dtype=np.int64))})
+    con.register("_distinct", table)
+    select = ", ".join(f"{expr} AS {_q(name)}" for name, expr in exprs.items())
+    values = con.sql(f"SELECT {select} FROM _distinct s ORDER BY _i").to_arrow_table()
+    con.unregister("_distinct")
+    return values
+
+
+def _derived_columns(
+    con: duckdb.DuckDBPyConnection, staging: pa.Table, codes_of: Codes
+) -> pa.Table:
+    """Per row: the canonical event name and the channel keys, as the pipeline computes them
+    (``_event_names``, ``_channel_keys``), each once per distinct input. The URL regular
+    expressions are the most expensive part of validation, and the join to the event name map
+    would reorder the rows; a shop has few distinct names, landing pages and referrers."""
+    inputs = [c for c in _CHANNEL_INPUTS if c in staging.column_names]
+    cols, _, _ = _typed_columns(pa.schema([(c, pa.string()) for c in inputs]), "XXX")
+    keys = _per_distinct(con, staging.num_rows, codes_of, inputs, _channel_keys(cols))
+    if "event" not in staging.column_names:
+        names = pa.nulls(staging.num_rows, pa.string())
+    else:
+        dictionary, indices = codes_of("event")
+        raw = _evaluate(
+            con, {"event": dictionary}, len(dictionary), {"raw": _text("event", pa.string())}
+        )
+        canonical = pa.array(
+            [None if v is None else canonical_event(v) for v in raw.column("raw").to_pylist()],
+            pa.string(),
+        )
+        names = canonical.take(pa.array(indices))
+    return keys.append_column("_event", names)
+
+
+def _verdict(con: duckdb.DuckDBPyConnection, rows: int, clean: bool) -> str:
+    """``segment`` (every row valid, clean and new), ``stored`` (every row valid, every id
+    already stored) or ``pipeline``."""
+    valid, distinct, lo, hi = con.execute(
+        "SELECT count(*) FILTER (_reason IS NULL), count(DISTINCT event_id), "
+        'min("timestamp"), max("timestamp") FROM _v'
+    ).fetchall()[0]
+    if valid != rows or lo is None:
+        return "pipeline"
+    currency = next(cond for code, cond, _ in _checks('"timestamp"') if code == _CURRENCY)
+    (unknown,) = con.execute(
+        f"SELECT count(*) FROM (SELECT DISTINCT currency FROM _v) WHERE {currency}"
+    ).fetchall()[0]
+    if unknown:
+        return "pipeline"
+    (already,) = con.execute(
+        "SELECT count(DISTINCT v.event_id) FROM _v v WHERE EXISTS (SELECT 1 FROM event_keys e "
+        'WHERE e.event_id = v.event_id AND e."timestamp" BETWEEN $1 AND $2)',
+        [lo - DEDUP_WINDOW, hi + DEDUP_WINDOW],
+    ).fetchall()[0]
+    if already and already == distinct:
+        return "stored"
+    if clean and distinct == rows and not already:
+        return "segment"
+    return "pipeline"
+
+
+def _first_stored(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the chunk's first event_id is stored (a re-import, most likely)."""
+    (found,) = con.execute(
+        'SELECT count(*) FROM (SELECT event_id, "timestamp" FROM _v LIMIT 1) v '
+        "WHERE EXISTS (SELECT 1 FROM event_keys e WHERE e.event_id = v.event_id "
+        'AND e."timestamp" BETWEEN v."timestamp" - $1 AND v."timestamp" + $1)',
+        [DEDUP_WINDOW],
+    ).fetchall()[0]
+    return bool(found)
+
+
+def _suspects(column: pa.Array | pa.ChunkedArray) -> list[pa.Array] | None:
+    """The values of a text column that may differ from their SQL ``trim()``; None when one
+    surely does.
+
+    ``trim()`` removes the space and Unicode spaces (all non-ASCII): a value whose first and
+    last bytes are ASCII other than the space is equal to it. The few others (a name ending in
+    "é") are left to :func:`_all_trimmed`.
+    """
+    out = []
+    for chunk in column.chunks if isinstance(column, pa.ChunkedArray) else [column]:
+        data = chunk.buffers()[2]
+        if not len(chunk) or data is None:
+            continue
+        offsets = np.frombuffer(chunk.buffers()[1], np.int32)[
+            chunk.offset : chunk.offset + len(chunk) + 1
+        ]
+        raw = np.frombuffer(data, np.uint8)
+        filled = offsets[1:] > offsets[:-1]
+        head = raw[offsets[:-1][filled]]
+        tail = raw[offsets[1:][filled] - 1]
+        if (head == 0x20).any() or (tail == 0x20).any():
+            return None
+        odd = (head >= 0x80) | (tail >= 0x80)
+        if odd.any():
+            mask = np.zeros(len(chunk), bool)
+            mask[np.flatnonzero(filled)[odd]] = True
+            out.append(chunk.filter(pa.array(mask)))
+    return out
+
+
+def _all_trimmed(con: duckdb.DuckDBPyConnection, suspects: list[pa.Array]) -> bool:
+    if not suspects:
+        return True
+    con.register("_suspects", pa.table({"v": pa.chunked_array(suspects, pa.string())}))
+    (same,) = con.execute("SELECT bool_and(v = trim(v)) FROM _suspects").fetchall()[0]
+    con.unregister("_suspects")
+    return bool(same)
+
+
+class ChunkScan:
+    """What :func:`import_csv_segment` needs of a chunk besides SQL, gathered block by block.
+
+    The CSV reader stages each block on the importing thread while the next blocks are parsed
+    on another; checking a block's text for cleanliness here uses that time instead of the
+    import's. :meth:`codes` encodes the columns the event names and channels derive from, once
+    the chunk is complete (one hash table per column: cheaper than merging per-block ones).
+
+    Examples
+    --------
+    >>> import pyarrow as pa
+    >>> scan = ChunkScan()
+    >>> scan.add(pa.table({"event": ["a", "b "], "_row": pa.array([0, 1], pa.int64())}))
+    >>> scan.rows, scan.is_clean
+    (2, False)
+    """
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.is_clean = True
+        self.suspects: list[pa.Array] = []
+        self._columns: dict[str, list[pa.Array]] = {}
+
+    def add(self, block: pa.Table) -> None:
+        """Scan the next block of the chunk (text staging columns and ``_row``)."""
+        self.rows += block.num_rows
+        for name in block.column_names:
+            if (
+                name in _TYPED
+                or name == "_row"
+                or not pa.types.is_string(block.schema.field(name).type)
+            ):
+                continue
+            column = block.column(name)
+            if self.is_clean:
+                found = _suspects(column)
+                if found is None:
+                    self.is_clean = False
+                else:
+                    self.suspects.extend(found)
+            if name in (*_CHANNEL_INPUTS, "event"):
+                self._columns.setdefault(name, []).extend(column.chunks)
+
+    def codes(self, name: str) -> tuple[pa.Array, np.ndarray]:
+        """(distinct values of column ``name``, each row's index into them): Arrow's hash
+        encoding of the whole chunk, NULL a value too."""
+        chunks = self._columns.get(name, [])
+        if not chunks:
+            return pa.array([], pa.string()), np.empty(0, np.int64)
+        encoded = pc.dictionary_encode(pa.chunked_array(chunks), null_encoding="encode").chunks
+        # a chunked encode shares one memo across chunks: the last dictionary has every value
+        dictionary = encoded[-1].dictionary
+        if any(len(c.dictionary) > len(dictionary) for c in encoded):
+            whole = pc.dictionary_encode(pa.concat_arrays(chunks), null_encoding="encode")
+            return whole.dictionary, whole.indices.to_numpy().astype(np.int64)
+        indices = np.concatenate([c.indices.to_numpy() for c in encoded]).astype(np.int64)
+        return dictionary, indices
+
+
+def _as_null(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A text column with its empty values as NULL (what the pipeline stores for ``''``).
+
+    The validity bitmap is computed from the offsets with numpy; the text buffers are shared.
+    """
+    chunks = []
+    for chunk in column.chunks:
+        offsets = np.frombuffer(chunk.buffers()[1], np.int32)[
+            chunk.offset : chunk.offset + len(chunk) + 1
+        ]
+        empty = offsets[1:] == offsets[:-1]
+        if not empty.any():
+            chunks.append(chunk)
+        elif chunk.null_count or chunk.offset:
+            chunks.append(pc.if_else(pa.array(empty), pa.scalar(None, pa.string()), chunk))
+        else:
+            validity = pa.py_buffer(np.packbits(~empty, bitorder="little"))
+            chunks.append(
+                pa.Array.from_buffers(
+                    pa.string(),
+                    len(chunk),
+                    [validity, chunk.buffers()[1], chunk.buffers()[2]],
+                    offset=chunk.offset,
+                )
+            )
+    return pa.chunked_array(chunks, pa.string())
+
+
+def _segment_columns(names: list[str]) -> list[str]:
+    """The stored columns a chunk with staging columns ``names`` has, in store order; a
+    ``currency`` column is added where the pipeline fills in the store currency."""
+    present = set(names)
+    if "revenue" in present:
+        present.add("currency")
+    return [n for n in EVENT_SCHEMA.names if n in present]
+
+
+def _segment_table(staging: pa.Table, checked: pa.Table, first_row: int) -> pa.Table:
+    """The segment file in staging order: typed columns from ``checked`` (in the order DuckDB
+    produced them), the others as read ('' as NULL)."""
+    typed = checked.select([n for n in _TYPED if n in checked.column_names])
+    position = checked.column("_row").to_numpy() - first_row
+    if not (position == np.arange(len(position))).all():
+        # DuckDB's parallel scan returns checked's rows in any order, a permutation of staging's
+        order = np.empty(len(position), np.int64)
+        order[position] = np.arange(len(position), dtype=np.int64)
+        typed = typed.take(pa.array(order))
+    return pa.table(
+        {
+            name: typed.column(name) if name in _TYPED else _as_null(staging.column(name))
+            for name in _segment_columns(staging.column_names)
+        }
+    )
+
+
+class _Writer(threading.Thread):
+    """Writes the segment file on the other core while DuckDB stitches (pyarrow drops the GIL)."""
+
+    def __init__(self, table: pa.Table, path: Path) -> None:
+        super().__init__(name="csv-segment-writer", daemon=True)
+        self.table, self.path = table, path
+        self.error: BaseException | None = None
+
+    @classmethod
+    def started(cls, table: pa.Table, path: Path) -> _Writer:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        writer = cls(table, path)
+        writer.start()
+        return writer
+
+    def run(self) -> None:
+        try:
+            pq.write_table(
+                self.table,
+                self.path,
+                row_group_size=SEGMENT_ROW_GROUP_ROWS,
+                # statistics where readers filter (dedup by id and time, a person's events);
+                # min/max of every text column would cost a fifth of the write
+                write_statistics=[c for c in _STATISTICS if c in self.table.column_names],
+                # no dictionary attempt for columns of (nearly) unique values
+                use_dictionary=[c for c in self.table.column_names if c not in _UNIQUE],
+            )
+        except BaseException as exc:  # re-raised by the importing thread
+            self.error = exc
+
+    def discard(self) -> None:
+        self.join()
+        self.path.unlink(missing_ok=True)
+
+    def finish(self) -> None:
+        self.join()
+        if self.error is not None:
+            raise StoreError(f"writing segment file {self.path} failed: {self.error}")
+
+
+def import_csv_segment(
+    store: Store,
+    staging: pa.Table,
+    *,
+    source: str,
+    received_at: datetime,
+    scan: ChunkScan | None = None,
+) -> IngestReport | None:
+    """Store one chunk of text staging rows as a segment; None when it must take the pipeline.
+
+    ``staging`` is what :func:`~funnelscope.ingest.pipeline.append_events` would get: text
+    columns named as the staging columns and ``_row``, the CSV record number. ``scan``: the
+    same rows added block by block to a :class:`ChunkScan` (else they are scanned here).
+    Nothing is written when None is returned.
+
+    Examples
+    --------
+    >>> from datetime import UTC, datetime
+    >>> import funnelscope, pyarrow as pa, tempfile, pathlib
+    >>> n = 10_000
+    >>> staging = pa.table({
+    ...     "event_id": [f"e{i}" for i in range(n)],
+    ...     "timestamp": ["2024-05-01T10:00:00Z"] * n,
+    ...     "event": ["Order Completed"] * n,
+    ...     "user_id": [f"u{i % 100}" for i in range(n)],
+    ...     "_row": pa.array(range(n), pa.int64())})
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> with funnelscope.open(folder / "shop.duckdb") as ws:
+    ...     r = import_csv_segment(ws.store, staging, source="import:e.csv",
+    ...                            received_at=datetime(2024, 6, 1, tzinfo=UTC))
+    ...     (r.inserted, ws.store.query("SELECT count(*) FROM event_segments")[0][0])
+    (10000, 1)
+    """
+    folder = seg.segments_folder(store.path)
+    rows = staging.num_rows
+    if folder is None or rows < MIN_SEGMENT_ROWS or "_row" not in staging.column_names:
+        return None
+    if set(staging.column_names) - {*STAGING_COLUMNS, "_row"}:
+        return None
+    if any(not pa.types.is_string(f.type) for f in staging.schema if f.name != "_row"):
+        return None  # typed staging (frames, Parquet) has its own road
+    first, last = pc.min_max(staging.column("_row")).values()
+    first_row = int(first.as_py())
+    if int(last.as_py()) - first_row + 1 != rows:
+        return None  # the side table's seq range must match the file's rows
+    try:
+        if scan is None or scan.rows != rows:
+            scan = ChunkScan()
+            scan.add(staging)
+        return _import(store, staging, scan, folder, first_row, source, received_at)
+    except _Pipeline:
+        return None
+
+
+class _Pipeline(Exception):
+    """The chunk must take the pipeline: raised inside the transaction so it rolls back."""
+
+
+def _import(
+    store: Store,
+    staging: pa.Table,
+    scan: ChunkScan,
+    folder: Path,
+    first_row: int,
+    source: str,
+    received_at: datetime,
+) -> IngestReport:
+    rows = staging.num_rows
+    report = IngestReport(source=source, rows=rows, accepted=rows)
+    writer: _Writer | None = None
+    target: Path | None = None
+    try:
+        with store.write() as con:
+            clean = scan.is_clean and _all_trimmed(con, scan.suspects)
+            stg = staging
+            derived = _derived_columns(con, staging, scan.codes)
+            for name in derived.column_names:
+                stg = stg.append_column(name, derived.column(name))
+            con.register("stg", stg)
+            sql = _checked_sql(staging.schema, store.currency, clean=clean).replace(
+                "$received_at", "$1"
+            )
+            try:
+                checked = con.sql(sql, params=[received_at]).to_arrow_table()
+            except (duckdb.InvalidInputException, duckdb.ConversionException):
+                raise _Pipeline from None  # items text that is not JSON: the pipeline's case
+            con.register("_v", checked)
+            segment_id = seg.next_segment_id(con)
+            partial = folder / f".{segment_id}.parquet.partial"
+            if clean and checked.column("_reason").null_count == rows and not _first_stored(con):
+                # likely a segment: write the file on the other core from now on (verdict,
+                # stitching and the side table run meanwhile); dropped if the verdict says no
+                writer = _Writer.started(_segment_table(staging, checked, first_row), partial)
+            verdict = _verdict(con, rows, clean)
+            if verdict != "segment" and writer is not None:
+                writer.discard()
+                writer = None
+            if verdict == "pipeline":
+                raise _Pipeline
+            if verdict == "segment" and writer is None:
+                writer = _Writer.started(_segment_table(staging, checked, first_row), partial)
+            # as the pipeline: nothing to stitch when every id is known and nothing merges
+            if verdict == "segment" or _identities_change(con):
+                con.execute(
+                    "CREATE OR REPLACE TEMP VIEW _good AS SELECT user_id, anonymous_id, "
+                    'previous_id, "timestamp" FROM _v'
+                )
+                assign_persons(con, "_good")
+                con.execute("DROP VIEW _good")
+            if writer is None:  # stored: every row is a duplicate
+                report.duplicates = rows
+                return report
+            _register_channels(con)
+            first_seq = store.next_seq(con)
+            con.execute(
+                f"CREATE TABLE {seg.side_table(segment_id)} AS "
+                "SELECT $1 + v._row - $2 AS seq, i.person_id, v.event, k.channel "
+                "FROM _v v JOIN _channels k USING (_ch_src, _ch_med, _ch_ref, _ch_internal) "
+                "JOIN identities i ON i.distinct_id = coalesce(v.user_id, v.anonymous_id) "
+                "ORDER BY v._row",
+                [first_seq, first_row],
+            )
+            con.execute("DROP TABLE _channels")
+            writer.finish()
+            target = folder / f"{segment_id}.parquet"
+            writer.path.replace(target)
+            seg.register_segment(
+                con,
+                segment_id=segment_id,
+                kind="reference",
+                columns={name: name for name in _segment_columns(staging.column_names)},
+                source=source,
+                received_at=received_at,
+                row_count=rows,
+                first_seq=first_seq,
+                last_seq=first_seq + rows - 1,
+                store_path=store.path,
+            )
+            store.advance_seq(first_seq + rows)
+            report.inserted = rows
+    except BaseException:
+        if writer is not None:
+            writer.discard()
+        if target is not None:
+            target.unlink(missing_ok=True)
+        raise
+    return report
