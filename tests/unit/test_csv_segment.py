@@ -17,8 +17,9 @@ import pytest
 
 import funnelscope
 from funnelscope.ingest.bulk import MIN_SEGMENT_ROWS
-from funnelscope.ingest.csv_segment import _ITEM_SHAPE, ChunkScan, import_csv_segment
+from funnelscope.ingest.csv_segment import ChunkScan, import_csv_segment
 from funnelscope.ingest.files import ingest_file
+from funnelscope.ingest.pipeline import _ITEM_JSON_SHAPE
 from funnelscope.workspace import Workspace
 
 RECEIVED = datetime(2024, 7, 1, tzinfo=UTC)
@@ -247,7 +248,9 @@ def test_a_file_with_an_id_already_stored_inserts_only_the_new_rows(tmp_path: Pa
 
 # -- the DuckDB behaviours the shortcut relies on -----------------------------------------------
 
-ITEMS = f"TRY_CAST(json_transform(?, '{_ITEM_SHAPE}') AS STRUCT(product_id VARCHAR, sku VARCHAR, "
+ITEMS = (
+    f"TRY_CAST(json_transform(?, '{_ITEM_JSON_SHAPE}') AS STRUCT(product_id VARCHAR, sku VARCHAR, "
+)
 ITEMS += "name VARCHAR, category VARCHAR, brand VARCHAR, variant VARCHAR, price DECIMAL(18, 4), "
 ITEMS += "quantity INTEGER)[])"
 

@@ -42,6 +42,7 @@ from funnelscope.events.currency import ISO_CURRENCIES
 from funnelscope.events.schema import EVENT_SCHEMA, ITEM_TYPE, STAGING_COLUMNS
 from funnelscope.ingest.pipeline import (
     _CHANNEL_KEY,
+    _CHECKED,
     DEDUP_WINDOW,
     IngestReport,
     _channel_keys,
@@ -108,21 +109,7 @@ def _stage_view(con: duckdb.DuckDBPyConnection, path: Path, plan: dict[str, str]
 def _checked_sql(schema: pa.Schema, store_currency: str) -> str:
     """The pipeline's validation over ``stg`` plus ``_clean``: the row is stored unchanged."""
     cols, reason, message = _typed_columns(schema, store_currency)
-    keep = (
-        "event_id",
-        "user_id",
-        "anonymous_id",
-        "previous_id",
-        "timestamp",
-        "event",
-        "properties",
-        "revenue",
-        "currency",
-        "_props_ok",
-        "_items_ok",
-        "_rev_raw",
-    )
-    typed = ",\n  ".join(f"{cols[c]} AS {_q(c)}" for c in keep)
+    typed = ",\n  ".join(f"{cols[c]} AS {_q(c)}" for c in _CHECKED)
     keys = ", ".join(f"{expr} AS {name}" for name, expr in _channel_keys(cols).items())
     return (
         f"WITH typed AS (SELECT s._row,\n  {typed},\n  {keys},\n"
@@ -353,17 +340,14 @@ def import_parquet_segment(
             columns = {name: col for name, col in plan.items() if name in EVENT_SCHEMA.names}
             seg.register_segment(
                 con,
+                store,
                 segment_id=segment_id,
-                kind="reference",
                 columns=columns,
                 source=source,
                 received_at=received_at,
                 row_count=rows,
                 first_seq=first_seq,
-                last_seq=first_seq + rows - 1,
-                store_path=store.path,
             )
-            store.advance_seq(first_seq + rows)
             report.inserted = rows
             _drop_temp(con)
     except BaseException:
@@ -421,17 +405,14 @@ def _add_segment(
     target = copy.place(segment_id)
     seg.register_segment(
         con,
+        store,
         segment_id=segment_id,
-        kind="reference",
         columns={name: col for name, col in plan.items() if name in EVENT_SCHEMA.names},
         source=source,
         received_at=received_at,
         row_count=total,
         first_seq=first_seq,
-        last_seq=first_seq + total - 1,
-        store_path=store.path,
     )
-    store.advance_seq(first_seq + total)
     return target
 
 

@@ -29,7 +29,6 @@ quarantine codes, row numbers and payloads are the pipeline's.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable
 from datetime import datetime
@@ -45,9 +44,11 @@ import pyarrow.parquet as pq
 from funnelscope.errors import StoreError
 from funnelscope.events.schema import EVENT_SCHEMA, STAGING_COLUMNS
 from funnelscope.events.vocabulary import canonical_event
-from funnelscope.ingest.bulk import MIN_SEGMENT_ROWS
+from funnelscope.ingest.bulk import _CHANNEL_INPUTS, MIN_SEGMENT_ROWS
 from funnelscope.ingest.pipeline import (
     _CHANNEL_KEY,
+    _CHECKED,
+    _ITEM_JSON_SHAPE,
     DEDUP_WINDOW,
     IngestReport,
     _channel_keys,
@@ -68,26 +69,10 @@ SEGMENT_ROW_GROUP_ROWS: Final = 131_072
 #: Columns typed by SQL and written typed; every other stored column is written as read.
 _TYPED: Final = ("timestamp", "revenue", "currency", "items")
 _CURRENCY: Final = "event.unknown_currency"
-#: The inputs of the pipeline's channel keys.
-_CHANNEL_INPUTS: Final = ("utm_source", "utm_medium", "referrer", "page_url")
 #: Columns written without a dictionary: their values rarely repeat.
 _UNIQUE: Final = ("event_id", "timestamp", "properties", "items")
 #: Columns whose Parquet statistics are written.
 _STATISTICS: Final = ("event_id", "timestamp", "user_id", "anonymous_id")
-_ITEM_SHAPE: Final = json.dumps(
-    [
-        {
-            "product_id": "VARCHAR",
-            "sku": "VARCHAR",
-            "name": "VARCHAR",
-            "category": "VARCHAR",
-            "brand": "VARCHAR",
-            "variant": "VARCHAR",
-            "price": "DECIMAL(18,4)",
-            "quantity": "INTEGER",
-        }
-    ]
-)
 _ITEM_SQL_TYPE: Final = (
     "STRUCT(product_id VARCHAR, sku VARCHAR, name VARCHAR, category VARCHAR, brand VARCHAR, "
     "variant VARCHAR, price DECIMAL(18, 4), quantity INTEGER)[]"
@@ -117,7 +102,7 @@ def _items(schema: pa.Schema) -> tuple[str, str, str]:
     """
     if "items" not in schema.names:
         return f"CAST(NULL AS {_ITEM_SQL_TYPE})", "TRUE", "TRUE"
-    shape = _ITEM_SHAPE.replace("'", "''")
+    shape = _ITEM_JSON_SHAPE.replace("'", "''")
     empty = "(s.items IS NULL OR s.items = '')"
     parsed = (
         f"CASE WHEN NOT {empty} "
@@ -160,19 +145,8 @@ def _checked_sql(schema: pa.Schema, store_currency: str, *, clean: bool) -> str:
     items, items_empty, items_ok = _items(schema)
     typed = ",\n  ".join(
         f"{cols[c]} AS {_q(c)}"
-        for c in (
-            "event_id",
-            "user_id",
-            "anonymous_id",
-            "previous_id",
-            "timestamp",
-            "event",
-            "properties",
-            "revenue",
-            "currency",
-            "_props_ok",
-            "_rev_raw",
-        )
+        for c in _CHECKED
+        if c != "_items_ok"  # items are checked apart (_items)
     )
     keys = ", ".join(f"s.{name}" for name in _CHANNEL_KEY)
     return (
@@ -621,17 +595,14 @@ def _import(
             writer.path.replace(target)
             seg.register_segment(
                 con,
+                store,
                 segment_id=segment_id,
-                kind="reference",
                 columns={name: name for name in _segment_columns(staging.column_names)},
                 source=source,
                 received_at=received_at,
                 row_count=rows,
                 first_seq=first_seq,
-                last_seq=first_seq + rows - 1,
-                store_path=store.path,
             )
-            store.advance_seq(first_seq + rows)
             report.inserted = rows
     except BaseException:
         if writer is not None:

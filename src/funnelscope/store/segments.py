@@ -34,11 +34,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import duckdb
 
 from funnelscope.events.schema import EVENT_SCHEMA
+
+if TYPE_CHECKING:  # the store imports this module
+    from funnelscope.store.store import Store
 
 __all__ = [
     "SEGMENT_KINDS",
@@ -285,34 +288,34 @@ def next_segment_id(con: duckdb.DuckDBPyConnection) -> int:
 
 def register_segment(
     con: duckdb.DuckDBPyConnection,
+    store: Store,
     *,
     segment_id: int,
-    kind: str,
     columns: dict[str, str],
     source: str,
     received_at: datetime,
     row_count: int,
     first_seq: int,
-    last_seq: int,
-    store_path: Path,
 ) -> None:
-    """Record a segment whose file (and side table) exist, and rebuild the views."""
+    """Record a reference segment whose file (and side table) exist, rebuild the views, and
+    move the store's next ``seq`` past its rows (committed with the caller's transaction)."""
     con.execute(
         "INSERT INTO event_segments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             segment_id,
-            kind,
+            "reference",
             f"{int(segment_id)}.parquet",
             json.dumps(columns),
             source,
             received_at,
             row_count,
             first_seq,
-            last_seq,
+            first_seq + row_count - 1,
             received_at,
         ],
     )
-    refresh_views(con, store_path)
+    refresh_views(con, store.path)
+    store.advance_seq(first_seq + row_count)
 
 
 def compact_segments(
