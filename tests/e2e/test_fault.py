@@ -6,7 +6,7 @@ An acknowledgement means "fsynced to the journal"; the store is loaded from it i
 So each kill leaves acknowledged events that are only in the journal, and each restart has to
 replay it before it answers ready (the server log says so, which the test checks).
 
-The load generator is this file run as a script (``python test_fault.py loadgen ...``): a
+The load generator is this file run as a module (``python -m tests.e2e.test_fault loadgen ...``): a
 separate process, so the kills cannot touch it.
 """
 
@@ -17,7 +17,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+
+from tests.e2e.serving import free_port, start_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -78,43 +79,6 @@ def loadgen(port: int, key: str, acked_path: Path, stop_path: Path) -> None:
                 time.sleep(0.05)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_server(store: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from funnelscope.cli.main import main; main()",
-            "serve",
-            "--store",
-            str(store),
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            conn.request("GET", "/readyz")
-            if conn.getresponse().status == 200:
-                return proc
-        except OSError:
-            pass
-        assert proc.poll() is None, log.read_text()
-        time.sleep(0.1)
-    raise AssertionError("server did not become ready:\n" + log.read_text())
-
-
 def test_kill_9_loses_no_acknowledged_event(tmp_path: Path) -> None:
     import funnelscope
     from funnelscope.keys import create_key
@@ -125,8 +89,10 @@ def test_kill_9_loses_no_acknowledged_event(tmp_path: Path) -> None:
     port = free_port()
     acked_path, stop_path, log = tmp_path / "acked.txt", tmp_path / "stop", tmp_path / "srv.log"
     server = start_server(store, port, log)
+    paths = (str(acked_path), str(stop_path))
     generator = subprocess.Popen(
-        [sys.executable, __file__, "loadgen", str(port), key, str(acked_path), str(stop_path)]
+        [sys.executable, "-m", "tests.e2e.test_fault", "loadgen", str(port), key, *paths],
+        cwd=Path(__file__).parents[2],  # the repository root, where `tests` is a package
     )
     try:
         for _ in range(KILLS):

@@ -4,11 +4,7 @@
 
 from __future__ import annotations
 
-import http.client
 import json
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,17 +20,12 @@ from funnelscope.api import ApiSettings, create_app
 from funnelscope.api.server import BackgroundServer
 from funnelscope.cli.main import main
 from funnelscope.keys import create_key
+from tests.e2e.serving import free_port, start_server
 
 pytestmark = pytest.mark.e2e
 
 NOW = datetime(2024, 5, 1, tzinfo=UTC)
 TS = "2024-05-01T10:00:00Z"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _send(url: str, token: str, message_id: str) -> int:
@@ -72,42 +63,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str
     # the bootstrap a user does once, with the server stopped
     with funnelscope.open(store) as ws:
         admin = create_key(ws.store, "read", "ops", now=NOW, is_admin=True).token
-    port = _free_port()
-    log = folder / "serve.log"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from funnelscope.cli.main import main; main()",
-            "serve",
-            "--store",
-            str(store),
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--webhooks-every",
-            "0",
-            "--segments-every",
-            "0",
-            "--goals-every",
-            "0",
-        ],
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
+    port = free_port()
+    proc = start_server(
+        store,
+        port,
+        folder / "serve.log",
+        *("--webhooks-every", "0", "--segments-every", "0", "--goals-every", "0"),
     )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            conn.request("GET", "/readyz")
-            if conn.getresponse().status == 200:
-                break
-        except OSError:
-            pass
-        assert proc.poll() is None, log.read_text()
-        assert time.monotonic() < deadline, "server did not start:\n" + log.read_text()
-        time.sleep(0.1)
     try:
         yield store, f"http://127.0.0.1:{port}", admin
     finally:
@@ -199,7 +161,7 @@ def test_cli_through_the_server_bad_input(
 
 
 def test_cli_unreachable_server_is_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
-    url = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     code, _, err = _cli(capsys, "keys", "list", "--server", url, "--key", "fsa_x")
     assert code == 1 and "cannot reach the funnelscope server" in err
 
