@@ -1,7 +1,7 @@
 """Real time over a real server: an acknowledged event is in the live view within 1 s, both
 in ``GET /api/v1/live`` and in the server-sent-events stream.
 
-Acknowledged means journaled; the loader moves the journal into the store within ~200 ms, and a
+Acknowledged means journaled; the loader moves the journal into the store about once a second, and a
 read of the store in the server process first waits for what was acknowledged before it."""
 
 from __future__ import annotations

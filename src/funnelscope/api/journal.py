@@ -91,8 +91,10 @@ class JournalSettings:
     #: Events acknowledged but not loaded yet; beyond this, requests get 503 + Retry-After
     #: (bounds the journal on disk, ~0.5 KB per event, when the store cannot keep up).
     max_backlog_events: int = 1_000_000
-    #: The loader loads at most this often while events keep arriving...
-    load_interval_seconds: float = 0.2
+    #: The loader loads at most this often while events keep arriving (a read of the store loads
+    #: at once)... Each load has a fixed cost of tens of milliseconds: loading every second
+    #: instead of every 200 ms cut the server's CPU per event by ~18% (docs/collector.md).
+    load_interval_seconds: float = 1.0
     #: ...or sooner, once this many events are waiting.
     load_at_events: int = 20_000
     #: Most events loaded in one transaction (a large backlog is loaded in several).

@@ -2,7 +2,7 @@
 server-sent events (``GET /api/v1/live/stream``, one frame per second).
 
 Each number is one SQL query on the store. The collector acknowledges an event once it is in the
-journal and loads the journal within ~200 ms; a read of the store first waits until everything
+journal and loads the journal about once a second; a read of the store first waits until everything
 acknowledged before it is loaded (:meth:`funnelscope.api.journal.JournalLoader.sync`), so an
 acknowledged event is in the next frame.
 Windows are on event time (``timestamp``, clock-skew corrected by the collector), ending at the
