@@ -157,18 +157,7 @@ def _scan_sql(schema: pa.Schema, store_currency: str) -> str:
     cols, _, _ = _typed_columns(schema, store_currency)
     names = set(schema.names)
     typed = {
-        **{
-            c: cols[c]
-            for c in (
-                "timestamp",
-                "properties",
-                "revenue",
-                "currency",
-                "_props_ok",
-                "_items_ok",
-                "_rev_raw",
-            )
-        },
+        **{c: cols[c] for c in _CHECKED if c not in _RAW_CHECKED},
         **{c: f"s.{_q(c)}" if c in names else "CAST(NULL AS VARCHAR)" for c in _RAW_CHECKED},
     }
     select = ",\n  ".join(f"{expr} AS {_q(name)}" for name, expr in typed.items())

@@ -425,8 +425,9 @@ def _commerce(props: dict[str, Any], *, lift_product: bool) -> tuple[str | None,
     return revenue, currency, order, cart, items_json, product_id
 
 
-def _commerce_into(props: dict[str, Any], row: dict[str, str | None], lift_product: bool) -> None:
-    if (found := _commerce(props, lift_product=lift_product)) is not _NO_COMMERCE:
+def _put_commerce(row: dict[str, str | None], found: tuple[str | None, ...]) -> None:
+    """Write :func:`_commerce`'s columns into ``row`` (nothing when none was found)."""
+    if found is not _NO_COMMERCE:
         (
             row["revenue"],
             row["currency"],
@@ -435,6 +436,10 @@ def _commerce_into(props: dict[str, Any], row: dict[str, str | None], lift_produ
             row["items"],
             row["product_id"],
         ) = found
+
+
+def _commerce_into(props: dict[str, Any], row: dict[str, str | None], lift_product: bool) -> None:
+    _put_commerce(row, _commerce(props, lift_product=lift_product))
 
 
 #: A fresh row is a copy of this (copying beats ``dict.fromkeys`` by a third).
@@ -712,15 +717,7 @@ def from_segment(
     row["os"] = os_name
     row["browser"] = browser
     row["country"] = country
-    if commerce is not _NO_COMMERCE:
-        (
-            row["revenue"],
-            row["currency"],
-            row["order_id"],
-            row["cart_id"],
-            row["items"],
-            row["product_id"],
-        ) = commerce
+    _put_commerce(row, commerce)
     if kind == "alias":
         row["previous_id"] = _ident(get("previousId"))
     return row
