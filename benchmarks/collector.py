@@ -35,14 +35,13 @@ import base64
 import json
 import math
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from funnelscope.api.server import free_port, start_serve_process
 
 BATCH = 100
 #: How long an open-loop phase waits for its last answers before counting them as not served.
@@ -50,12 +49,6 @@ GRACE_S = 10.0
 #: The soak's rate: steady traffic the server keeps up with, so memory is measured at rest.
 SOAK_RATE = 2_500
 TARGETS = {"throughput": 50_000, "p99_ms": 100.0}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _template(route: str) -> tuple[str, bytes]:
@@ -285,40 +278,6 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-def start_server(store: Path, port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from funnelscope.cli.main import main; main()",
-            "serve",
-            "--store",
-            str(store),
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--rate-limit",
-            "0",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    import http.client
-
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            conn.request("GET", "/readyz")
-            if conn.getresponse().status == 200:
-                return proc
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("the server did not start")
-
-
 def run(quick: bool, route: str) -> dict[str, Any]:
     import funnelscope
     from funnelscope.keys import create_key
@@ -330,8 +289,8 @@ def run(quick: bool, route: str) -> dict[str, Any]:
             from datetime import UTC, datetime
 
             key = create_key(ws.store, "write", "bench", now=datetime.now(UTC)).token
-        port = _free_port()
-        server = start_server(store, port)
+        port = free_port()
+        server = start_serve_process(store, port, "--rate-limit", "0")
         try:
             loader = Loader(port, key, route)
             cpu_server, cpu_client = cpu_seconds(server.pid), time.process_time()

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.serving import free_port, start_server
+from funnelscope.api.server import free_port, start_serve_process
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -88,7 +88,7 @@ def test_kill_9_loses_no_acknowledged_event(tmp_path: Path) -> None:
         key = create_key(ws.store, "write", "load", now=datetime.now(UTC)).token
     port = free_port()
     acked_path, stop_path, log = tmp_path / "acked.txt", tmp_path / "stop", tmp_path / "srv.log"
-    server = start_server(store, port, log)
+    server = start_serve_process(store, port, log=log)
     paths = (str(acked_path), str(stop_path))
     generator = subprocess.Popen(
         [sys.executable, "-m", "tests.e2e.test_fault", "loadgen", str(port), key, *paths],
@@ -100,7 +100,7 @@ def test_kill_9_loses_no_acknowledged_event(tmp_path: Path) -> None:
             os.kill(server.pid, signal.SIGKILL)  # no shutdown, no checkpoint
             server.wait()
             time.sleep(0.3)  # the generator sees refused connections and retries
-            server = start_server(store, port, log)
+            server = start_serve_process(store, port, log=log)
         time.sleep(1.0)
         stop_path.touch()
         assert generator.wait(timeout=60) == 0

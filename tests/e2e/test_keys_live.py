@@ -17,10 +17,9 @@ import pytest
 
 import funnelscope
 from funnelscope.api import ApiSettings, create_app
-from funnelscope.api.server import BackgroundServer
+from funnelscope.api.server import BackgroundServer, free_port, start_serve_process
 from funnelscope.cli.main import main
 from funnelscope.keys import create_key
-from tests.e2e.serving import free_port, start_server
 
 pytestmark = pytest.mark.e2e
 
@@ -64,12 +63,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str
     with funnelscope.open(store) as ws:
         admin = create_key(ws.store, "read", "ops", now=NOW, is_admin=True).token
     port = free_port()
-    proc = start_server(
-        store,
-        port,
-        folder / "serve.log",
-        *("--webhooks-every", "0", "--segments-every", "0", "--goals-every", "0"),
-    )
+    options = ("--webhooks-every", "0", "--segments-every", "0", "--goals-every", "0")
+    proc = start_serve_process(store, port, *options, log=folder / "serve.log")
     try:
         yield store, f"http://127.0.0.1:{port}", admin
     finally:

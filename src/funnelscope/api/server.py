@@ -1,19 +1,23 @@
-"""Running the app on uvicorn: in the foreground (``funnelscope serve``) or in a background
-thread (notebooks, tests and benchmarks that want a real server on a free port).
+"""Running the app on uvicorn: in the foreground (``funnelscope serve``), in a background
+thread (notebooks, tests and benchmarks that want a real server on a free port), or as a child
+process (:func:`start_serve_process`: a server that holds the store, or that may be killed).
 """
 
 from __future__ import annotations
 
+import http.client
 import socket
+import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import uvicorn
 
-__all__ = ["BackgroundServer", "serve"]
+__all__ = ["BackgroundServer", "free_port", "serve", "start_serve_process"]
 
 
 def _config(app: Any, *, log_level: str, **kwargs: Any) -> uvicorn.Config:
@@ -28,17 +32,8 @@ def _config(app: Any, *, log_level: str, **kwargs: Any) -> uvicorn.Config:
     )
 
 
-#: How long a thread may hold the GIL before another waiting thread gets it. The ack and loader
-#: threads release the GIL inside every DuckDB statement and must win it back from the event loop
-#: after each one; at CPython's default (5 ms) those hand-offs made a commit 3x slower under load.
-#: Measured with benchmarks/collector.py --quick (before the journal): ~+24% sustained events/s
-#: and half the latency.
-GIL_SWITCH_INTERVAL_S = 0.0005
-
-
 def serve(app: Any, *, host: str, port: int, log_level: str = "info") -> None:
     """Run ``app`` until interrupted (SIGINT/SIGTERM: queued events are committed first)."""
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)  # this process is the server: set it here
     uvicorn.Server(_config(app, host=host, port=port, log_level=log_level)).run()
 
 
@@ -99,3 +94,42 @@ class BackgroundServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def start_serve_process(
+    store: Path, port: int, *options: str, log: Path | None = None, timeout: float = 60.0
+) -> subprocess.Popen[bytes]:
+    """``funnelscope serve --store STORE --port PORT [OPTIONS]`` as a child process, returned
+    once ``/readyz`` answers 200 (a journal left by a crash is replayed by then).
+
+    Its output goes to ``log`` (appended) or is discarded. Raises RuntimeError, with the log,
+    when the process exits or is not ready within ``timeout`` seconds (it is killed then).
+    """
+    command = [sys.executable, "-c", "from funnelscope.cli.main import main; main()", "serve"]
+    command += ["--store", str(store), "--port", str(port), "--log-level", "warning", *options]
+    if log is None:
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    else:
+        with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+            proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            conn.request("GET", "/readyz")
+            if conn.getresponse().status == 200:
+                return proc
+        except OSError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    proc.wait()
+    shown = log.read_text(errors="replace")[-4000:] if log is not None else "(no log kept)"
+    raise RuntimeError(f"funnelscope serve did not become ready on port {port}:\n{shown}")
