@@ -6,9 +6,7 @@ measures, for 100-event requests of each wire format:
 
 1. **parse**: the body's JSON (:func:`funnelscope.ingest.wire.decode_body` + ``parse_json``);
 2. **map**: every message to a staging row (:mod:`funnelscope.ingest.records`), per format:
-   Segment batch, RudderStack batch, PostHog batch, Snowplow ``tp2``, native; next to it the
-   same with the mappings as they were before the hot-path rewrite
-   (``tests/unit/records_reference.py``, the oracle of ``tests/unit/test_records_fast.py``);
+   Segment batch, RudderStack batch, PostHog batch, Snowplow ``tp2``, native;
 3. **app**: the whole ASGI app (``create_app`` on a ``:memory:`` workspace, real write key,
    real middleware, real writer) driven by direct ``await app(scope, receive, send)`` calls.
    Only the CPU of the event-loop thread is counted (``time.thread_time``): the writer thread's
@@ -27,15 +25,15 @@ import argparse
 import asyncio
 import base64
 import cProfile
-import importlib.util
 import json
 import os
 import pstats
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
+
+from collector import _template  # the same Segment body as the load generator
 
 BATCH = 100
 TS = "2026-01-01T12:00:00.000Z"
@@ -48,32 +46,9 @@ URL = "https://shop.example.com/p/1?utm_source=google&utm_medium=cpc"
 
 def segment_body(i0: int = 0) -> dict[str, Any]:
     """The body benchmarks/collector.py sends: 100 ``Product Viewed`` tracks."""
-    return {
-        "batch": [
-            {
-                "type": "track",
-                "event": "Product Viewed",
-                "userId": f"user_{i % 37}",
-                "anonymousId": f"anon_{i % 53}",
-                "messageId": f"{i0:010d}-{i:03d}",
-                "timestamp": TS,
-                "properties": {
-                    "product_id": f"p_{i % 20}",
-                    "price": 19.0,
-                    "currency": "EUR",
-                    "name": "Mug",
-                    "category": "Kitchen",
-                },
-                "context": {
-                    "page": {"url": URL, "referrer": "https://www.google.com/"},
-                    "userAgent": UA,
-                    "locale": "de-DE",
-                },
-            }
-            for i in range(BATCH)
-        ],
-        "sentAt": TS,
-    }
+    _, template = _template("segment")
+    body: dict[str, Any] = json.loads(template.replace(b"@@@@@@@@@@", b"%010d" % i0))
+    return body
 
 
 def rudder_body(i0: int = 0) -> dict[str, Any]:
@@ -227,19 +202,6 @@ def _per_call(fn: Callable[[], Any], repeat: int) -> float:
     return best
 
 
-def _reference() -> Any:
-    """The mappings before the hot-path rewrite (tests/unit/records_reference.py), if present."""
-    path = Path(__file__).resolve().parent.parent / "tests" / "unit" / "records_reference.py"
-    if not path.exists():
-        return None
-    spec = importlib.util.spec_from_file_location("records_reference", path)
-    if spec is None or spec.loader is None:
-        return None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _mappers(
     now: datetime, records: Any
 ) -> dict[str, tuple[dict[str, Any], Callable[[dict[str, Any]], Any]]]:
@@ -279,15 +241,13 @@ def _mappers(
     }
 
 
-def bench_stages(repeat: int) -> list[tuple[str, float, float, float | None]]:
-    """(format, parse, map, map with the pre-rewrite mapping) seconds per 100-event request."""
+def bench_stages(repeat: int) -> list[tuple[str, float, float]]:
+    """(format, parse, map) seconds per 100-event request."""
     from funnelscope.ingest import records
     from funnelscope.ingest.wire import decode_body, parse_json
 
     now = datetime(2026, 1, 1, 12, 0, 1, tzinfo=UTC)
-    reference = _reference()
-    before = _mappers(now, reference) if reference is not None else {}
-    out: list[tuple[str, float, float, float | None]] = []
+    out: list[tuple[str, float, float]] = []
     for name, (body, mapper) in _mappers(now, records).items():
         raw = json.dumps(body).encode()
         parse = _per_call(
@@ -298,11 +258,7 @@ def bench_stages(repeat: int) -> list[tuple[str, float, float, float | None]]:
         )
         # the mappers must not change their input, so one body serves every repetition
         mapped = _per_call(lambda body=body, mapper=mapper: mapper(body), repeat)  # type: ignore[misc]
-        old = None
-        if name in before:
-            old_mapper = before[name][1]
-            old = _per_call(lambda body=body, m=old_mapper: m(body), repeat)  # type: ignore[misc]
-        out.append((name, parse, mapped, old))
+        out.append((name, parse, mapped))
     return out
 
 
@@ -415,15 +371,10 @@ def main(quick: bool, profile: bool = False) -> None:
     repeat = 100 if quick else 1000
     load = os.getloadavg()
     print(f"collector CPU per request, {BATCH} events each, best of 3 (load {load[0]:.2f})")
-    print(
-        f"{'format':<12} {'parse us/req':>13} {'map us/req':>11} {'map us/event':>13} "
-        f"{'before us/event':>16} {'speed-up':>9}"
-    )
-    for name, parse, mapped, old in bench_stages(repeat):
-        before = f"{old * 1e6 / BATCH:>16.2f} {old / mapped:>8.2f}x" if old else ""
+    print(f"{'format':<12} {'parse us/req':>13} {'map us/req':>11} {'map us/event':>13}")
+    for name, parse, mapped in bench_stages(repeat):
         print(
-            f"{name:<12} {parse * 1e6:>13.0f} {mapped * 1e6:>11.0f} "
-            f"{mapped * 1e6 / BATCH:>13.2f} {before}"
+            f"{name:<12} {parse * 1e6:>13.0f} {mapped * 1e6:>11.0f} {mapped * 1e6 / BATCH:>13.2f}"
         )
     app_rows = asyncio.run(_app_run(repeat if quick else repeat // 2, profile))
     print(f"\nwhole app in process (event-loop thread CPU; load {os.getloadavg()[0]:.2f})")
