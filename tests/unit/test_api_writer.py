@@ -211,3 +211,41 @@ def test_ack_verdicts_on_a_table_of_bad_rows_match_the_store_after_loading(
     assert [(r.row, r.code) for r in outcome.rejected] == expected
     assert store.query("SELECT row_number, reason_code FROM quarantine ORDER BY 1") == expected
     assert store.query("SELECT count(*) FROM events") == [(3,)]
+
+
+def test_rows_proven_in_python_leave_the_rejections_exactly_as_the_sql_gives_them(
+    tmp_path: Path,
+) -> None:
+    """Proven rows skip the SQL; the others are validated with the whole group's columns, so
+    codes, messages and payloads are those of validating every row in SQL."""
+    bad: list[dict[str, str | None]] = [p.values[0] for p in BAD_ROWS]  # type: ignore[misc]
+    rows = [
+        row(f"ok{i}", revenue="12.5", currency="eur", utm_source="google") for i in range(4)
+    ] + [r | {"event_id": f"bad{i}"} if r["event_id"] == "e" else r for i, r in enumerate(bad)]
+    store = Store(tmp_path / "s.duckdb")
+    (outcome,) = run_writer(
+        GroupWriter(store, max_queue_events=1000, max_group_events=1000), [(rows, [])]
+    )
+    used = [c for c in STAGING_COLUMNS if any(r[c] is not None for r in rows)]
+    staging = pa.table(
+        {
+            **{c: pa.array([r[c] for r in rows], pa.string()) for c in used},
+            "_row": pa.array(range(len(rows)), pa.int64()),
+        }
+    )
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    expected = validate_staging(
+        con, staging, received_at=datetime.now(UTC), currency=store.currency
+    )
+    assert len(expected) == len(bad)
+    assert [(r.row, r.code, r.message) for r in outcome.rejected] == [
+        (v.row, v.code, v.message) for v in expected
+    ]
+    stored = store.query(
+        "SELECT row_number, reason_code, message, payload FROM quarantine ORDER BY 1"
+    )
+    assert [(int(r[0]), r[1], r[2], bytes(r[3])) for r in stored] == [
+        (v.row, v.code, v.message, v.payload) for v in expected
+    ]
+    assert store.query("SELECT count(*) FROM events") == [(4,)]

@@ -4,10 +4,12 @@ A request's events are mapped to staging rows in the event loop and handed to
 :meth:`GroupWriter.submit`. One thread takes everything queued (group commit), builds the group's
 staging Arrow table, finds the exact rejections by running the ingest pipeline's own validation
 SQL (:func:`~funnelscope.ingest.pipeline._validation_sql`) on an in-memory DuckDB connection (no
-store, no transaction: a few milliseconds), appends the group to the journal as one record batch
-(flushed and fsynced) and then answers every request of the group with its accepted count and its
-rejected indices. The :class:`~funnelscope.api.journal.JournalLoader` loads the journal into the
-store in the background, a few times a second (see :mod:`funnelscope.api.journal`).
+store, no transaction: a few milliseconds) over the rows that
+:func:`~funnelscope.ingest.fastcheck.prove_valid` cannot prove valid (usually none), appends
+the group to the journal as one record batch (flushed and fsynced) and then answers every
+request of the group with its accepted count and its rejected indices. The
+:class:`~funnelscope.api.journal.JournalLoader` loads the journal into the store in the
+background, a few times a second (see :mod:`funnelscope.api.journal`).
 
 The loader validates with the same SQL and a later reference time, so a row the ack accepted is
 accepted by the store too (the only time-dependent check, "not more than a day in the future",
@@ -43,6 +45,7 @@ from funnelscope.api.journal import (
     JournalSettings,
 )
 from funnelscope.events.schema import STAGING_COLUMNS
+from funnelscope.ingest.fastcheck import prove_valid
 from funnelscope.ingest.pipeline import Rejection, _event_names, _validation_sql
 from funnelscope.store.store import Store
 
@@ -397,20 +400,24 @@ class GroupWriter:
         columns = {c: [row.get(c) for row in rows] for c in STAGING_COLUMNS}
         # columns no event of the group uses are left out of the validation: typed as NULL
         arrays = {c: pa.array(v, pa.string()) for c, v in columns.items() if v.count(None) != n}
-        staging = pa.Table.from_arrays(
-            [*arrays.values(), pa.array(row_ids, pa.int64())], names=[*arrays, "_row"]
-        )
         received_at = self._received_at()
-        verdicts = (
-            validate_staging(
-                self._validator,
-                staging,
-                received_at=received_at,
-                currency=self._currency_now(),
-            )
-            if n
-            else []
-        )
+        verdicts: list[Verdict] = []
+        if n:
+            currency = self._currency_now()
+            # the SQL decides only the rows Python cannot prove valid: usually none
+            proven = prove_valid(columns, received_at=received_at, currency=currency)
+            doubtful = [i for i, ok in enumerate(proven) if not ok]
+            if doubtful:
+                # the group's columns, so a rejected row's payload is the same as if every
+                # row had been validated in SQL
+                staging = pa.Table.from_arrays(
+                    [*arrays.values(), pa.array(row_ids, pa.int64())], names=[*arrays, "_row"]
+                )
+                if len(doubtful) < n:
+                    staging = staging.take(pa.array(doubtful, pa.int64()))
+                verdicts = validate_staging(
+                    self._validator, staging, received_at=received_at, currency=currency
+                )
         batch = _journal_batch(
             arrays, [*indices, *pre_indices], row_ids, pre, verdicts, received_at
         )
