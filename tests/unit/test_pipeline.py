@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pytest
 
+import funnelscope
 from funnelscope.ingest.pipeline import Rejection, append_events
 from funnelscope.workspace import Workspace
 from tests.conftest import NOW, T0, staging_table
@@ -228,3 +230,51 @@ def test_links_between_known_ids_still_stitch_across_batches(workspace: Workspac
     assert canonical("a1") == canonical("u1") != canonical("u2")
     send(6, user_id="u1", anonymous_id="a1")  # nothing to do: the shortcut
     assert canonical("a1") == canonical("u1")
+
+
+def test_known_valid_rows_are_stored_exactly_as_validated_ones(tmp_path: Path) -> None:
+    """The collector's loader skips the validation of rows its ack already validated: the
+    stored events, persons and channels must be the same as with the validation."""
+    rows = staging_table(
+        [
+            {
+                "event_id": "a1",
+                "event": "Order Completed",
+                "user_id": "u1",
+                "revenue": "12.5",
+                "currency": "eur",
+                "items": '[{"product_id": "p1", "price": 12.5, "quantity": 1}]',
+                "utm_source": "google",
+                "utm_medium": "cpc",
+                "timestamp": "2024-05-01T10:00:00Z",
+            },
+            {
+                "event_id": "a2",
+                "event": "Product Viewed",
+                "anonymous_id": "x1",
+                "properties": '{"k": 1}',
+                "referrer": "https://t.co/x",
+                "timestamp": "2024-05-01T09:00:00+00:00",
+            },
+            {
+                "event_id": "a2",
+                "event": "Product Viewed",
+                "anonymous_id": "x1",
+                "timestamp": "2024-05-01T09:00:00Z",
+            },  # a retry: deduplicated either way
+        ]
+    )
+    stored = []
+    for known_valid in (False, True):
+        with funnelscope.open(tmp_path / f"{known_valid}.duckdb") as ws:
+            report = append_events(
+                ws.store, rows, source="t", received_at=NOW, known_valid=known_valid
+            )
+            assert (report.accepted, report.inserted, report.rejected) == (3, 2, 0)
+            stored.append(
+                ws.store.query(
+                    "SELECT * EXCLUDE (person_id), person_id IS NOT NULL FROM events ORDER BY seq"
+                )
+            )
+    assert stored[0] == stored[1]
+    assert [r[0] for r in stored[0]] == ["a1", "a2"]

@@ -308,8 +308,9 @@ def load_journal_table(store: Store, table: pa.Table, *, now: datetime) -> Inges
     """Load journal rows into ``store`` in one :func:`append_events` transaction.
 
     Rows the ack stage rejected (``_code`` set) are quarantined with their code, message and
-    payload; the others are validated again by the same SQL (so they pass) and inserted, each
-    keeping its ``_received_at``. Quarantine row numbers are positions in ``table``. ``now`` is
+    payload; the others passed the same validation at the ack (against an earlier
+    ``received_at``, so they still pass) and are inserted without it, each keeping its
+    ``_received_at``. Quarantine row numbers are positions in ``table``. ``now`` is
     the load's time (the quarantine time; the validation's reference time when later than
     every row's ``_received_at``).
     """
@@ -339,6 +340,7 @@ def load_journal_table(store: Store, table: pa.Table, *, now: datetime) -> Inges
         source=QUARANTINE_SOURCE,
         received_at=received_at,
         pre_rejected=pre_rejected,
+        known_valid=True,  # the ack validated them; only a later received_at differs
     )
 
 

@@ -348,6 +348,21 @@ def _validation_sql(schema: pa.Schema, store_currency: str) -> str:
     )
 
 
+@lru_cache(maxsize=64)
+def _typed_sql(schema: pa.Schema, store_currency: str) -> str:
+    """:func:`_validation_sql`'s columns for rows already known to be valid: no checks (the
+    JSON and item checks are most of its cost), every ``_reason`` NULL."""
+    cols, _, _ = _typed_columns(schema, store_currency)
+    typed = ",\n  ".join(f"{cols[c]} AS {_q(c)}" for c in _KEPT)
+    keys = ", ".join(f"{expr} AS {name}" for name, expr in _channel_keys(cols).items())
+    kept = ", ".join(_q(c) for c in (*_KEPT, *_CHANNEL_KEY))
+    return (
+        f"WITH typed AS (SELECT s._row,\n  {typed},\n  {keys}\n {_from_staging(schema)})\n"
+        f"SELECT _row, {kept}, CAST(NULL AS VARCHAR) AS _reason, "
+        "CAST(NULL AS VARCHAR) AS _message FROM typed"
+    )
+
+
 def _register_event_names(con: duckdb.DuckDBPyConnection, staging: pa.Table) -> None:
     """Canonical names for the batch's distinct raw names (few), computed once in Python, as
     the temp table ``_evmap`` (raw, canonical) that :func:`_validation_sql` joins."""
@@ -384,11 +399,14 @@ def append_events(
     received_at: datetime,
     row_offset: int = 0,
     pre_rejected: Sequence[Rejection] = (),
+    known_valid: bool = False,
 ) -> IngestReport:
     """Validate, quarantine, deduplicate, stitch and insert one batch, atomically.
 
     ``pre_rejected`` are rows a parser could not even stage (invalid JSON, bad bytes); they are
-    quarantined in the same transaction and counted in the report.
+    quarantined in the same transaction and counted in the report. ``known_valid``: every
+    staged row already passed this validation (the collector's journal holds only rows its ack
+    stage validated, against an earlier ``received_at``), so it is not run again.
     """
     staging = _prepare(staging, row_offset)
     unknown = set(staging.column_names) - {*STAGING_COLUMNS, "_row", "_received_at"}
@@ -400,11 +418,15 @@ def append_events(
         con.register("stg", staging)
         # the lookups are registered Arrow tables, not temp tables: no catalog writes
         con.register("_evmap", _event_names(con, staging))
-        sql = _validation_sql(staging.schema, store.currency)
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE _v AS {sql.replace('$received_at', '$1')}",
-            [received_at],
-        )
+        if known_valid:
+            sql = _typed_sql(staging.schema, store.currency)
+            con.execute(f"CREATE OR REPLACE TEMP TABLE _v AS {sql}")
+        else:
+            sql = _validation_sql(staging.schema, store.currency)
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE _v AS {sql.replace('$received_at', '$1')}",
+                [received_at],
+            )
         quarantine_checked(con, "_v", source, received_at, report)
         _quarantine_parsed(con, pre_rejected, source, received_at, report)
         report.accepted = report.rows - report.rejected
