@@ -335,14 +335,23 @@ def _channel_keys(cols: dict[str, str]) -> dict[str, str]:
     }
 
 
-@lru_cache(maxsize=64)  # a collector sends the same few staging schemas over and over
-def _validation_sql(schema: pa.Schema, store_currency: str) -> str:
-    cols, reason, _ = _typed_columns(schema, store_currency)
-    typed = ",\n  ".join(f"{cols[c]} AS {_q(c)}" for c in _CHECKED)
+def _typed_cte(schema: pa.Schema, store_currency: str, columns: tuple[str, ...]) -> tuple[str, str]:
+    """``WITH typed AS (...)`` (``_row``, the typed ``columns`` and the channel keys per row),
+    and the list of what ``_v`` keeps of each row besides the verdict."""
+    cols, _, _ = _typed_columns(schema, store_currency)
+    typed = ",\n  ".join(f"{cols[c]} AS {_q(c)}" for c in columns)
     keys = ", ".join(f"{expr} AS {name}" for name, expr in _channel_keys(cols).items())
     kept = ", ".join(_q(c) for c in (*_KEPT, *_CHANNEL_KEY))
+    cte = f"WITH typed AS (SELECT s._row,\n  {typed},\n  {keys}\n {_from_staging(schema)})"
+    return cte, kept
+
+
+@lru_cache(maxsize=64)  # a collector sends the same few staging schemas over and over
+def _validation_sql(schema: pa.Schema, store_currency: str) -> str:
+    _, reason, _ = _typed_columns(schema, store_currency)
+    cte, kept = _typed_cte(schema, store_currency, _CHECKED)
     return (
-        f"WITH typed AS (SELECT s._row,\n  {typed},\n  {keys}\n {_from_staging(schema)}),\n"
+        f"{cte},\n"
         f"checked AS (SELECT _row, {kept}, {reason} AS _reason FROM typed)\n"
         f"SELECT *, {_MESSAGE_BY_CODE} AS _message FROM checked"
     )
@@ -352,12 +361,9 @@ def _validation_sql(schema: pa.Schema, store_currency: str) -> str:
 def _typed_sql(schema: pa.Schema, store_currency: str) -> str:
     """:func:`_validation_sql`'s columns for rows already known to be valid: no checks (the
     JSON and item checks are most of its cost), every ``_reason`` NULL."""
-    cols, _, _ = _typed_columns(schema, store_currency)
-    typed = ",\n  ".join(f"{cols[c]} AS {_q(c)}" for c in _KEPT)
-    keys = ", ".join(f"{expr} AS {name}" for name, expr in _channel_keys(cols).items())
-    kept = ", ".join(_q(c) for c in (*_KEPT, *_CHANNEL_KEY))
+    cte, kept = _typed_cte(schema, store_currency, _KEPT)
     return (
-        f"WITH typed AS (SELECT s._row,\n  {typed},\n  {keys}\n {_from_staging(schema)})\n"
+        f"{cte}\n"
         f"SELECT _row, {kept}, CAST(NULL AS VARCHAR) AS _reason, "
         "CAST(NULL AS VARCHAR) AS _message FROM typed"
     )
