@@ -342,6 +342,41 @@ def test_rudder_pixel_nests_dotted_keys_and_counts_every_load(api: Api) -> None:
     assert page.status_code == 200 and api.count("event = 'page_viewed'") == 1
 
 
+def test_rudder_merge_links_two_identifiers_into_one_person(api: Api) -> None:
+    anonymous = track(1, userId=None, anonymousId="anon-9")
+    signed_in = track(2, userId="shopper@example.com")
+    r = api.http.post("/v1/batch", json={"batch": [anonymous, signed_in]}, headers=api.basic())
+    assert r.json()["accepted"] == 2
+    assert api.count("person_id IS NOT NULL") == 2
+    assert len(api.ws.store.query("SELECT DISTINCT person_id FROM events")) == 2
+    merge = {
+        "messageId": "merge-1",
+        "timestamp": TS,
+        "mergeProperties": [
+            {"type": "anonymous_id", "value": "anon-9"},
+            {"type": "email", "value": "shopper@example.com"},
+        ],
+    }
+    r = api.http.post("/v1/merge", json=merge, headers=api.basic())
+    assert r.status_code == 200 and r.json()["accepted"] == 1
+    # the merge is stored as an alias, and stitching now counts the two events as one person
+    alias = api.ws.store.query(
+        "SELECT event, user_id, json_extract_string(properties, '$.merge_types[1]') "
+        "FROM events WHERE event_id = 'merge-1'"
+    )
+    assert alias == [("alias", "shopper@example.com", "email")]
+    people = api.ws.store.query(
+        "SELECT count(DISTINCT coalesce(m.canonical_id, e.person_id)) FROM events e "
+        "LEFT JOIN person_map m USING (person_id) WHERE e.event_id IN ('m1', 'm2')"
+    )
+    assert people == [(1,)]
+    # a merge without two identifiers is rejected with its reason, not stored
+    bad = {**merge, "messageId": "merge-2", "mergeProperties": [{"type": "email"}]}
+    r = api.http.post("/v1/batch", json={"batch": [{**bad, "type": "merge"}]}, headers=api.basic())
+    assert r.status_code == 200
+    assert [x["code"] for x in r.json()["rejected"]] == ["event.bad_merge"]
+
+
 def test_rudder_pixel_errors(api: Api) -> None:
     assert api.http.get("/pixel/v1/page", params={"anonymousId": "a"}).status_code == 401
     r = api.http.get("/pixel/v1/identify", params={"writeKey": api.key, "anonymousId": "a"})

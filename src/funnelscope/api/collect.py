@@ -363,6 +363,7 @@ _SEGMENT_ROUTES: Final = {
     "screen": "screen",
     "group": "group",
     "alias": "alias",
+    "merge": "merge",  # RudderStack: two identifiers of one person, stored as an alias
     "t": "track",
     "i": "identify",
     "p": "page",

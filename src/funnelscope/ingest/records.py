@@ -527,6 +527,41 @@ def _str(value: Any) -> str | None:
     return value.strip() or None if type(value) is str else _text(value)
 
 
+def _from_merge(
+    msg: dict[str, Any], *, envelope: Mapping[str, Any] | None, received_at: datetime | None
+) -> dict[str, str | None]:
+    """RudderStack's ``merge`` call (``/v1/merge``, or ``type: merge`` in a batch) as an alias.
+
+    ``mergeProperties`` names two identifiers of one person (``[{type, value}, {type, value}]``,
+    e.g. an anonymous id and a user id, or an email and a phone number used as user ids); the
+    first is linked to the second like ``alias(previousId=first, userId=second)``, so identity
+    stitching counts them as one person. Their types are kept in ``properties.merge_types``.
+    """
+    raw = msg.get("mergeProperties")
+    pairs: list[dict[str, Any]] = (
+        [p for p in raw if isinstance(p, dict)] if isinstance(raw, list) and len(raw) == 2 else []
+    )
+    values = [_text(p.get("value")) for p in pairs]
+    if len(values) != 2 or values[0] is None or values[1] is None:
+        raise _invalid(
+            "event.bad_merge",
+            "mergeProperties",
+            "mergeProperties must be two objects {type, value}, each with a value: "
+            "the two identifiers to merge",
+        )
+    alias = {k: v for k, v in msg.items() if k != "mergeProperties"}
+    own = alias.get("properties")
+    props: dict[str, Any] = own if isinstance(own, dict) else {}
+    types = [_text(p.get("type")) for p in pairs]
+    alias.update(
+        type="alias",
+        previousId=values[0],
+        userId=values[1],
+        properties={**props, "merge_types": types},
+    )
+    return from_segment(alias, envelope=envelope, received_at=received_at)
+
+
 def from_segment(
     msg: Mapping[str, Any],
     *,
@@ -567,7 +602,6 @@ def from_segment(
     # One pass, locals only, the row filled at the end: this runs once per event on the
     # collector's hot path (benchmarks/collector_cpu.py measures it). The context is read,
     # never copied: what is not lifted is kept by one filtering comprehension.
-    # tests/unit/test_records_fast.py checks every branch against the plain reference.
     if type(msg) is not dict:
         if not isinstance(msg, Mapping):
             raise _invalid("event.not_an_object", "", "each message must be a JSON object")
@@ -577,6 +611,8 @@ def from_segment(
     if type(kind) is not str or kind not in _SEGMENT_KINDS:
         kind = _text(kind) or default_type or ("track" if "event" in msg else None)
         kind = kind.lower() if kind else None
+        if kind == "merge":
+            return _from_merge(msg, envelope=envelope, received_at=received_at)
         if kind not in _SEGMENT_KINDS:
             raise _invalid(
                 "event.unknown_type",
