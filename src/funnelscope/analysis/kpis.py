@@ -276,12 +276,10 @@ class KpiResult:
             "rows": [r.to_dict() for r in self.rows],
         }
 
-    def to_pandas(self) -> pd.DataFrame:
-        """Columns: kpi, stage, unit, period, <breakdowns...>, value, numerator, denominator,
-        previous_value, change, note."""
-        import pandas as pd
-
-        columns = [
+    @property
+    def columns(self) -> list[str]:
+        """The columns of a row, in order (tables, CSV and :meth:`to_pandas`)."""
+        return [
             "kpi",
             "stage",
             "unit",
@@ -294,12 +292,18 @@ class KpiResult:
             "change",
             "note",
         ]
+
+    def to_pandas(self) -> pd.DataFrame:
+        """Columns: kpi, stage, unit, period, <breakdowns...>, value, numerator, denominator,
+        previous_value, change, note."""
+        import pandas as pd
+
         records = []
         for r in self.rows:
             rec = r.to_dict()
             rec["period"] = r.period
             records.append(rec)
-        frame = pd.DataFrame.from_records(records, columns=columns)
+        frame = pd.DataFrame.from_records(records, columns=self.columns)
         frame["period"] = pd.to_datetime(frame["period"], utc=True)
         for col in ("value", "numerator", "denominator", "previous_value", "change"):
             frame[col] = frame[col].astype("float64")

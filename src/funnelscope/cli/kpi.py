@@ -160,20 +160,7 @@ def register(app: typer.Typer) -> None:
             return
         rows = [r.to_dict() for r in result.rows]
         if format == "csv":
-            columns = [
-                "kpi",
-                "stage",
-                "unit",
-                "period",
-                *spec.breakdown,
-                "value",
-                "numerator",
-                "denominator",
-                "previous_value",
-                "change",
-                "note",
-            ]
-            writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n")
+            writer = csv.DictWriter(sys.stdout, fieldnames=result.columns, lineterminator="\n")
             writer.writeheader()
             writer.writerows(rows)
             return

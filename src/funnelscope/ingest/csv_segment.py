@@ -219,7 +219,8 @@ def _derived_columns(
     expressions are the most expensive part of validation, and the join to the event name map
     would reorder the rows; a shop has few distinct names, landing pages and referrers."""
     inputs = [c for c in _CHANNEL_INPUTS if c in staging.column_names]
-    cols, _, _ = _typed_columns(pa.schema([(c, pa.string()) for c in inputs]), "XXX")
+    # the store currency only types the currency column, which the channel keys do not read
+    cols, _, _ = _typed_columns(pa.schema([(c, pa.string()) for c in inputs]), "USD")
     keys = _per_distinct(con, staging.num_rows, codes_of, inputs, _channel_keys(cols))
     if "event" not in staging.column_names:
         names = pa.nulls(staging.num_rows, pa.string())
