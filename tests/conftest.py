@@ -79,3 +79,22 @@ def load_journeys(ws: Workspace, journeys: dict[str, list[tuple[Any, ...]]]) -> 
         staging_table(journey_rows(journeys)), source="test", received_at=NOW
     )
     assert report.rejected == 0, report.rejections
+
+
+# -- a real browser: Debian's chromium, driven by playwright (no browser download) -----------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+needs_chromium = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(),
+    reason="Debian's chromium is not installed (make system-deps installs it)",
+)

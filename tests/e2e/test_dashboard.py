@@ -27,6 +27,7 @@ from funnelscope.api.server import BackgroundServer
 from funnelscope.api.settings import ApiSettings
 from funnelscope.keys import create_key
 from funnelscope.workspace import Workspace
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS, needs_chromium
 
 
 def _wait_js(page: Any, expression: str, arg: Any = None, timeout: float = 30_000) -> None:
@@ -45,25 +46,8 @@ def _wait_js(page: Any, expression: str, arg: Any = None, timeout: float = 30_00
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(
-        not Path("/usr/bin/chromium").exists(),
-        reason="Debian's chromium is not installed (make system-deps installs it)",
-    ),
-]
+pytestmark = [pytest.mark.e2e, needs_chromium]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 VIEWPORT = {"width": 1280, "height": 800}
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 RECEIVED_AT = datetime(2024, 2, 1, tzinfo=UTC)

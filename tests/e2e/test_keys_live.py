@@ -20,6 +20,7 @@ from funnelscope.api import ApiSettings, create_app
 from funnelscope.api.server import BackgroundServer, free_port, start_serve_process
 from funnelscope.cli.main import main
 from funnelscope.keys import create_key
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS, needs_chromium
 
 pytestmark = pytest.mark.e2e
 
@@ -163,11 +164,6 @@ def test_cli_unreachable_server_is_exit_1(capsys: pytest.CaptureFixture[str]) ->
 
 # -- the Keys page in Chromium -------------------------------------------------------------------
 
-CHROMIUM = "/usr/bin/chromium"
-needs_chromium = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(),
-    reason="Debian's chromium is not installed (make system-deps installs it)",
-)
 KEY_STORAGE = "funnelscope.read_key"
 
 
@@ -193,9 +189,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
 def browser() -> Iterator[Any]:
     playwright_api = pytest.importorskip("playwright.sync_api")
     with playwright_api.sync_playwright() as p:
-        chromium = p.chromium.launch(
-            executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"]
-        )
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
 
