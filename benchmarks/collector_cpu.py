@@ -12,7 +12,11 @@ measures, for 100-event requests of each wire format:
    Only the CPU of the event-loop thread is counted (``time.thread_time``): the writer thread's
    commit runs elsewhere, so this is the cost of a request whose commit is instant. ``/healthz``
    is the floor every request pays (routing, middleware, metrics, response); the ingestion
-   route minus parse and map is the route's own overhead (auth, rate limit, queueing, answer).
+   route minus parse and map is the route's own overhead (auth, rate limit, queueing, answer);
+4. **ack**: the ack thread's work per event (:class:`funnelscope.api.writer.GroupWriter`), on
+   groups of 32 mapped Segment requests (3,200 events, what 32 connections in flight queue):
+   rows to columns, proving them valid (:mod:`funnelscope.ingest.fastcheck`), the Arrow
+   arrays, the journal batch, and its write + fsync to a journal on disk (the whole ``_ack``).
 
 Prints microseconds per request and per event. ``--quick`` runs fewer repetitions.
 
@@ -213,24 +217,23 @@ def _mappers(
             k: body[k] for k in ("context", "integrations", "sentAt") if k in body
         }
         return collect._map_all(
-            body["batch"],
-            lambda m: records.from_segment(m, envelope=env, received_at=now),
-            "segment:x",
+            body["batch"], lambda m: records.segment_values(m, envelope=env, received_at=now)
         )
 
     def posthog(body: dict[str, Any]) -> Any:
         sent = body.get("sent_at")
         return collect._map_all(
-            body["batch"], lambda e: records.from_posthog(e, sent_at=sent, now=now), "posthog:x"
+            body["batch"],
+            lambda e: records.row_values(records.from_posthog(e, sent_at=sent, now=now)),
         )
 
     def snowplow(body: dict[str, Any]) -> Any:
         return collect._map_all(
-            body["data"], lambda p: records.from_snowplow(p, received_at=now), "snowplow:x"
+            body["data"], lambda p: records.row_values(records.from_snowplow(p, received_at=now))
         )
 
     def native(body: dict[str, Any]) -> Any:
-        return collect._map_all(body["events"], records.from_native, "native:x")
+        return collect._map_all(body["events"], collect._native_values)
 
     return {
         "segment": (segment_body(), segment),
@@ -259,6 +262,71 @@ def bench_stages(repeat: int) -> list[tuple[str, float, float]]:
         # the mappers must not change their input, so one body serves every repetition
         mapped = _per_call(lambda body=body, mapper=mapper: mapper(body), repeat)  # type: ignore[misc]
         out.append((name, parse, mapped))
+    return out
+
+
+# -- the ack thread ---------------------------------------------------------------------------
+
+
+def bench_ack(groups: int) -> list[tuple[str, float]]:
+    """(stage, CPU seconds per event) of the ack thread over ``groups`` 3,200-event groups."""
+    import tempfile
+
+    import funnelscope
+    from funnelscope.api import collect, writer
+    from funnelscope.events.schema import STAGING_COLUMNS
+    from funnelscope.ingest import records
+    from funnelscope.ingest.fastcheck import prove_valid
+
+    now = datetime(2026, 1, 1, 12, 0, 1, tzinfo=UTC)
+    per_group = 32
+
+    def group(first: int) -> list[Any]:
+        jobs = []
+        for k in range(per_group):
+            body = segment_body(first + k)
+            values, indices, rejected = collect._map_all(
+                body["batch"],
+                lambda m, e={"sentAt": body["sentAt"]}: records.segment_values(
+                    m, envelope=e, received_at=now
+                ),
+            )
+            jobs.append(
+                writer._Job(values, indices, rejected, BATCH, lambda o: None, source="segment:x")
+            )
+        return jobs
+
+    out: list[tuple[str, float]] = []
+    with tempfile.TemporaryDirectory() as folder:
+        ws = funnelscope.open(os.path.join(folder, "bench.duckdb"))
+        ack = writer.GroupWriter(ws.store, max_queue_events=10**7, max_group_events=10**7)
+        ack.journal.claim()
+        try:
+            ack._ack(group(0))  # the first group opens the journal's segment
+            todo = [group((g + 1) * per_group) for g in range(groups)]
+            events = groups * per_group * BATCH
+            started = time.thread_time()
+            for jobs in todo:
+                ack._ack(jobs)
+            out.append(("whole ack (journal fsynced)", (time.thread_time() - started) / events))
+            values = [v for job in todo[0] for v in job.values]
+            n = len(values)
+            lists = [list(c) for c in zip(*values, strict=True)]
+            columns = dict(zip(STAGING_COLUMNS, lists, strict=True))
+            stages: list[tuple[str, Callable[[], Any]]] = [
+                ("  rows -> columns", lambda: [list(c) for c in zip(*values, strict=True)]),
+                (
+                    "  prove_valid",
+                    lambda: prove_valid(columns, received_at=now, currency="EUR"),
+                ),
+                ("  Arrow arrays", lambda: writer._arrays(columns, n)),
+            ]
+            for label, fn in stages:
+                out.append((label, _per_call(fn, 5) / n))
+        finally:
+            ack.journal.close()
+            ack.journal.release()
+            ws.close()
     return out
 
 
@@ -361,7 +429,7 @@ async def _app_run(repeat: int, profile: bool) -> list[tuple[str, float, float]]
             results.append((label, cpu / repeat, wall / repeat))
             if profiler:
                 print(f"\n-- profile of {label}")
-                pstats.Stats(profiler).sort_stats("tottime").print_stats(18)
+                pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
     ws.close()
     return results
 
@@ -376,6 +444,10 @@ def main(quick: bool, profile: bool = False) -> None:
         print(
             f"{name:<12} {parse * 1e6:>13.0f} {mapped * 1e6:>11.0f} {mapped * 1e6 / BATCH:>13.2f}"
         )
+    print(f"\nack thread, 3,200-event groups (load {os.getloadavg()[0]:.2f})")
+    print(f"{'stage':<30} {'CPU us/event':>13}")
+    for label, seconds in bench_ack(10 if quick else 50):
+        print(f"{label:<30} {seconds * 1e6:>13.2f}")
     app_rows = asyncio.run(_app_run(repeat if quick else repeat // 2, profile))
     print(f"\nwhole app in process (event-loop thread CPU; load {os.getloadavg()[0]:.2f})")
     print(f"{'request':<22} {'CPU us/req':>11} {'CPU us/event':>13} {'wall us/req':>12}")

@@ -510,3 +510,33 @@ def test_the_good_row_is_proven(con: duckdb.DuckDBPyConnection) -> None:
 @pytest.mark.parametrize("change", TRAPS)
 def test_a_trap_is_not_proven(change: Row) -> None:
     assert proven([GOOD | change]) == [False]
+
+
+@settings(
+    max_examples=80,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    st.lists(ROWS, min_size=1, max_size=40),
+    st.sets(st.sampled_from(["event_id", "user_id", "anonymous_id", "revenue", "items"])),
+)
+def test_the_column_checks_are_the_per_row_rule(rows: list[Row], left_out: set[str]) -> None:
+    """prove_valid works column by column, over each column's distinct values, and with columns
+    left out; its verdicts are the per-row rule's (repeated values included: rows are doubled)."""
+    from funnelscope.ingest.fastcheck import _row_ok
+    from funnelscope.ingest.pipeline import MAX_FUTURE_SKEW
+
+    rows = rows + rows[::2]
+    columns = {c: [r.get(c) for r in rows] for c in STAGING_COLUMNS if c not in left_out}
+    for currency in ("EUR", "XXY"):
+        want = [
+            _row_ok(
+                {c: v[i] for c, v in columns.items()},
+                RECEIVED_AT + MAX_FUTURE_SKEW,
+                currency == "EUR",
+            )
+            for i in range(len(rows))
+        ]
+        assert prove_valid(columns, received_at=RECEIVED_AT, currency=currency) == want

@@ -41,11 +41,13 @@ from funnelscope.api.writer import BatchOutcome, QueueFullError
 from funnelscope.errors import InvalidEventError, InvalidInputError
 from funnelscope.ingest.pipeline import Rejection
 from funnelscope.ingest.records import (
+    StagingValues,
     from_native,
     from_posthog,
-    from_segment,
     from_snowplow,
     parse_time,
+    row_values,
+    segment_values,
 )
 from funnelscope.ingest.wire import decode_body, parse_json
 from funnelscope.keys import ApiKey
@@ -66,8 +68,9 @@ _MAP_IN_THREAD: Final = 1000
 #: PostHog ignores ``_`` / ``sent_at`` query values that parse to a year <= 2020.
 _POSTHOG_MIN_SENT_AT: Final = datetime(2021, 1, 1, tzinfo=UTC)
 
-Row = dict[str, str | None]
-Mapper = Callable[[Any], Row]
+#: One message -> one staging row as values in STAGING_COLUMNS order (source left None: the
+#: ack stage fills in the route's).
+Mapper = Callable[[Any], StagingValues]
 
 
 def _json_schema(schema: dict[str, Any], *content_types: str) -> dict[str, Any]:
@@ -225,9 +228,9 @@ def _payload(message: Any) -> bytes:
 
 
 def _map_all(
-    messages: Sequence[Any], mapper: Mapper, source: str
-) -> tuple[list[Row], list[int], list[Rejection]]:
-    rows: list[Row] = []
+    messages: Sequence[Any], mapper: Mapper
+) -> tuple[list[StagingValues], list[int], list[Rejection]]:
+    rows: list[StagingValues] = []
     indices: list[int] = []
     rejected: list[Rejection] = []
     for index, message in enumerate(messages):
@@ -249,8 +252,6 @@ def _map_all(
                 )
             )
             continue
-        if row["source"] is None:
-            row["source"] = source
         rows.append(row)
         indices.append(index)
     return rows, indices, rejected
@@ -283,12 +284,17 @@ async def _ingest(
     if len(messages) > _MAP_IN_THREAD:
         # a big batch would hold the event loop for tens of milliseconds: map it in a thread
         # so small requests keep being answered in between (the GIL is shared either way)
-        rows, indices, rejected = await run_in_threadpool(_map_all, messages, mapper, source)
+        rows, indices, rejected = await run_in_threadpool(_map_all, messages, mapper)
     else:
-        rows, indices, rejected = _map_all(messages, mapper, source)
+        rows, indices, rejected = _map_all(messages, mapper)
     try:
-        outcome: BatchOutcome = await state.writer.write(
-            rows, indices, rejected, len(messages), timeout=state.settings.commit_timeout_seconds
+        outcome: BatchOutcome = await state.writer.write_values(
+            rows,
+            indices,
+            rejected,
+            len(messages),
+            timeout=state.settings.commit_timeout_seconds,
+            source=source,
         )
     except QueueFullError as exc:
         raise _overloaded(state, str(exc)) from None
@@ -312,6 +318,10 @@ async def _ingest(
     for rejection in outcome.rejected:
         metrics.rejected.labels(family, rejection.code).inc()
     return outcome
+
+
+def _native_values(event: Any) -> StagingValues:
+    return row_values(from_native(event))
 
 
 def _overloaded(state: Any, why: str) -> ApiError:
@@ -350,7 +360,7 @@ async def native_events(request: Request) -> dict[str, Any]:
     payload = _decode(request, await _read_body(request))
     events = payload.get("events") if isinstance(payload, dict) else payload
     events = _check_size(request, events, "events")
-    outcome = await _ingest(request, "native", key, events, from_native)
+    outcome = await _ingest(request, "native", key, events, _native_values)
     return {"accepted": outcome.accepted, "rejected": _rejected(outcome)}
 
 
@@ -395,7 +405,7 @@ async def _segment_batch(request: Request) -> dict[str, Any]:
         "segment",
         key,
         messages,
-        lambda m: from_segment(m, envelope=envelope, received_at=now),
+        lambda m: segment_values(m, envelope=envelope, received_at=now),
     )
     return {"success": True, "accepted": outcome.accepted, "rejected": _rejected(outcome)}
 
@@ -471,7 +481,7 @@ async def rudder_pixel(request: Request, call: str) -> Response:
     message.setdefault("messageId", f"pixel-{uuid.uuid4()}")
     now = _now()
     outcome = await _ingest(
-        request, "segment", key, [message], lambda m: from_segment(m, received_at=now)
+        request, "segment", key, [message], lambda m: segment_values(m, received_at=now)
     )
     headers = {"Cache-Control": "no-store"}
     if outcome.rejected:
@@ -502,7 +512,7 @@ async def segment_single(request: Request, call: str) -> dict[str, Any]:
         "segment",
         key,
         [payload],
-        lambda m: from_segment(m, received_at=now, default_type=kind),
+        lambda m: segment_values(m, received_at=now, default_type=kind),
     )
     return {"success": True, "accepted": outcome.accepted, "rejected": _rejected(outcome)}
 
@@ -610,7 +620,11 @@ async def posthog_capture(request: Request) -> Response:
     _check_rate(request, key)
     sent_at, now = _posthog_sent_at(request, payload), _now()
     outcome = await _ingest(
-        request, "posthog", key, events, lambda e: from_posthog(e, sent_at=sent_at, now=now)
+        request,
+        "posthog",
+        key,
+        events,
+        lambda e: row_values(from_posthog(e, sent_at=sent_at, now=now)),
     )
     if request.query_params.get("beacon") == "1":
         return Response(status_code=204)
@@ -687,7 +701,11 @@ async def posthog_v1(request: Request) -> dict[str, Any]:
     created = payload.get("created_at") if isinstance(payload, dict) else None
     now = _now()
     outcome = await _ingest(
-        request, "posthog", key, events, lambda e: from_posthog(e, sent_at=created, now=now)
+        request,
+        "posthog",
+        key,
+        events,
+        lambda e: row_values(from_posthog(e, sent_at=created, now=now)),
     )
     dropped = {r.row: r for r in outcome.rejected}
     results: dict[str, Any] = {}
@@ -753,11 +771,11 @@ async def _snowplow(request: Request, events: list[Any]) -> BatchOutcome:
     # one source per event, consumed in order whether or not the event maps
     sources = iter([f"snowplow:{k.source}" for k in keys])
 
-    def mapper(params: Any) -> Row:
+    def mapper(params: Any) -> StagingValues:
         source = next(sources)
         row = from_snowplow(params, received_at=now)
         row["source"] = source
-        return row
+        return row_values(row)
 
     return await _ingest(request, "snowplow", keys[0], events, mapper)
 

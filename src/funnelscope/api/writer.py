@@ -1,8 +1,9 @@
 """The ack stage: requests are answered once their events are fsynced to the journal.
 
-A request's events are mapped to staging rows in the event loop and handed to
-:meth:`GroupWriter.submit`. One thread takes everything queued (group commit), builds the group's
-staging Arrow table, finds the exact rejections by running the ingest pipeline's own validation
+A request's events are mapped to staging rows in the event loop (tuples of values in
+``STAGING_COLUMNS`` order) and handed to :meth:`GroupWriter.submit_values`. One thread takes
+everything queued (group commit), turns the group's rows into columns (one transposition) and
+its Arrow arrays, finds the exact rejections by running the ingest pipeline's own validation
 SQL (:func:`~funnelscope.ingest.pipeline._validation_sql`) on an in-memory DuckDB connection (no
 store, no transaction: a few milliseconds) over the rows that
 :func:`~funnelscope.ingest.fastcheck.prove_valid` cannot prove valid (usually none), appends
@@ -47,6 +48,7 @@ from funnelscope.api.journal import (
 from funnelscope.events.schema import STAGING_COLUMNS
 from funnelscope.ingest.fastcheck import prove_valid
 from funnelscope.ingest.pipeline import Rejection, _event_names, _validation_sql
+from funnelscope.ingest.records import StagingValues
 from funnelscope.store.store import Store
 
 __all__ = [
@@ -143,13 +145,38 @@ def validate_staging(
     return [Verdict(int(r[0]), str(r[1]), str(r[2]), bytes(r[3])) for r in rows]
 
 
+_SOURCE: Final = STAGING_COLUMNS.index("source")
+
+
+def _values(rows: list[dict[str, str | None]]) -> list[StagingValues]:
+    """Dict rows (any key order, keys may be missing) as values in STAGING_COLUMNS order."""
+    return [tuple([row.get(c) for c in STAGING_COLUMNS]) for row in rows]
+
+
+def _settle(future: asyncio.Future[BatchOutcome], result: BatchOutcome | BaseException) -> None:
+    """On the event loop: the ack thread's outcome (ignored when the request timed out)."""
+    if future.done():
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
+
+
+def _expire(future: asyncio.Future[BatchOutcome]) -> None:
+    """The request's timeout: its events may still be journaled (a retry is deduplicated)."""
+    if not future.done():
+        future.set_exception(TimeoutError())
+
+
 @dataclass(slots=True)
 class _Job:
-    rows: list[dict[str, str | None]]
+    values: list[StagingValues]
     indices: list[int]
     rejected: list[Rejection]
     size: int
     done: Callable[[BatchOutcome | BaseException], None]
+    source: str | None = None
     base: int = 0
     outcome_rejections: list[Rejection] = field(default_factory=list)
 
@@ -283,7 +310,21 @@ class GroupWriter:
         ``rejected`` are the request's messages that could not be mapped (with their index);
         ``done`` is called from the ack thread with the outcome once the group is journaled.
         """
-        job = _Job(rows, indices, rejected, size, done)
+        self.submit_values(_values(rows), indices, rejected, size, done)
+
+    def submit_values(
+        self,
+        values: list[StagingValues],
+        indices: list[int],
+        rejected: list[Rejection],
+        size: int,
+        done: Callable[[BatchOutcome | BaseException], None],
+        *,
+        source: str | None = None,
+    ) -> None:
+        """:meth:`submit` for rows as :data:`~funnelscope.ingest.records.StagingValues` (the
+        collector's shape); ``source`` fills the rows whose source is None."""
+        job = _Job(values, indices, rejected, size, done, source)
         with self._cond:
             why = self.refusal(size)
             if why is not None:
@@ -302,24 +343,33 @@ class GroupWriter:
         timeout: float,
     ) -> BatchOutcome:
         """Queue the rows, wait until they are journaled (raises QueueFullError or TimeoutError)."""
+        return await self.write_values(_values(rows), indices, rejected, size, timeout=timeout)
+
+    async def write_values(
+        self,
+        values: list[StagingValues],
+        indices: list[int],
+        rejected: list[Rejection],
+        size: int,
+        *,
+        timeout: float,
+        source: str | None = None,
+    ) -> BatchOutcome:
+        """:meth:`write` for rows as values (see :meth:`submit_values`)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[BatchOutcome] = loop.create_future()
+        # the ack thread settles the future through the loop; a plain timer instead of
+        # wait_for(shield(...)) spares two futures and their callbacks per request
 
         def done(result: BatchOutcome | BaseException) -> None:
-            def settle() -> None:
-                if future.done():
-                    return
-                if isinstance(result, BaseException):
-                    future.set_exception(result)
-                else:
-                    future.set_result(result)
+            loop.call_soon_threadsafe(_settle, future, result)
 
-            loop.call_soon_threadsafe(settle)
-
-        # a request that timed out no longer awaits its future: retrieve a late error quietly
-        future.add_done_callback(lambda f: None if f.cancelled() else f.exception())
-        self.submit(rows, indices, rejected, size, done)
-        return await asyncio.wait_for(asyncio.shield(future), timeout)
+        self.submit_values(values, indices, rejected, size, done, source=source)
+        timer = loop.call_later(timeout, _expire, future)
+        try:
+            return await future
+        finally:
+            timer.cancel()
 
     # -- the ack thread ---------------------------------------------------------------------------
     def _take(self) -> list[_Job]:
@@ -381,25 +431,37 @@ class GroupWriter:
         return currency
 
     def _ack(self, group: list[_Job]) -> list[BatchOutcome]:
-        rows: list[dict[str, str | None]] = []
+        values: list[StagingValues] = []
         row_ids: list[int] = []
         indices: list[int] = []
         pre: list[Rejection] = []  # messages the routes could not map, with group-wide rows
         pre_indices: list[int] = []
+        sources: list[tuple[int, int, str]] = []  # (first row, end, source) to fill in
         base = 0
         for job in group:
             job.base = base
-            rows.extend(job.rows)
+            if job.source is not None and job.values:
+                sources.append((len(values), len(values) + len(job.values), job.source))
+            values += job.values
             row_ids.extend([base + i for i in job.indices])
             indices.extend(job.indices)
-            pre.extend(Rejection(base + r.row, r.code, r.message, r.payload) for r in job.rejected)
-            pre_indices.extend(r.row for r in job.rejected)
+            if job.rejected:
+                pre.extend(
+                    Rejection(base + r.row, r.code, r.message, r.payload) for r in job.rejected
+                )
+                pre_indices.extend(r.row for r in job.rejected)
             base += job.size
-        n = len(rows)
-        # column by column: one comprehension per column beats one loop per row
-        columns = {c: [row.get(c) for row in rows] for c in STAGING_COLUMNS}
-        # columns no event of the group uses are left out of the validation: typed as NULL
-        arrays = {c: pa.array(v, pa.string()) for c, v in columns.items() if v.count(None) != n}
+        n = len(values)
+        # rows to columns in one transposition in C (a comprehension per column over dicts
+        # cost ~1 us per event); Arrow converts lists faster than tuples
+        lists: list[list[str | None]] = (
+            [list(c) for c in zip(*values, strict=True)] if n else [[] for _ in STAGING_COLUMNS]
+        )
+        column = lists[_SOURCE]
+        for start, end, source in sources:
+            column[start:end] = [source if s is None else s for s in column[start:end]]
+        columns = dict(zip(STAGING_COLUMNS, lists, strict=True))
+        arrays = _arrays(columns, n)
         received_at = self._received_at()
         verdicts: list[Verdict] = []
         if n:
@@ -433,6 +495,24 @@ class GroupWriter:
                 Rejection(rejection.row - job.base, rejection.code, rejection.message)
             )
         return [BatchOutcome(j.size, tuple(j.outcome_rejections)) for j in group]
+
+
+def _arrays(columns: dict[str, list[str | None]], n: int) -> dict[str, pa.Array]:
+    """The group's Arrow columns. Columns no event of the group uses are left out (the
+    validation types them as NULL, the journal writes nulls); a column with one value in every
+    row (the source, often the name, currency, browser...) is repeated in C++ instead of
+    converting ``n`` Python strings (~30 ns each)."""
+    arrays: dict[str, pa.Array] = {}
+    if not n:
+        return arrays
+    for name, values in columns.items():
+        first = values[0]
+        if values[-1] == first and values.count(first) == n:
+            if first is not None:
+                arrays[name] = pa.repeat(pa.scalar(first, pa.string()), n)
+            continue
+        arrays[name] = pa.array(values, pa.string())
+    return arrays
 
 
 def _journal_batch(
