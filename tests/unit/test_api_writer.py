@@ -249,3 +249,28 @@ def test_rows_proven_in_python_leave_the_rejections_exactly_as_the_sql_gives_the
         (v.row, v.code, v.message, v.payload) for v in expected
     ]
     assert store.query("SELECT count(*) FROM events") == [(4,)]
+
+
+def test_tuning_the_gc_for_serving_freezes_the_heap_and_the_undo_restores_it() -> None:
+    import gc
+    import weakref
+
+    from funnelscope.api.server import tune_gc_for_serving
+
+    before = gc.get_threshold()
+    undo = tune_gc_for_serving(12_345)
+    try:
+        assert gc.get_threshold() == (12_345, before[1], before[2])
+        assert gc.get_freeze_count() > 0  # the startup heap is out of every collection
+        # a cycle made while serving is still collected
+        holder = type("Holder", (), {})()
+        holder.self = holder  # type: ignore[attr-defined]
+        watched = weakref.ref(holder)
+        del holder
+        assert watched() is not None  # reference counting alone cannot free a cycle
+        gc.collect()
+        assert watched() is None
+    finally:
+        undo()
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
