@@ -412,7 +412,9 @@ def append_events(
     ``pre_rejected`` are rows a parser could not even stage (invalid JSON, bad bytes); they are
     quarantined in the same transaction and counted in the report. ``known_valid``: every
     staged row already passed this validation (the collector's journal holds only rows its ack
-    stage validated, against an earlier ``received_at``), so it is not run again.
+    stage validated, against an earlier ``received_at``), so it is not run again; such a load
+    is deduplicated against every stored event (``event_id_hashes``), not only those within
+    :data:`DEDUP_WINDOW` of the batch, and stores the same rows a validated load would.
     """
     staging = _prepare(staging, row_offset)
     unknown = set(staging.column_names) - {*STAGING_COLUMNS, "_row", "_received_at"}
@@ -425,8 +427,18 @@ def append_events(
         # the lookups are registered Arrow tables, not temp tables: no catalog writes
         con.register("_evmap", _event_names(con, staging))
         if known_valid:
-            sql = _typed_sql(staging.schema, store.currency)
-            con.execute(f"CREATE OR REPLACE TEMP TABLE _v AS {sql}")
+            _quarantine_parsed(con, pre_rejected, source, received_at, report)
+            report.accepted = report.rows - report.rejected
+            next_seq = store.next_seq(con)
+            report.inserted = _insert_known_valid(
+                con, staging, store.currency, received_at, source, next_seq
+            )
+            top = pc.max(staging["_row"]).as_py() if staging.num_rows else None
+            store.advance_seq(next_seq + (int(top) + 1 if top is not None else 0))
+            for name in ("stg", "_evmap"):
+                con.unregister(name)
+            report.duplicates = report.accepted - report.inserted
+            return report
         else:
             sql = _validation_sql(staging.schema, store.currency)
             con.execute(
@@ -570,8 +582,8 @@ SELECT (SELECT count(*) FROM ids) <> (SELECT count(DISTINCT distinct_id) FROM kn
 
 
 def _identities_change(con: duckdb.DuckDBPyConnection) -> bool:
-    row = con.execute(_IDENTITIES_CHANGE).fetchone()
-    return bool(row is None or row[0])
+    rows = con.execute(_IDENTITIES_CHANGE).fetchall()  # all: leaves no open result behind
+    return bool(not rows or rows[0][0])
 
 
 def _insert_new(
@@ -635,3 +647,170 @@ def _insert_new(
         [received_at, source, lo, hi, next_seq],
     ).fetchall()
     return int(inserted[0][0]) if inserted else 0
+
+
+# -- the known-valid load (the collector's journal) ----------------------------------------------
+
+#: The channel's raw inputs (staging columns), derived once per distinct combination.
+_CHANNEL_INPUTS: Final = ("utm_source", "utm_medium", "referrer", "page_url")
+#: An id's hash as ``event_id_hashes`` keeps it (migration 0007): MD5's first 64 bits, stable
+#: across DuckDB versions (``hash()`` is not).
+_ID_HASH: Final = "md5_number_lower(event_id)"
+
+
+def _channel_map(con: duckdb.DuckDBPyConnection, staging: pa.Table) -> tuple[str, str]:
+    """Register ``_chmap`` (each distinct combination of the channel's raw inputs in
+    ``staging``, with its channel) and return (join clause onto ``stg s``, channel expression).
+
+    The distinct combinations are found by Arrow (no SQL over the batch), their keys typed by
+    the same SQL as everywhere (:func:`_channel_keys`) over those few rows only.
+    """
+    present = [
+        c
+        for c in _CHANNEL_INPUTS
+        if c in staging.column_names and not pa.types.is_null(staging.schema.field(c).type)
+    ]
+    if not present:  # one channel for every row
+        return "", "'" + derive_channel("", "", "", False).replace("'", "''") + "'"
+    if all(pa.types.is_string(staging.schema.field(c).type) for c in present):
+        distinct = staging.select(present).group_by(present).aggregate([])
+    else:  # typed inputs: let DuckDB find the distinct ones
+        names = ", ".join(_q(c) for c in present)
+        distinct = con.execute(f"SELECT DISTINCT {names} FROM stg").to_arrow_table()
+    cols, _, _ = _typed_columns(distinct.schema, "USD")  # the currency plays no part here
+    keys = ", ".join(f"{expr} AS {name}" for name, expr in _channel_keys(cols).items())
+    con.register("_chraw", distinct)
+    try:
+        found = con.execute(f"SELECT {keys} FROM _chraw s").fetchall()
+    finally:
+        con.unregister("_chraw")
+    channels = [derive_channel(a, b, c, bool(d)) for a, b, c, d in found]
+    con.register("_chmap", distinct.append_column("channel", pa.array(channels, pa.string())))
+    # each row of stg matches exactly one combination (NULLs match NULLs)
+    on = " AND ".join(f"c.{_q(n)} IS NOT DISTINCT FROM s.{_q(n)}" for n in present)
+    return f"JOIN _chmap c ON {on}", "c.channel"
+
+
+def _insert_known_valid(
+    con: duckdb.DuckDBPyConnection,
+    staging: pa.Table,
+    store_currency: str,
+    received_at: datetime,
+    source: str,
+    next_seq: int,
+) -> int:
+    """:func:`_insert_new` for rows known to be valid, with the same stored rows, cheaper and
+    exact: deduplicated against every stored event (``event_id_hashes``), not a time window.
+
+    Statements: the narrow typed rows (``_v``: ids, time, each id's hash and whether it is the
+    batch's first copy, whether its hash is stored), a confirmation only when some hash is
+    stored (SDK retries, a replayed journal), stitching only when some id is new or a link
+    would merge, one INSERT of the events typed once, and the hashes of what was inserted.
+    """
+    schema = staging.schema
+    cols, _, _ = _typed_columns(schema, store_currency)
+    _catch_up_hashes(con, next_seq)
+    ids = ", ".join(
+        f"{cols[c]} AS {_q(c)}" for c in ("event_id", "user_id", "anonymous_id", "previous_id")
+    )
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE _v AS
+        WITH typed AS (
+            SELECT s._row, {ids}, {cols["timestamp"]} AS "timestamp" FROM stg s
+        ), hashed AS (
+            SELECT *, {_ID_HASH} AS _h,
+                   row_number() OVER (PARTITION BY event_id ORDER BY _row) = 1 AS _first
+            FROM typed
+        ), stored AS (
+            SELECT DISTINCT k.h FROM event_id_hashes k SEMI JOIN hashed ON k.h = hashed._h
+        )
+        SELECT hashed.*, st.h IS NOT NULL AS _seen, CAST(NULL AS VARCHAR) AS _reason
+        FROM hashed LEFT JOIN stored st ON st.h = hashed._h
+        """
+    )
+    seen = con.execute("SELECT count(*) FILTER (_seen AND _first) FROM _v").fetchall()[0][0]
+    if seen:
+        # a stored hash is a candidate: the event at its seq must carry the same id
+        con.execute(
+            """
+            UPDATE _v SET _seen = FALSE WHERE _seen AND event_id NOT IN (
+                SELECT e.event_id FROM events e
+                JOIN (SELECT DISTINCT k.seq FROM event_id_hashes k
+                      JOIN _v v ON k.h = v._h WHERE v._seen) c ON c.seq = e.seq
+            )
+            """
+        )
+    if _identities_change(con):
+        con.execute(
+            "CREATE OR REPLACE TEMP VIEW _good AS "
+            'SELECT user_id, anonymous_id, previous_id, "timestamp" FROM _v'
+        )
+        assign_persons(con, "_good")
+        con.execute("DROP VIEW _good")
+    chmap_join, channel = _channel_map(con, staging)
+    items_join = ""
+    if "items" in schema.names and pa.types.is_string(schema.field("items").type):
+        # line items repeat (product-level events, popular carts): each distinct JSON text is
+        # parsed once, and the ~1 us per row of parsing is a hash-join probe instead
+        items_join = (
+            f"LEFT JOIN (SELECT s.items AS _raw, {cols['items']} AS _typed "
+            "FROM (SELECT DISTINCT items FROM stg) s) it ON it._raw IS NOT DISTINCT FROM s.items"
+        )
+    select = []
+    for name in EVENT_SCHEMA.names:
+        if name == "received_at":
+            has_own = "_received_at" in schema.names
+            select.append("coalesce(CAST(s._received_at AS TIMESTAMPTZ), $1)" if has_own else "$1")
+        elif name == "channel":
+            select.append(channel)
+        elif name == "source":
+            select.append(f"coalesce({cols['source']}, $2)")
+        elif name == "person_id":
+            select.append("i.person_id")
+        elif name in ("event_id", "user_id", "anonymous_id", "timestamp"):
+            select.append(f"v.{_q(name)}")  # typed once, in _v
+        elif name == "items" and items_join:
+            select.append("it._typed")
+        else:
+            select.append(cols[name])
+    inserted = con.execute(
+        f"""
+        INSERT INTO event_log ({", ".join(_q(n) for n in EVENT_SCHEMA.names)}, seq)
+        SELECT {", ".join(select)}, $3 + s._row
+        {_from_staging(schema)}
+        JOIN _v v ON v._row = s._row AND v._first AND NOT v._seen
+        JOIN identities i ON i.distinct_id = coalesce(v.user_id, v.anonymous_id)
+        {chmap_join}
+        {items_join}
+        """,
+        [received_at, source, next_seq],
+    ).fetchall()
+    if chmap_join:
+        con.unregister("_chmap")
+    count = int(inserted[0][0]) if inserted else 0
+    top = pc.max(staging["_row"]).as_py() if staging.num_rows else None
+    covered = next_seq + (int(top) + 1 if top is not None else 0)
+    # one call for the three (ints of our own, not input): each return from DuckDB to Python
+    # waits for the GIL, up to a switch interval while the event loop is busy
+    con.execute(
+        f"INSERT INTO event_id_hashes SELECT _h, {int(next_seq)} + _row FROM _v "
+        "WHERE _first AND NOT _seen;\n"
+        f"UPDATE event_id_hashes_state SET covered_seq = {int(covered)};\n"
+        "DROP TABLE IF EXISTS _v"
+    )
+    return count
+
+
+def _catch_up_hashes(con: duckdb.DuckDBPyConnection, next_seq: int) -> None:
+    """Hash the stored events that other writers added since the last known-valid load (file
+    imports, segments; on a store migrated from the old layout: everything)."""
+    rows = con.execute("SELECT covered_seq FROM event_id_hashes_state").fetchall()
+    covered = int(rows[0][0]) if rows else 0
+    if covered >= next_seq:
+        return
+    con.execute(
+        f"INSERT INTO event_id_hashes SELECT {_ID_HASH}, seq FROM events WHERE seq >= $1",
+        [covered],
+    )
+    con.execute("UPDATE event_id_hashes_state SET covered_seq = $1", [next_seq])

@@ -56,7 +56,12 @@ def assign_persons(con: duckdb.DuckDBPyConnection, table: str) -> None:
             SELECT previous_id, FALSE, "timestamp" FROM {table} WHERE previous_id IS NOT NULL
         )
         SELECT id, bool_or(is_user) AS is_user, min(ts) AS first_seen
-        FROM ids WHERE id NOT IN (SELECT distinct_id FROM identities)
+        FROM ids
+        -- the batch's ids already known, found by probing identities with the batch's few ids
+        -- (a NOT IN would build a hash table of every stored id: ~140 ms at 1M identities)
+        WHERE id NOT IN (
+            SELECT distinct_id FROM identities WHERE distinct_id IN (SELECT id FROM ids)
+        )
         GROUP BY id
         """
     )
@@ -92,11 +97,15 @@ def assign_persons(con: duckdb.DuckDBPyConnection, table: str) -> None:
         if not has_links or not has_links[0]
         else con.execute(
             """
-        WITH canon AS (
+        WITH ends AS (SELECT anon AS id FROM _links UNION SELECT user_id FROM _links),
+        canon AS (  -- the links' ids only, not every stored identity
             SELECT i.distinct_id, i.is_user, m.canonical_id
             FROM identities i JOIN person_map m USING (person_id)
-        ), users_of AS (
-            SELECT canonical_id FROM canon WHERE is_user GROUP BY canonical_id
+            WHERE i.distinct_id IN (SELECT id FROM ends)
+        ), users_of AS (  -- which of the links' persons have a user (read by person, no text)
+            SELECT m.canonical_id FROM person_map m JOIN identities i USING (person_id)
+            WHERE i.is_user AND m.canonical_id IN (SELECT canonical_id FROM canon)
+            GROUP BY m.canonical_id
         )
         SELECT DISTINCT a.canonical_id AS from_id, u.canonical_id AS to_id
         FROM _links l
