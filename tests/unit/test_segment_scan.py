@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import funnelscope
+from funnelscope.ingest import bulk, clean_text
 from funnelscope.ingest.bulk import MIN_SEGMENT_ROWS
 from funnelscope.store.segments import segments_folder
 from funnelscope.workspace import Workspace
@@ -94,6 +95,10 @@ REFUSED = [
     ("leading no-break space", _set("utm_source", 5, "\u00a0google"), (0, N, 0, {})),
     ("trailing ideographic space", _set("anonymous_id", 9, "a9\u3000"), (0, N, 0, {})),
     ("empty text", _set("referrer", 1, ""), (0, N, 0, {})),
+    ("trailing no-break space", _set("utm_campaign", 6, "spring\u00a0"), (0, N, 0, {})),
+    ("leading ideographic space", _set("user_id", 3, "\u3000u0"), (0, N, 0, {})),
+    ("a value of one space", _set("referrer", 7, " "), (0, N, 0, {})),
+    ("event_id with a trailing no-break space", _set("event_id", 4, "e4\u00a0"), (0, N, 0, {})),
     ("lower-case currency", _set("currency", 2, "eur"), (0, N, 0, {})),
     ("revenue without currency", _set("currency", 6, None), (0, N, 0, {})),
     ("repeated event_id", _set("event_id", 9, "e3"), (0, N - 1, 1, {})),
@@ -272,3 +277,137 @@ def test_a_file_of_rejected_rows_only_is_quarantined_as_the_pipeline_does(tmp_pa
             )
         )
         assert _pipeline_result(ws) == _pipeline_result(ref)
+
+
+def _assert_segment_as_pipeline(tmp_path: Path, path: Path, *, segments: int) -> None:
+    with funnelscope.open(tmp_path / "s.duckdb") as ws, funnelscope.open(":memory:") as ref:
+        assert _report(ws.ingest(path, received_at=RECEIVED)) == _report(
+            ref.ingest(path, received_at=RECEIVED)
+        )
+        assert ws.store.query("SELECT count(*) FROM event_segments")[0][0] == segments
+        assert _pipeline_result(ws) == _pipeline_result(ref)
+
+
+@pytest.mark.parametrize("dictionary", [True, False], ids=["dictionary pages", "plain pages"])
+@pytest.mark.parametrize(
+    ("change", "segments"),
+    [
+        (None, 1),
+        (_set("utm_campaign", N - 5, "spring\u3000"), 0),  # in the last row group only
+        (_set("page_url", N - 3, "https://shop.example/caf\u00e9"), 1),  # clean, non-ASCII end
+        (_set("page_url", N - 3, "\u00a0https://shop.example/p/1"), 0),
+    ],
+    ids=["clean", "padded in the last group", "accented end", "no-break space in front"],
+)
+def test_the_text_check_reads_every_row_group(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    dictionary: bool,
+    change: Callable[[pa.Table], pa.Table] | None,
+    segments: int,
+) -> None:
+    # row groups of 1,000 rows read 2,000 at a time: the value is met in the last read, and
+    # with plain pages pyarrow builds the dictionaries itself
+    monkeypatch.setattr(clean_text, "READ_ROWS", 2_000)
+    table = _table() if change is None else change(_table())
+    path = tmp_path / "events.parquet"
+    pq.write_table(table, path, row_group_size=1_000, use_dictionary=dictionary)
+    _assert_segment_as_pipeline(tmp_path, path, segments=segments)
+
+
+def _journeys(n: int = N) -> pa.Table:
+    """Internal referrals (referrer on the shop's own host), external ones, campaigns and
+    users who sign in half way: every input of the side table varies."""
+    table = _table(n)
+    referrers = [
+        ["https://shop.example/cart", "https://www.google.com/", None, "https://t.co/x"][i % 4]
+        for i in range(n)
+    ]
+    pages = [f"https://shop.example/p/{i % 37}" for i in range(n)]
+    users = [f"u{(i // 8) % (n // 4)}" if i % 8 >= 4 else None for i in range(n)]
+    for name, values in (("referrer", referrers), ("page_url", pages), ("user_id", users)):
+        table = table.set_column(table.schema.get_field_index(name), name, pa.array(values))
+    return table
+
+
+def test_the_side_table_from_codes_equals_the_sql_road(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "events.parquet"
+    pq.write_table(_journeys(), path, row_group_size=3_000)
+    with funnelscope.open(tmp_path / "codes.duckdb") as ws:
+        ws.ingest(path, received_at=RECEIVED)
+        codes = _pipeline_result(ws)
+        channels = ws.store.query("SELECT channel, count(*) FROM events GROUP BY 1 ORDER BY 1")
+    monkeypatch.setattr(bulk, "ARROW_SIDE_MAX_ROWS", 0)  # the side table in SQL from the file
+    with funnelscope.open(tmp_path / "sql.duckdb") as ws, funnelscope.open(":memory:") as ref:
+        ws.ingest(path, received_at=RECEIVED)
+        ref.ingest(path, received_at=RECEIVED)
+        assert ws.store.query("SELECT count(*) FROM event_segments")[0][0] == 1
+        assert codes == _pipeline_result(ws) == _pipeline_result(ref)
+    # 1 row in 4 internal (shop.example -> shop.example is no new touchpoint: direct), 1 in 4
+    # from google (organic search), 1 in 4 from t.co (organic social), the rest direct, except
+    # rows 0, 5, 10, ... tagged google/cpc (paid search)
+    n = N
+    paid = len(range(0, n, 5))
+    google = sum(1 for i in range(n) if i % 4 == 1 and i % 5)
+    social = sum(1 for i in range(n) if i % 4 == 3 and i % 5)
+    assert channels == sorted(
+        [
+            ("direct", n - paid - google - social),
+            ("organic_search", google),
+            ("organic_social", social),
+            ("paid_search", paid),
+        ]
+    )
+
+
+def _padded_ids(table: pa.Table) -> pa.Table:
+    """Ids that strictly increase through the file (e00000, e00001, ...)."""
+    ids = pa.array([f"e{i:05d}" for i in range(table.num_rows)])
+    return table.set_column(0, "event_id", ids)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected", "segments"),
+    [
+        (_padded_ids, (0, N, 0, {}), 1),
+        # increasing except one id repeated right after itself: the hash count decides
+        (lambda t: _set("event_id", 9, "e00008")(_padded_ids(t)), (0, N - 1, 1, {}), 0),
+        # the same id at both ends of two row groups (1,000 rows each)
+        (lambda t: _set("event_id", 1_000, "e00999")(_padded_ids(t)), (0, N - 1, 1, {}), 0),
+        # the ids decrease: distinct all the same, proven by the hash count
+        (lambda t: _padded_ids(t).take(pa.array(range(N - 1, -1, -1))), (0, N, 0, {}), 1),
+    ],
+    ids=["increasing", "repeated in a row", "repeated across groups", "decreasing"],
+)
+def test_increasing_ids_are_distinct_and_others_are_counted(
+    tmp_path: Path,
+    change: Callable[[pa.Table], pa.Table],
+    expected: tuple[int, int, int, dict[str, int]],
+    segments: int,
+) -> None:
+    path = tmp_path / "events.parquet"
+    pq.write_table(change(_table()), path, row_group_size=1_000)
+    with funnelscope.open(tmp_path / "s.duckdb") as ws, funnelscope.open(":memory:") as ref:
+        got = ws.ingest(path, received_at=RECEIVED)
+        want = ref.ingest(path, received_at=RECEIVED)
+        rejected, inserted, duplicates, reasons = expected
+        assert (
+            _report(got)
+            == _report(want)
+            == (N, N - rejected, rejected, inserted, duplicates, reasons)
+        )
+        assert ws.store.query("SELECT count(*) FROM event_segments")[0][0] == segments
+        assert _pipeline_result(ws) == _pipeline_result(ref)
+
+
+def test_a_file_with_aliased_columns_is_a_segment_as_the_pipeline_reads_it(
+    tmp_path: Path,
+) -> None:
+    # the text check, the id order and the side table read the file's own column names
+    aliases = {"event_id": "id", "event": "name", "anonymous_id": "anon_id", "page_url": "url"}
+    table = _padded_ids(_journeys())
+    path = tmp_path / "events.parquet"
+    pq.write_table(table.rename_columns([aliases.get(c, c) for c in table.column_names]), path)
+    _assert_segment_as_pipeline(tmp_path, path, segments=1)

@@ -18,19 +18,23 @@ The rule, checked from the schema and then in one scan (docs/import.md, "Parquet
 A file that breaks the rule is imported by the pipeline instead (chunks into ``event_log``),
 with identical results; a file whose every valid row is already stored is only counted.
 
-Two roads decide it. The *scan* (:func:`_scan_verdict`) is one aggregate pass that keeps no row:
-the pipeline's conditions, the cleanliness test, distinct id hashes and the time range. When it
-finds every row valid, clean and new (the usual import) or every id stored (a re-import), the
-import goes on from it: stitching over the distinct id triples, channels over the distinct
-channel inputs, the side table from the file. Anything else takes the *per-row* road: the
-validated rows as a temp table ``_v``, quarantine, the partly-stored verdict, or the pipeline.
+Two roads decide it. The *scan* (:func:`_scan_verdict`) keeps no row: a read of the text
+columns (:class:`~funnelscope.ingest.clean_text.TextScan`, on a thread of its own, from their
+Parquet dictionaries: cleanliness, and whether the ids strictly increase) while DuckDB runs
+one aggregate pass (the pipeline's conditions, currencies, the time range), then distinct id
+hashes if the ids do not increase. When it finds every row valid, clean and new (the usual
+import) or every id stored (a re-import), the import goes on from it: stitching over the
+distinct id triples, and the side table from the dictionary codes the text read kept
+(:mod:`funnelscope.ingest.segment_side`: names, channels and persons once per distinct input).
+Anything else takes the *per-row* road: the validated rows as a temp table ``_v``, quarantine,
+the partly-stored verdict, or the pipeline.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import duckdb
 import pyarrow as pa
@@ -40,6 +44,7 @@ from funnelscope.errors import StoreError
 from funnelscope.events.channels import derive_channel
 from funnelscope.events.currency import ISO_CURRENCIES
 from funnelscope.events.schema import EVENT_SCHEMA, ITEM_TYPE, STAGING_COLUMNS
+from funnelscope.ingest.clean_text import TextScan
 from funnelscope.ingest.pipeline import (
     _CHANNEL_KEY,
     _CHECKED,
@@ -54,6 +59,7 @@ from funnelscope.ingest.pipeline import (
     _typed_columns,
     quarantine_checked,
 )
+from funnelscope.ingest.segment_side import SIDE_INPUTS, SideInputs, build_side_table
 from funnelscope.store import segments as seg
 from funnelscope.store.identity import assign_persons
 from funnelscope.store.store import Store
@@ -65,6 +71,9 @@ __all__ = ["eligible_schema", "import_parquet_segment"]
 MIN_SEGMENT_ROWS: Final = 10_000
 
 _TYPED: Final = {"timestamp", "revenue", "items"}
+#: Files up to this many rows build their side table from the text check's read (28 bytes a
+#: row kept in memory); larger ones build it in SQL from the file.
+ARROW_SIDE_MAX_ROWS: Final = 50_000_000
 
 
 def _q(name: str) -> str:
@@ -120,13 +129,18 @@ def _checked_sql(schema: pa.Schema, store_currency: str) -> str:
     )
 
 
-def _clean_sql(schema: pa.Schema, cols: dict[str, str]) -> str:
+def _text_columns(schema: pa.Schema) -> list[str]:
+    """The staging columns whose raw value must equal ``NULLIF(trim(x), '')`` to be clean."""
+    return [c for c in schema.names if c not in (*_TYPED, "_row", "currency")]
+
+
+def _clean_sql(schema: pa.Schema, cols: dict[str, str], *, text: bool = True) -> str:
     """TRUE (or NULL) when every raw value of the row is what the pipeline would store:
-    ``NULLIF(trim(x), '')`` for text, the typed ``currency``; FALSE otherwise."""
+    ``NULLIF(trim(x), '')`` for text, the typed ``currency``; FALSE otherwise. ``text=False``
+    leaves the text columns out: :class:`clean_text.TextScan` proves them clean apart."""
     clean = [
         f"(s.{_q(c)} IS NULL OR (s.{_q(c)} <> '' AND s.{_q(c)} = trim(s.{_q(c)})))"
-        for c in schema.names
-        if c not in (*_TYPED, "_row", "currency")
+        for c in (_text_columns(schema) if text else [])
     ]
     if "currency" in schema.names:
         clean.append(f"s.currency IS NOT DISTINCT FROM {cols['currency']}")
@@ -146,13 +160,12 @@ def _scan_sql(schema: pa.Schema, store_currency: str) -> str:
     """One aggregate pass over ``stg`` deciding whether the file is a segment as it is.
 
     The pipeline's own conditions (:func:`pipeline._checks`) over the pipeline's typed columns,
-    except that the text columns it trims are read raw: the same pass proves they are clean
-    (``unclean = 0``), and on a clean row the two agree. Columns: ``rows``, ``unclean``,
+    except that the text columns it trims are read raw: :class:`clean_text.TextScan` proves
+    them clean apart, and on a clean row the two agree; this pass checks the currency
+    (``unclean = 0``: upper case, present with revenue). Columns: ``rows``, ``unclean``,
     ``bad`` (rows with some reason), ``currencies`` (the distinct typed currencies, checked
-    against ISO 4217 in Python rather than per row), ``ids`` (distinct hashes of the event ids:
-    as many as rows proves the ids distinct, and a hash table of integers is a third cheaper than
-    one of text; a collision only sends the file to the per-row road), ``lo`` and
-    ``hi`` (the time range).
+    against ISO 4217 in Python rather than per row), ``ids`` (-1: whether the ids are distinct
+    is decided by :func:`_scan_verdict`), ``lo`` and ``hi`` (the time range).
     """
     cols, _, _ = _typed_columns(schema, store_currency)
     names = set(schema.names)
@@ -165,27 +178,65 @@ def _scan_sql(schema: pa.Schema, store_currency: str) -> str:
         f"({cond})" for code, cond, _ in _checks('"timestamp"') if code != _CURRENCY_CHECK
     )
     return (
-        f"WITH typed AS (SELECT\n  {select},\n  {_clean_sql(schema, cols)} AS _clean\n"
+        f"WITH typed AS (SELECT\n  {select},\n  {_clean_sql(schema, cols, text=False)} AS _clean\n"
         " FROM stg s)\n"
         "SELECT count(*) AS rows, count(*) FILTER (NOT _clean) AS unclean,\n"
         f"  count(*) FILTER ({bad}) AS bad,\n"
         "  list(DISTINCT currency) FILTER (currency IS NOT NULL) AS currencies,\n"
-        '  count(DISTINCT hash(event_id)) AS ids, min("timestamp") AS lo, max("timestamp") AS hi\n'
+        '  -1 AS ids, min("timestamp") AS lo, max("timestamp") AS hi\n'
         "FROM typed"
     ).replace("$received_at", "$1")
 
 
 def _scan_verdict(
+    con: duckdb.DuckDBPyConnection,
+    schema: pa.Schema,
+    currency: str,
+    received_at: datetime,
+    *,
+    path: Path,
+    plan: dict[str, str],
+) -> tuple[str, pa.Table | None]:
+    """From the text check and one aggregate scan: ``segment`` (every row valid, clean and
+    new, no event_id repeated), ``stored`` (the same, but every id is stored already: a
+    re-import), ``pipeline`` (not a segment, and no stored event near the file's times: nothing
+    to gain from the per-row verdict) or ``rows`` (the per-row verdict of :func:`_verdict`
+    decides); with the columns the side table derives from when the text check kept them."""
+    text = [c for c in _text_columns(schema) if c != "event_id"]
+    keep = [c for c in SIDE_INPUTS if c in text] if _rows(con) <= ARROW_SIDE_MAX_ROWS else []
+    # the text check reads the file on a thread of its own while DuckDB scans it here
+    ids = plan["event_id"]
+    reading = TextScan(path, [plan[c] for c in text], [plan[c] for c in keep], ids=ids)
+    try:
+        got = _scan_numbers(con, schema, currency, received_at)
+    finally:
+        scan = reading.result(con)
+    kept = scan.kept.rename_columns(keep) if scan.kept is not None else None
+    if scan.ids_increasing:
+        got["ids"] = got["rows"]  # strictly increasing ids are distinct
+    elif scan.clean and not got["unclean"] and not got["bad"]:
+        # a 64-bit hash per id: a hash table of integers is a third cheaper than one of text;
+        # a collision only sends the file to the per-row road
+        (got["ids"],) = con.execute("SELECT count(DISTINCT hash(event_id)) FROM stg").fetchall()[0]
+    verdict = _decide(con, got, clean=scan.clean)
+    return verdict, kept if verdict == "segment" else None
+
+
+def _rows(con: duckdb.DuckDBPyConnection) -> int:
+    return int(con.execute("SELECT count(*) FROM stg").fetchall()[0][0])
+
+
+def _scan_numbers(
     con: duckdb.DuckDBPyConnection, schema: pa.Schema, currency: str, received_at: datetime
-) -> str:
-    """From one aggregate scan: ``segment`` (every row valid, clean and new, no event_id
-    repeated), ``stored`` (the same, but every id is stored already: a re-import),
-    ``pipeline`` (not a segment, and no stored event near the file's times: nothing to gain
-    from the per-row verdict) or ``rows`` (the per-row verdict of :func:`_verdict` decides)."""
+) -> dict[str, Any]:
+    """The columns of :func:`_scan_sql` by name."""
     cur = con.execute(_scan_sql(schema, currency), [received_at])
-    row = cur.fetchone()
-    assert row is not None and cur.description is not None
-    got = dict(zip([d[0] for d in cur.description], row, strict=True))
+    rows = cur.fetchall()
+    assert len(rows) == 1 and cur.description is not None
+    return dict(zip([d[0] for d in cur.description], rows[0], strict=True))
+
+
+def _decide(con: duckdb.DuckDBPyConnection, got: dict[str, Any], *, clean: bool) -> str:
     total = got["rows"]
     if not total or got["lo"] is None:
         return "rows"
@@ -195,7 +246,8 @@ def _scan_verdict(
         'SELECT count(*) FROM event_keys WHERE "timestamp" BETWEEN $1 AND $2', [lo, hi]
     ).fetchall()[0]
     as_is = (
-        not (got["unclean"] or got["bad"] or got["ids"] != total)
+        clean
+        and not (got["unclean"] or got["bad"] or got["ids"] != total)
         and set(got["currencies"] or ()) <= ISO_CURRENCIES
     )
     if not near:
@@ -263,17 +315,23 @@ def import_parquet_segment(
         with store.write() as con:
             _stage_view(con, path, plan)
             _register_event_names(con, staged.empty_table())
-            fast = _scan_verdict(con, staged, store.currency, received_at)
+            fast, kept = _scan_verdict(
+                con, staged, store.currency, received_at, path=path, plan=plan
+            )
             if fast == "pipeline":
                 _drop_temp(con)
                 return None
+            # the side table's inputs that stitching does not change, on another thread
+            inputs = SideInputs(kept) if fast == "segment" and kept is not None else None
             if fast != "rows":
                 _stage_identities(con, staged, store.currency)
                 report.accepted = rows
             if fast == "segment":
                 # the usual case: the file is copied while the side table is built
                 copy = seg.SegmentCopy(path, folder)
-                target = _add_segment(con, store, staged, copy, plan, source, received_at)
+                target = _add_segment(
+                    con, store, staged, copy, plan, source, received_at, inputs=inputs
+                )
                 report.inserted = rows
                 _drop_temp(con)
                 return report
@@ -356,11 +414,20 @@ def _add_segment(
     plan: dict[str, str],
     source: str,
     received_at: datetime,
+    *,
+    inputs: SideInputs | None = None,
 ) -> Path:
     """Stitch (``_ids``), derive channels and write the side table of a file that
     :func:`_scan_verdict` found a new segment; place the copied file and register the
-    segment. Returns the segment's file."""
+    segment. Returns the segment's file. ``inputs``: the side table's inputs, from the columns
+    the text check read (:mod:`segment_side`: no join, no sort); else SQL over the file."""
     names = set(schema.names)
+    if inputs is not None:
+        assign_persons(con, "_ids")
+        first_seq = store.next_seq(con)
+        segment_id = seg.next_segment_id(con)
+        build_side_table(con, inputs, seg.side_table(segment_id), first_seq=first_seq)
+        return _register(con, store, copy, plan, source, received_at, segment_id, first_seq)
 
     def raw(column: str) -> str:  # a clean value is what the pipeline stores
         return f"s.{_q(column)}" if column in names else "CAST(NULL AS VARCHAR)"
@@ -387,8 +454,22 @@ def _add_segment(
         f"JOIN _evmap m ON m.raw = s.event JOIN _chmap k ON {on} ORDER BY s._row",
         [first_seq],
     )
-    (count,) = con.execute(f"SELECT count(*) FROM {side}").fetchall()[0]
-    total = int(con.execute("SELECT count(*) FROM stg").fetchall()[0][0])
+    return _register(con, store, copy, plan, source, received_at, segment_id, first_seq)
+
+
+def _register(
+    con: duckdb.DuckDBPyConnection,
+    store: Store,
+    copy: seg.SegmentCopy,
+    plan: dict[str, str],
+    source: str,
+    received_at: datetime,
+    segment_id: int,
+    first_seq: int,
+) -> Path:
+    """Check the side table's length, place the copied file, register the segment."""
+    (count,) = con.execute(f"SELECT count(*) FROM {seg.side_table(segment_id)}").fetchall()[0]
+    total = _rows(con)
     if count != total:  # the positional join needs one side row per row
         raise StoreError(f"segment side table has {count} rows, not {total}")
     target = copy.place(segment_id)

@@ -1,0 +1,208 @@
+"""Prove a Parquet file's text columns *clean*: every value already as the pipeline stores it.
+
+The pipeline stores a text value ``x`` as ``NULLIF(trim(x), '')``, so a value is stored unchanged
+exactly when it is NULL, or non-empty and equal to its ``trim()``. A Parquet file kept as a
+segment (ingest/bulk.py) must hold only such values. Checking ``x = trim(x)`` per value in SQL
+is half of a segment import's CPU time; this module gets the same answer from far fewer bytes:
+
+* text columns are read with pyarrow as dictionaries (``read_dictionary``): a column whose
+  Parquet pages are dictionary-encoded (a shop's names, pages, channels, devices) is checked
+  once per distinct value of each row group instead of once per row. Checking a dictionary
+  also checks entries no row uses: at worst a clean file is refused, never the reverse;
+* a value is checked by its first and last byte (numpy over the Arrow offsets and data
+  buffers, :func:`funnelscope.ingest.csv_segment._suspects`): ``trim()`` removes the space
+  (0x20) and the Unicode spaces (category Zs, all outside ASCII), so a non-empty value whose
+  edge bytes are ASCII and not 0x20 equals its ``trim()``; an edge byte 0x20 proves it does
+  not; the few values with a non-ASCII edge byte (a name ending in "é") are compared with
+  DuckDB's own ``trim()`` (:func:`funnelscope.ingest.csv_segment._all_trimmed`);
+* an empty value (zero bytes) is not clean: the pipeline stores it as NULL.
+
+The answer is exact for the values of the file, and conservative for unused dictionary
+entries; a file reported not clean takes the pipeline (or the per-row road), which gives the
+same results, only slower.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+__all__ = ["READ_ROWS", "TextScan", "TextScanResult", "scan_text"]
+
+#: Rows read at a time (whole row groups): bounds the memory of the check on a large file.
+READ_ROWS: Final = 1 << 20
+
+
+def _edges_ok(array: pa.Array, suspects: list[pa.Array]) -> bool:
+    """No valid value of ``array`` (a plain string array) is empty or starts or ends with a
+    space; values with a non-ASCII edge byte are appended to ``suspects``."""
+    from funnelscope.ingest.csv_segment import _suspects  # csv_segment imports bulk
+
+    if len(array) == 0:
+        return True
+    start = array.offset
+    offsets = np.frombuffer(array.buffers()[1], np.int32)[start : start + len(array) + 1]
+    empty = offsets[1:] == offsets[:-1]
+    if array.null_count:
+        empty &= array.is_valid().to_numpy(zero_copy_only=False)
+    if empty.any():
+        return False
+    found = _suspects(array)
+    if found is None:
+        return False
+    suspects.extend(found)
+    return True
+
+
+def _chunk_ok(chunk: pa.Array, suspects: list[pa.Array]) -> bool:
+    if isinstance(chunk, pa.DictionaryArray):
+        dictionary = chunk.dictionary
+        # a NULL entry would have to be told from the rows that use it: not worth it
+        return dictionary.null_count == 0 and _edges_ok(dictionary, suspects)
+    return pa.types.is_string(chunk.type) and _edges_ok(chunk, suspects)
+
+
+@dataclass(frozen=True, slots=True)
+class TextScanResult:
+    """What :func:`scan_text` found: ``clean`` (see there) and, when asked for and clean, the
+    columns ``kept`` as read (dictionary-encoded, one chunk per row group, in file order)."""
+
+    clean: bool
+    kept: pa.Table | None = None
+    #: the ``ids`` column of :class:`TextScan` strictly increases: its values are distinct
+    ids_increasing: bool = False
+
+
+def scan_text(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    columns: Sequence[str],
+    keep: Sequence[str] = (),
+) -> TextScanResult:
+    """Whether every value of the ``string`` columns ``columns`` of the Parquet file ``path``
+    is NULL, or non-empty and equal to its DuckDB ``trim()``; the columns ``keep`` (a subset
+    of ``columns``) are returned as read, for a caller that needs them per row.
+
+    ``clean`` is False also when a value cannot be vouched for cheaply (module docstring).
+    :class:`TextScan` does the same on a thread of its own.
+
+    Examples
+    --------
+    >>> import duckdb, pyarrow as pa, pyarrow.parquet as pq, pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "e.parquet"
+    >>> pq.write_table(pa.table({"a": ["x", None, "é"], "b": ["y", "z", "w\u3000"]}), path)
+    >>> con = duckdb.connect()
+    >>> scan_text(con, path, ["a"]).clean, scan_text(con, path, ["a", "b"]).clean
+    (True, False)
+    """
+    return TextScan(path, columns, keep).result(con)
+
+
+class TextScan:
+    """:func:`scan_text` with the read and the byte checks on a thread of its own (pyarrow
+    and numpy release the GIL), so that a DuckDB scan of the same file runs meanwhile;
+    :meth:`result` waits, then compares the few suspects with ``trim()`` on ``con``.
+
+    ``ids``: a column of (nearly) unique values, read without a dictionary and checked like the
+    others; :attr:`TextScanResult.ids_increasing` tells whether its values strictly increase
+    (in byte order) through the file, which proves them distinct without a hash table.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        columns: Sequence[str],
+        keep: Sequence[str] = (),
+        *,
+        ids: str | None = None,
+    ) -> None:
+        self._suspects: list[pa.Array] = []
+        self._clean = self._increasing = False
+        self._kept: pa.Table | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run,
+            args=(path, list(columns), list(keep), ids),
+            name="text-scan",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def _run(self, path: Path, columns: list[str], keep: list[str], ids: str | None) -> None:
+        try:
+            self._clean, self._kept = self._read(path, columns, keep, ids)
+        except BaseException as exc:  # re-raised by result() on the importing thread
+            self._error = exc
+
+    def _read(
+        self, path: Path, columns: list[str], keep: list[str], ids: str | None
+    ) -> tuple[bool, pa.Table | None]:
+        file = pq.ParquetFile(str(path), read_dictionary=columns)
+        read = [*columns, ids] if ids is not None else columns
+        kept: list[pa.Table] = []
+        groups: list[int] = []
+        rows = 0
+        last = file.metadata.num_row_groups - 1
+        order = _Order() if ids is not None else None
+        for group in range(file.metadata.num_row_groups):
+            groups.append(group)
+            rows += file.metadata.row_group(group).num_rows
+            if rows < READ_ROWS and group < last:
+                continue
+            table = file.read_row_groups(groups, columns=read, use_threads=True)
+            groups, rows = [], 0
+            for column in table.columns:
+                if not all(_chunk_ok(chunk, self._suspects) for chunk in column.chunks):
+                    return False, None
+            if order is not None and ids is not None:
+                order.add(table.column(ids))
+            if keep:
+                kept.append(table.select(keep))
+        self._increasing = order is not None and order.increasing
+        return True, pa.concat_tables(kept) if kept else None
+
+    def result(self, con: duckdb.DuckDBPyConnection) -> TextScanResult:
+        """Wait for the read; the verdict (``con`` compares the suspects with ``trim()``)."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        if not self._clean or not _trimmed(con, self._suspects):
+            return TextScanResult(False)
+        return TextScanResult(True, self._kept, self._increasing)
+
+
+class _Order:
+    """Whether the values added so far strictly increase in byte order (no NULL)."""
+
+    def __init__(self) -> None:
+        self.increasing = True
+        self._last: str | None = None
+
+    def add(self, column: pa.ChunkedArray) -> None:
+        for chunk in column.chunks:
+            if not self.increasing or not len(chunk):
+                continue
+            n = len(chunk)
+            first, final = chunk[0].as_py(), chunk[n - 1].as_py()
+            # Python compares str by code point, which is the byte order of UTF-8
+            self.increasing = (
+                chunk.null_count == 0
+                and (self._last is None or self._last < first)
+                and (n == 1 or bool(pc.all(pc.less(chunk.slice(0, n - 1), chunk.slice(1))).as_py()))
+            )
+            self._last = final
+
+
+def _trimmed(con: duckdb.DuckDBPyConnection, suspects: list[pa.Array]) -> bool:
+    from funnelscope.ingest.csv_segment import _all_trimmed
+
+    return _all_trimmed(con, suspects)
