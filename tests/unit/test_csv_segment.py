@@ -55,7 +55,13 @@ def _row(i: int, prefix: str = "e") -> dict[str, str]:
         "session_id": f"s{k}-{i // 400}",
         "properties": json.dumps({"note": "two\nlines", "n": i}) if i % 3 == 0 else "",
         "page_url": f"https://shop.example/p/{i % 11}" if i % 2 else "",
-        "referrer": "https://www.bing.com/search?q=mug" if i % 7 == 0 else "",
+        "referrer": (
+            "https://www.bing.com/search?q=mug"
+            if i % 7 == 0
+            else "https://shop.example/cart"  # internal: the page's own host
+            if i % 13 == 5
+            else ""
+        ),
         "utm_source": "google" if i % 5 == 0 else "",
         "utm_medium": "cpc" if i % 5 == 0 else "",
         "revenue": "37.50" if order else "",
@@ -163,6 +169,23 @@ def test_chunks_of_a_long_file_are_segments_and_the_short_tail_takes_the_pipelin
         # seq ranges of the segments follow each other without overlap, in file order
         ranges = seg.store.query("SELECT first_seq, last_seq FROM event_segments ORDER BY 1")
         assert all(a[1] < b[0] for a, b in itertools.pairwise(ranges))
+
+
+def test_a_bad_row_after_stored_chunks_keeps_them_and_numbers_the_rest(tmp_path: Path) -> None:
+    # the chunks committed before the parser meets the bad row stay segments; the rest of the
+    # file is read again record by record from the first uncommitted one, numbered exactly
+    path = _write(tmp_path / "events.csv", _rows(4 * N))
+    lines = path.read_text().splitlines()
+    lines.insert(3 * N + 101, "x1,2024-05-01T00:00:00Z,page_viewed,u1")  # record 3N + 100
+    path.write_text("\n".join(lines) + "\n")
+    report, expected, seg, ref = _both(tmp_path, path, chunk_rows=N)
+    with seg, ref:
+        assert dict(report.reasons) == {"row.bad_shape": 1}
+        assert report.rejections[0].row == 3 * N + 100
+        assert (report.rows, report.inserted) == (4 * N + 1, 4 * N)
+        assert _segments(seg) >= 1  # the chunks before the bad row
+        assert report.to_dict() == expected.to_dict()
+        assert _answers(seg) == _answers(ref)
 
 
 def _bad(rows: list[dict[str, str]], i: int, **values: str) -> list[dict[str, str]]:
@@ -285,6 +308,33 @@ def test_json_transform_reads_the_key_json_extract_reads(text: str, price: int |
     assert (extracted is not None and extracted != "null") == (price is not None)
 
 
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (["a", "", "b c", ""], []),
+        (["", "", "x"], []),
+        (["\tx", "y\n", "two\nlines"], []),  # trim() keeps tabs and line breaks
+        (["a", " b"], None),
+        (["a", "b ", ""], None),
+        (["", " "], None),
+        (["ok", "caf\u00e9", "\u00a0x", "x"], ["caf\u00e9", "\u00a0x"]),  # left to trim()
+    ],
+)
+def test_the_block_scan_finds_every_value_trim_could_change(
+    values: list[str], expected: list[str] | None
+) -> None:
+    from funnelscope.ingest.csv_segment import _suspects
+
+    def found(array: pa.Array) -> list[str] | None:
+        got = _suspects(array)
+        return None if got is None else [v for a in got for v in a.to_pylist()]
+
+    assert found(pa.array(values, pa.string())) == expected
+    # a slice of a block: the edges of the values outside it must not count
+    padded = pa.array([" x ", *values, " y "], pa.string()).slice(1, len(values))
+    assert found(padded) == expected
+
+
 def test_trim_removes_only_the_space_and_non_ascii_spaces() -> None:
     # the cleanliness check looks at first and last bytes: ASCII other than the space is kept
     (trimmed,) = (
@@ -309,7 +359,8 @@ def _staging(n: int = N) -> pa.Table:
 
 def test_a_chunk_scanned_block_by_block_gives_the_same_segment(tmp_path: Path) -> None:
     staging = _staging()
-    scan = ChunkScan()
+    # names and channels derived per group of 2,500 rows, groups ending inside blocks
+    scan = ChunkScan(group_rows=2_500)
     for start in range(0, N, 3_000):  # blocks as the reader hands them over
         scan.add(staging.slice(start, 3_000))
     with funnelscope.open(tmp_path / "a.duckdb") as a, funnelscope.open(tmp_path / "b.duckdb") as b:
@@ -328,6 +379,12 @@ def test_a_chunk_scanned_block_by_block_gives_the_same_segment(tmp_path: Path) -
             lambda t: t.set_column(1, "timestamp", pa.array([START] * N)), id="typed-column"
         ),
         pytest.param(lambda t: t.append_column("extra", pa.array(["x"] * N)), id="extra-column"),
+        pytest.param(  # seq follows the staging order: rows must come in file order
+            lambda t: t.set_column(
+                t.schema.get_field_index("_row"), "_row", pa.array([1, 0, *range(2, N)])
+            ),
+            id="rows-out-of-order",
+        ),
     ],
 )
 def test_chunks_it_cannot_store_are_left_to_the_pipeline(tmp_path: Path, change: Any) -> None:
