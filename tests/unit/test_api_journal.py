@@ -193,24 +193,3 @@ def test_not_ready_and_refusing_while_the_journal_is_replayed(tmp_path: Path) ->
     assert event_ids(ws.store) == ["left", "new", "over"]
     server.stop()
     ws.close()
-
-
-def test_store_threads_setting_limits_duckdb_while_serving(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s.duckdb")
-    default = store.query("SELECT current_setting('threads')")[0][0]
-    settings = JournalSettings(load_interval_seconds=3600, load_at_events=10**9, store_threads=1)
-    writer = GroupWriter(
-        store, max_queue_events=100, max_group_events=100, journal_settings=settings
-    )
-    writer.start()
-    send(writer, ["a", "b"])
-    assert store.query("SELECT current_setting('threads')") == [(1,)]
-    assert event_ids(store) == ["a", "b"]  # loads and reads work on one thread
-    writer.stop()
-    store.close()
-    # not set: DuckDB's default (one per core) is left alone
-    store = Store(tmp_path / "t.duckdb")
-    writer = GroupWriter(store, max_queue_events=100, max_group_events=100, journal_settings=IDLE)
-    writer.start()
-    assert store.query("SELECT current_setting('threads')") == [(default,)]
-    writer.stop()

@@ -99,11 +99,6 @@ class JournalSettings:
     load_at_events: int = 20_000
     #: Most events loaded in one transaction (a large backlog is loaded in several).
     max_load_events: int = 100_000
-    #: DuckDB threads of the store while the server runs (``SET threads``, for the whole
-    #: store); None leaves DuckDB's default, one per core. A load of ~20,000 events gains
-    #: little from a second thread (the batch is a few row groups) and the second thread takes
-    #: the core the event loop needs.
-    store_threads: int | None = None
 
 
 @dataclass(slots=True, eq=False)  # compared by identity
@@ -393,8 +388,6 @@ class JournalLoader:
         every ~``load_interval_seconds``."""
         self.is_replaying = self._journal.has_leftover()
         self._last_load = time.monotonic()
-        if self.settings.store_threads is not None:
-            self._store.query(f"SET threads = {max(1, int(self.settings.store_threads))}")
         self._thread.start()
 
     def wait_replayed(self, timeout: float = 60.0) -> bool:
