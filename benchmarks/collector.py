@@ -48,12 +48,40 @@ BATCH = 100
 GRACE_S = 10.0
 #: The soak's rate: steady traffic the server keeps up with, so memory is measured at rest.
 SOAK_RATE = 2_500
+TS = "2026-01-01T12:00:00.000Z"
 TARGETS = {"throughput": 50_000, "p99_ms": 100.0}
+
+
+def segment_message(i: int, message_id: str, ts: str = TS) -> dict[str, Any]:
+    """The ``i``-th event of the benchmark's Segment batch (37 users, 53 anonymous ids)."""
+    return {
+        "type": "track",
+        "event": "Product Viewed",
+        "userId": f"user_{i % 37}",
+        "anonymousId": f"anon_{i % 53}",
+        "messageId": message_id,
+        "timestamp": ts,
+        "properties": {
+            "product_id": f"p_{i % 20}",
+            "price": 19.0,
+            "currency": "EUR",
+            "name": "Mug",
+            "category": "Kitchen",
+        },
+        "context": {
+            "page": {
+                "url": "https://shop.example.com/p/1?utm_source=google&utm_medium=cpc",
+                "referrer": "https://www.google.com/",
+            },
+            "userAgent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/124.0 Safari/537.36",
+            "locale": "de-DE",
+        },
+    }
 
 
 def _template(route: str) -> tuple[str, bytes]:
     """(path, body template) with ``@@@@@@@@@@`` where each request puts its unique number."""
-    ts = "2026-01-01T12:00:00.000Z"
+    ts = TS
     if route == "native":
         events = [
             {
@@ -67,32 +95,7 @@ def _template(route: str) -> tuple[str, bytes]:
             for i in range(BATCH)
         ]
         return "/api/v1/events", json.dumps({"events": events}).encode()
-    events = [
-        {
-            "type": "track",
-            "event": "Product Viewed",
-            "userId": f"user_{i % 37}",
-            "anonymousId": f"anon_{i % 53}",
-            "messageId": f"@@@@@@@@@@-{i:03d}",
-            "timestamp": ts,
-            "properties": {
-                "product_id": f"p_{i % 20}",
-                "price": 19.0,
-                "currency": "EUR",
-                "name": "Mug",
-                "category": "Kitchen",
-            },
-            "context": {
-                "page": {
-                    "url": "https://shop.example.com/p/1?utm_source=google&utm_medium=cpc",
-                    "referrer": "https://www.google.com/",
-                },
-                "userAgent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/124.0 Safari/537.36",
-                "locale": "de-DE",
-            },
-        }
-        for i in range(BATCH)
-    ]
+    events = [segment_message(i, f"@@@@@@@@@@-{i:03d}") for i in range(BATCH)]
     return "/v1/batch", json.dumps({"batch": events, "sentAt": ts}).encode()
 
 

@@ -34,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
+from collector import TS, segment_message  # the load generator's Segment events
 
 from funnelscope.api.journal import JOURNAL_SCHEMA, load_journal_table
 from funnelscope.events.schema import STAGING_COLUMNS
@@ -53,32 +54,7 @@ def _uuid(n: int) -> str:
 
 
 def _message(n: int) -> dict[str, object]:
-    i = n % 100
-    ts = "2026-01-01T12:00:00.000Z"
-    return {
-        "type": "track",
-        "event": "Product Viewed",
-        "userId": f"user_{i % 37}",
-        "anonymousId": f"anon_{i % 53}",
-        "messageId": _uuid(n),
-        "timestamp": ts,
-        "sentAt": ts,
-        "properties": {
-            "product_id": f"p_{i % 20}",
-            "price": 19.0,
-            "currency": "EUR",
-            "name": "Mug",
-            "category": "Kitchen",
-        },
-        "context": {
-            "page": {
-                "url": "https://shop.example.com/p/1?utm_source=google&utm_medium=cpc",
-                "referrer": "https://www.google.com/",
-            },
-            "userAgent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/124.0 Safari/537.36",
-            "locale": "de-DE",
-        },
-    }
+    return {**segment_message(n % 100, _uuid(n)), "sentAt": TS}
 
 
 def journal_table(first: int, rows: int) -> pa.Table:
