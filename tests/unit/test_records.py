@@ -473,6 +473,81 @@ def test_user_agent_parts() -> None:
     assert user_agent_parts(None) == (None, None, None)
 
 
+# -- the per-string caches and the per-request skew memo (collector hot path) -------------------
+
+UA_IPHONE = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148 Safari/604.1"
+
+
+def test_user_agent_cache_gives_each_string_its_own_answer() -> None:
+    first = user_agent_parts(UA_IPHONE)
+    again = user_agent_parts("".join(UA_IPHONE))  # an equal string, another object
+    assert first == again == ("Safari", "iOS", "mobile")
+    # one character apart (iPad for iPhone): not the cached iPhone answer
+    assert user_agent_parts(UA_IPHONE.replace("iPhone;", "iPad;")) == ("Safari", "iOS", "tablet")
+    assert user_agent_parts(UA_IPHONE) == first
+
+
+def test_page_url_cache_gives_each_url_its_own_utm_columns() -> None:
+    def utm(url: str, **extra: Any) -> tuple[Any, ...]:
+        msg: dict[str, Any] = {"type": "track", "event": "x", "messageId": "m", "userId": "u"}
+        msg["context"] = {"page": {"url": url}, **extra}
+        row = from_segment(msg, received_at=NOW)
+        return row["page_path"], row["utm_source"], row["utm_medium"], row["utm_campaign"]
+
+    google = "https://s.example/p/1?utm_source=google&utm_medium=cpc"
+    bing = "https://s.example/p/1?utm_source=bing&utm_medium=cpc"
+    assert utm(google) == utm(google) == ("/p/1", "google", "cpc", None)
+    assert utm(bing) == ("/p/1", "bing", "cpc", None)
+    # the campaign context wins over the URL's tags even when the URL is cached
+    assert utm(google, campaign={"source": "newsletter"}) == ("/p/1", "newsletter", "cpc", None)
+    assert utm(google) == ("/p/1", "google", "cpc", None)
+
+
+def test_utm_properties_win_over_a_cached_url() -> None:
+    url = "https://s.example/?utm_source=google&utm_campaign=spring"
+    msg = {
+        "type": "track",
+        "event": "x",
+        "messageId": "m",
+        "userId": "u",
+        "context": {"page": {"url": url}},
+    }
+    plain = from_segment(msg, received_at=NOW)
+    tagged = from_segment({**msg, "properties": {"utm_source": "mail"}}, received_at=NOW)
+    assert (plain["utm_source"], plain["utm_campaign"]) == ("google", "spring")
+    assert (tagged["utm_source"], tagged["utm_campaign"]) == ("mail", "spring")
+    assert "utm_source" not in props(tagged)
+
+
+def test_clock_skew_is_not_confused_between_requests() -> None:
+    # two requests with the same sentAt text but received one second apart, interleaved:
+    # the skew remembered for one request must not leak into the other
+    sent = "2026-11-22T18:00:00.000Z"
+    msg = {"type": "track", "event": "x", "messageId": "m", "userId": "u"}
+    first = datetime(2026, 11, 22, 18, 0, 5, tzinfo=UTC)
+    second = datetime(2026, 11, 22, 18, 0, 6, tzinfo=UTC)
+    envelope = {"sentAt": sent}
+    stamps = [
+        from_segment({**msg, "timestamp": "2026-11-22T17:59:59.500Z"}, envelope=e, received_at=t)[
+            "timestamp"
+        ]
+        for e, t in ((envelope, first), (envelope, second), ({"sentAt": "".join(sent)}, first))
+    ]
+    assert stamps == [
+        "2026-11-22T18:00:04.500000+00:00",
+        "2026-11-22T18:00:05.500000+00:00",
+        "2026-11-22T18:00:04.500000+00:00",
+    ]
+    # another sentAt in the same request shape: its own skew (received 5 s after a sentAt of
+    # 17:59:50 puts a 17:59:49 event at 18:00:04)
+    other = from_segment(
+        {**msg, "timestamp": "2026-11-22T17:59:49.000Z"},
+        envelope={"sentAt": "2026-11-22T17:59:50.000Z"},
+        received_at=first,
+    )
+    assert other["timestamp"] == "2026-11-22T18:00:04+00:00"
+
+
 def test_native_keeps_unknown_keys_in_properties() -> None:
     row = from_native(
         {

@@ -28,6 +28,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Final
 
 from fastapi import APIRouter, Request, Response
@@ -43,9 +44,9 @@ from funnelscope.ingest.pipeline import Rejection
 from funnelscope.ingest.records import (
     StagingValues,
     from_native,
-    from_posthog,
     from_snowplow,
     parse_time,
+    posthog_values,
     row_values,
     segment_values,
 )
@@ -230,6 +231,13 @@ def _payload(message: Any) -> bytes:
 def _map_all(
     messages: Sequence[Any], mapper: Mapper
 ) -> tuple[list[StagingValues], list[int], list[Rejection]]:
+    # Almost every batch maps whole: one comprehension, no per-event try, appends or index.
+    # The mappers are pure, so when one message fails the loop below maps the batch again
+    # and answers exactly as if it had run alone.
+    try:
+        return [mapper(message) for message in messages], list(range(len(messages))), []
+    except Exception:  # handled message by message below
+        pass
     rows: list[StagingValues] = []
     indices: list[int] = []
     rejected: list[Rejection] = []
@@ -405,7 +413,8 @@ async def _segment_batch(request: Request) -> dict[str, Any]:
         "segment",
         key,
         messages,
-        lambda m: segment_values(m, envelope=envelope, received_at=now),
+        # a partial (C) rather than a lambda: one Python frame less per event
+        partial(segment_values, envelope=envelope, received_at=now),
     )
     return {"success": True, "accepted": outcome.accepted, "rejected": _rejected(outcome)}
 
@@ -624,7 +633,7 @@ async def posthog_capture(request: Request) -> Response:
         "posthog",
         key,
         events,
-        lambda e: row_values(from_posthog(e, sent_at=sent_at, now=now)),
+        partial(posthog_values, sent_at=sent_at, now=now),
     )
     if request.query_params.get("beacon") == "1":
         return Response(status_code=204)
@@ -705,7 +714,7 @@ async def posthog_v1(request: Request) -> dict[str, Any]:
         "posthog",
         key,
         events,
-        lambda e: row_values(from_posthog(e, sent_at=created, now=now)),
+        partial(posthog_values, sent_at=created, now=now),
     )
     dropped = {r.row: r for r in outcome.rejected}
     results: dict[str, Any] = {}

@@ -53,6 +53,7 @@ __all__ = [
     "from_snowplow",
     "lenient_b64decode",
     "parse_time",
+    "posthog_values",
     "row_values",
     "segment_values",
     "user_agent_parts",
@@ -202,6 +203,24 @@ def _skew(sent_at: str, now: datetime) -> timedelta | None:
         return None
 
 
+#: The last (sent_at, now, skew) :func:`_request_skew` answered. A request's messages share
+#: the same two objects, so an identity test finds it (exact: the same objects give the same
+#: skew) where the lru_cache would hash an aware datetime per event. One tuple, replaced
+#: whole: a thread mapping a big batch at the same time reads either the old or the new one.
+_last_skew: tuple[object, object, timedelta | None] = (None, None, None)
+
+
+def _request_skew(sent_at: str, now: datetime) -> timedelta | None:
+    """:func:`_skew`, remembered for the last pair of objects."""
+    global _last_skew
+    last = _last_skew
+    if last[0] is sent_at and last[1] is now:
+        return last[2]
+    skew = _skew(sent_at, now)
+    _last_skew = (sent_at, now, skew)
+    return skew
+
+
 def _corrected(timestamp: Any, sent_at: Any, now: datetime | None) -> str | None:
     """Event time corrected for the device's clock skew: ``now + (timestamp - sent_at)``."""
     if (
@@ -213,7 +232,7 @@ def _corrected(timestamp: Any, sent_at: Any, now: datetime | None) -> str | None
         and len(timestamp) in (20, 24)
         and timestamp[10] == "T"
         and timestamp[-1] == "Z"
-        and (skew := _skew(sent_at, now)) is not None
+        and (skew := _request_skew(sent_at, now)) is not None
     ):
         try:
             naive = datetime.fromisoformat(timestamp[:-1])
@@ -283,6 +302,15 @@ def _path_and_utm(url: str | None) -> tuple[str | None, dict[str, str]]:
         if (v := query.get(f"utm_{k}")) and v[0]
     }
     return parts.path or None, utm
+
+
+@lru_cache(maxsize=4096)
+def _url_parts(url: str | None) -> tuple[str | None, dict[str, str], tuple[str | None, ...]]:
+    """:func:`_path_and_utm` and its tags as the five UTM columns (what :func:`_utm` answers
+    when the message names no campaign and has no ``utm_*`` properties), computed once per
+    URL. The cache is keyed by the exact text, so it is exact."""
+    path, utm = _path_and_utm(url)
+    return path, utm, tuple(utm.get(column) for column in _UTM_COLUMNS)
 
 
 _BROWSERS: Final = (  # order matters: Edge and Opera also say Chrome, Chrome also says Safari
@@ -416,13 +444,17 @@ def _commerce(props: dict[str, Any], *, lift_product: bool) -> tuple[str | None,
     ):
         # normalise_item() of the product fields, in one pass: each field keeps its name,
         # and item_id stands for product_id when that is missing
+        # (pop with a default: a field present with None leaves props and is not kept)
+        pop = props.pop
         item: dict[str, Any] = {}
         for key in _PRODUCT_FIELDS:
-            if key in props and (value := props.pop(key)) is not None:
+            if (value := pop(key, None)) is not None:
                 item[key] = value
-        if "item_id" in props and (value := props.pop("item_id")) is not None:
+        if (value := pop("item_id", None)) is not None:
             item.setdefault("product_id", value)
-        items = [item]
+        pid = item.get("product_id")
+        product_id = (None if pid is None else _text(pid)) or _text(item.get("sku"))
+        return revenue, currency, order, cart, _dumps([item]), product_id
     if items is not None:
         items_json = _dumps(items)
         if len(items) == 1:
@@ -540,11 +572,6 @@ _SEGMENT_LIFTED: Final = frozenset(
     | {"integrations"}
 )
 _EMPTY: Final[Mapping[str, Any]] = {}
-
-
-def _str(value: Any) -> str | None:
-    """:func:`_text`, with the str check inlined by the caller's hot path (see from_segment)."""
-    return value.strip() or None if type(value) is str else _text(value)
 
 
 def _from_merge(
@@ -685,8 +712,24 @@ def segment_values(
         context = own_context if isinstance(own_context, dict) else _EMPTY
     ctx = context.get
 
-    event_id = _ident(get("messageId")) or _content_id("segment", dict(msg))
-    event = _str(get("event")) if kind == "track" else kind
+    # _ident() and _text() inlined for text without NUL (three ids and the name per event)
+    v = get("messageId")
+    event_id = (
+        (v.strip()[:MAX_DISTINCT_ID] or None) if type(v) is str and "\x00" not in v else _ident(v)
+    ) or _content_id("segment", dict(msg))
+    if kind == "track":
+        v = get("event")
+        event = v.strip() or None if type(v) is str else _text(v)
+    else:
+        event = kind
+    v = get("userId")
+    user_id = (
+        (v.strip()[:MAX_DISTINCT_ID] or None) if type(v) is str and "\x00" not in v else _ident(v)
+    )
+    v = get("anonymousId")
+    anonymous_id = (
+        (v.strip()[:MAX_DISTINCT_ID] or None) if type(v) is str and "\x00" not in v else _ident(v)
+    )
     timestamp = get("timestamp") or get("originalTimestamp")
     ts_text: str | None
     if timestamp is None and received_at is not None:
@@ -777,8 +820,12 @@ def segment_values(
     if keep:
         props["context"] = keep
 
-    url_path, url_utm = _path_and_utm(page_url)
-    utm_source, utm_medium, utm_campaign, utm_term, utm_content = _utm(props, url_utm, explicit_utm)
+    url_path, url_utm, url_columns = _url_parts(page_url)
+    if explicit_utm is _NO_UTM and props.keys().isdisjoint(_UTM_SET):
+        utm = url_columns  # no campaign context, no utm_* properties: the URL's tags
+    else:
+        utm = _utm(props, url_utm, explicit_utm)
+    utm_source, utm_medium, utm_campaign, utm_term, utm_content = utm
     revenue, currency, order_id, cart_id, items, product_id = commerce
     # STAGING_COLUMNS order (tests/unit/test_record_columns.py checks it against the dict rows);
     # properties last-but-not-least: _utm() above removes the utm_* properties it lifts
@@ -786,8 +833,8 @@ def segment_values(
         event_id,
         ts_text,
         event,
-        _ident(get("userId")),
-        _ident(get("anonymousId")),
+        user_id,
+        anonymous_id,
         session_id,
         _dumps(props),
         page_url,
@@ -851,89 +898,112 @@ def from_posthog(
     >>> row["timestamp"], row["page_path"], row["utm_source"]
     ('2024-05-01T10:00:04+00:00', '/', 'x')
     """
+    return dict(zip(STAGING_COLUMNS, posthog_values(event, sent_at=sent_at, now=now), strict=True))
+
+
+def posthog_values(
+    event: Mapping[str, Any],
+    *,
+    sent_at: datetime | str | None = None,
+    now: datetime,
+) -> StagingValues:
+    """:func:`from_posthog` as a tuple of values in :data:`STAGING_COLUMNS` order (the
+    collector's PostHog routes; see :func:`segment_values`).
+
+    Examples
+    --------
+    >>> from datetime import UTC, datetime
+    >>> values = posthog_values({"event": "$pageview", "distinct_id": "u1", "uuid": "e1"},
+    ...                         now=datetime(2024, 5, 1, 10, 0, tzinfo=UTC))
+    >>> dict(zip(STAGING_COLUMNS, values))["user_id"]
+    'u1'
+    """
     if not isinstance(event, dict):
         if not isinstance(event, Mapping):
             raise _invalid("event.not_an_object", "", "each event must be a JSON object")
         event = dict(event)
-    raw_props = event.get("properties")
+    get = event.get
+    raw_props = get("properties")
     if raw_props is not None and not isinstance(raw_props, dict):
         raise _invalid("event.invalid_properties", "properties", "properties must be an object")
     props: dict[str, Any] = dict(raw_props or {})
-    name = _text(event.get("event"))
-    row = _empty_row()
-    row["event"] = name
-    uuid = _text(event.get("uuid"))
-    row["event_id"] = uuid[:MAX_DISTINCT_ID] if uuid else _content_id("posthog", dict(event))
+    pop = props.pop
+    name = _text(get("event"))
+    uuid = _text(get("uuid"))
+    event_id = uuid[:MAX_DISTINCT_ID] if uuid else _content_id("posthog", dict(event))
 
     distinct = _ident(
         event["distinct_id"]
-        if event.get("distinct_id") is not None
-        else event.get("$distinct_id", props.get("distinct_id"))
+        if get("distinct_id") is not None
+        else get("$distinct_id", props.get("distinct_id"))
     )
     for key in ("token", "distinct_id", "$token", "api_key"):
-        props.pop(key, None)
-    device = _ident(props.pop("$device_id", None))
-    anon_before = _ident(props.pop("$anon_distinct_id", None))
-    state = props.pop("$user_state", None)
-    profile = props.pop("$process_person_profile", None)
+        pop(key, None)
+    device = _ident(pop("$device_id", None))
+    anon_before = _ident(pop("$anon_distinct_id", None))
+    state = pop("$user_state", None)
+    profile = pop("$process_person_profile", None)
+    user_id = anonymous_id = previous_id = None
     if name == "$create_alias":
-        row["user_id"] = _ident(props.pop("alias", None))
-        row["previous_id"] = distinct
+        user_id = _ident(pop("alias", None))
+        previous_id = distinct
     elif name == "$identify":
-        row["user_id"] = distinct
-        row["anonymous_id"] = anon_before or (device if device != distinct else None)
+        user_id = distinct
+        anonymous_id = anon_before or (device if device != distinct else None)
     elif (
         state == "anonymous"
         or profile is False
         or name == "$groupidentify"
         or (device is not None and device == distinct)
     ):
-        row["anonymous_id"] = distinct
+        anonymous_id = distinct
     else:
-        row["user_id"] = distinct
-        row["anonymous_id"] = device if device != distinct else None
+        user_id = distinct
+        anonymous_id = device if device != distinct else None
 
-    offset = event.get("offset")
+    offset = get("offset")
+    timestamp: str | None
     if isinstance(offset, int | float) and not isinstance(offset, bool):
         try:
-            row["timestamp"] = _iso(now - timedelta(milliseconds=float(offset)))
+            timestamp = _iso(now - timedelta(milliseconds=float(offset)))
         except OverflowError:
-            row["timestamp"] = None
-    elif event.get("timestamp") is not None:
-        skew_ref = None if props.pop("$ignore_sent_at", False) else sent_at
-        row["timestamp"] = _corrected(event.get("timestamp"), skew_ref, now)
+            timestamp = None
+    elif get("timestamp") is not None:
+        skew_ref = None if pop("$ignore_sent_at", False) else sent_at
+        timestamp = _corrected(get("timestamp"), skew_ref, now)
     else:
-        row["timestamp"] = _iso(now)
+        timestamp = _iso(now)
 
     # most events carry neither: no merged dicts built for nothing
-    set_props, set_event = props.pop("$set", None), event.get("$set")
+    set_props, set_event = pop("$set", None), get("$set")
     traits = _merged(set_props, set_event) if set_props or set_event else None
-    once_props, once_event = props.pop("$set_once", None), event.get("$set_once")
+    once_props, once_event = pop("$set_once", None), get("$set_once")
     traits_once = _merged(once_props, once_event) if once_props or once_event else None
     if name == "$groupidentify":
-        props["group_type"] = props.pop("$group_type", None)
-        props["group_id"] = _ident(props.pop("$group_key", None))
-        if isinstance(group_set := props.pop("$group_set", None), dict):
+        props["group_type"] = pop("$group_type", None)
+        props["group_id"] = _ident(pop("$group_key", None))
+        if isinstance(group_set := pop("$group_set", None), dict):
             props["group_traits"] = dict(group_set)
     if traits:
         props["traits"] = traits
     if traits_once:
         props["traits_once"] = traits_once
 
-    row["session_id"] = _text(props.pop("$session_id", None))
-    row["page_url"] = _text(props.pop("$current_url", None))
-    row["page_path"] = _text(props.pop("$pathname", None))
-    row["page_title"] = _text(props.pop("title", None)) if name == "$pageview" else None
-    referrer = _text(props.pop("$referrer", None))
-    row["referrer"] = None if referrer == "$direct" else referrer
+    session_id = _text(pop("$session_id", None))
+    page_url = _text(pop("$current_url", None))
+    page_path = _text(pop("$pathname", None))
+    page_title = _text(pop("title", None)) if name == "$pageview" else None
+    referrer = _text(pop("$referrer", None))
+    if referrer == "$direct":
+        referrer = None
     ua = _text(props.get("$raw_user_agent"))
     ua_browser, ua_os, ua_device = user_agent_parts(ua)
     # server SDKs report the *server's* platform as $os: not the visitor's, so not kept
     is_server = props.get("$is_server") is True
-    row["browser"] = _text(props.get("$browser")) or ua_browser
-    row["os"] = (None if is_server else _text(props.get("$os"))) or ua_os
-    row["device_type"] = _device_type(props.get("$device_type")) or ua_device
-    row["country"] = _text(props.get("$geoip_country_code")) or _country_of_locale(
+    browser = _text(props.get("$browser")) or ua_browser
+    os_name = (None if is_server else _text(props.get("$os"))) or ua_os
+    device_type = _device_type(props.get("$device_type")) or ua_device
+    country = _text(props.get("$geoip_country_code")) or _country_of_locale(
         props.get("$locale") or props.get("$browser_language")
     )
     context: dict[str, Any] = {}
@@ -943,12 +1013,42 @@ def from_posthog(
         context["user_agent"] = ua
     if (lib := _text(props.get("$lib"))) is not None:
         context["library"] = {"name": lib, "version": _text(props.get("$lib_version"))}
-    _commerce_into(props, row, True)
+    revenue, currency, order_id, cart_id, items, product_id = _commerce(props, lift_product=True)
     # what is left of PostHog's own $-properties is SDK bookkeeping ($lib, $geoip_disable, ...)
     props = {k: v for k, v in props.items() if not k.startswith("$")}
     if context:
         props["context"] = context
-    return _finish(row, props)
+    # _finish(), on locals: the URL's path and tags fill in, utm_* properties win over them
+    url_path, url_utm, url_columns = _url_parts(page_url)
+    if page_path is None:
+        page_path = url_path
+    utm = url_columns if props.keys().isdisjoint(_UTM_SET) else _utm(props, url_utm, _NO_UTM)
+    return (
+        event_id,
+        timestamp,
+        name,
+        user_id,
+        anonymous_id,
+        session_id,
+        _dumps(props),
+        page_url,
+        page_path,
+        page_title,
+        referrer,
+        *utm,
+        device_type,
+        os_name,
+        browser,
+        country,
+        revenue,
+        currency,
+        order_id,
+        cart_id,
+        product_id,
+        items,
+        None,  # source: the route's
+        previous_id,
+    )
 
 
 # -- Snowplow ------------------------------------------------------------------------------------
