@@ -11,10 +11,18 @@ Rules (docs/data-model.md, "Identity"):
   events (from before the link) count as the user's;
 * an anonymous id belongs to the first user it is linked to: a later link to another user (a
   shared device) does not merge two users;
-* an event's person is its user id's person when it has a user id, else its anonymous id's.
+* an event's person is its user id's person when it has a user id, else its anonymous id's;
+* when one batch links an anonymous-only person to several users (two of its anonymous ids
+  linked to different users), the person joins the user of the earliest link: least event
+  time, then least user id; the other links leave it alone, as a later batch's would;
+* merges within a batch resolve as if the links came one at a time in event order: a person
+  merged into a person that is itself merged in the same batch ends in the last one
+  (``_resolve_chains``).
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 import duckdb
 
@@ -23,105 +31,168 @@ __all__ = ["PERSON_KEY", "assign_persons", "canonical_person_ids"]
 #: The id whose identity gives an event its person.
 PERSON_KEY = "coalesce(user_id, anonymous_id)"
 
+#: ``_st``: one row per distinct id of the batch (``{table}``: user_id, anonymous_id,
+#: previous_id, "timestamp"): whether it acts as a user id, its first time, its person if it is
+#: known (``known``), its first link to a user (``link_user`` at ``link_ts``: least time, then
+#: least user id) and, for a new id that needs a person of its own (a user id, or an anonymous
+#: id with no link), its new person (``new_person``: dense, numbered by first time then id).
+#: One statement and one aggregation over the rows' three id columns (a separate link query
+#: joined back, or first reducing the rows to distinct id triples, measured slower).
+_STAGE = """
+CREATE OR REPLACE TEMP TABLE _st AS
+WITH ids AS (
+    -- each id's roles in one aggregation; a link (anonymous or previous id -> user id) as a
+    -- struct, whose least value is the earliest link, then the least user id
+    SELECT id, bool_or(is_user) AS is_user, min(ts) AS first_seen, min(link) AS link FROM (
+        SELECT user_id AS id, TRUE AS is_user, "timestamp" AS ts, NULL AS link
+        FROM {table} WHERE user_id IS NOT NULL
+        UNION ALL
+        SELECT anonymous_id, FALSE, "timestamp",
+               CASE WHEN user_id <> anonymous_id THEN {{'ts': "timestamp", 'user_id': user_id}} END
+        FROM {table} WHERE anonymous_id IS NOT NULL
+        UNION ALL
+        SELECT previous_id, FALSE, "timestamp",
+               CASE WHEN user_id <> previous_id THEN {{'ts': "timestamp", 'user_id': user_id}} END
+        FROM {table} WHERE previous_id IS NOT NULL
+    )
+    GROUP BY id
+), st AS (
+    -- the stored identities are probed with the batch's ids (one scan of identities, the hash
+    -- table on the batch's side)
+    SELECT b.id, b.is_user, b.first_seen, i.person_id AS known,
+           b.link.user_id AS link_user, b.link.ts AS link_ts,
+           i.person_id IS NULL AND (b.is_user OR b.link IS NULL) AS needs_person
+    FROM ids b LEFT JOIN identities i ON i.distinct_id = b.id
+)
+SELECT id, is_user, first_seen, known, link_user, link_ts,
+       CASE WHEN needs_person THEN
+           (SELECT coalesce(max(person_id) + 1, 0) FROM person_map)
+           + row_number() OVER (PARTITION BY needs_person ORDER BY first_seen, id) - 1
+       END AS new_person
+FROM st
+"""
+
+#: New ids into ``identities``: their own new person, or (an anonymous id whose first link is
+#: to a user) the user's person, which is known or new in this batch: links always point at
+#: user ids, and a user id of the batch always has a person by now.
+_INSERT_IDENTITIES = """
+INSERT INTO identities
+SELECT id, is_user, new_person, first_seen FROM _st WHERE new_person IS NOT NULL
+UNION ALL
+SELECT s.id, FALSE, coalesce(u.known, u.new_person), s.first_seen
+FROM _st s JOIN _st u ON u.id = s.link_user
+WHERE s.known IS NULL AND s.new_person IS NULL
+"""
+
+#: Candidate merges: a known anonymous id's first link joins its person (``from_id``, a
+#: canonical person with no user id) to the linked user's canonical person (``to_id``); per
+#: ``from_id`` the earliest link wins (least time, then least user id).
+_MERGES = """
+WITH l AS (
+    SELECT a.link_ts, a.link_user, a.known AS a_person,
+           coalesce(u.known, u.new_person) AS u_person
+    FROM _st a JOIN _st u ON u.id = a.link_user
+    WHERE a.known IS NOT NULL AND a.link_user IS NOT NULL
+), c AS (
+    SELECT ma.canonical_id AS from_id, mu.canonical_id AS to_id, l.link_ts, l.link_user
+    FROM l
+    JOIN person_map ma ON ma.person_id = l.a_person
+    JOIN person_map mu ON mu.person_id = l.u_person
+    WHERE ma.canonical_id <> mu.canonical_id
+), users_of AS (  -- which of the candidates' persons have a user id (read by person, no text)
+    SELECT DISTINCT m.canonical_id FROM person_map m JOIN identities i USING (person_id)
+    WHERE i.is_user AND m.canonical_id IN (SELECT from_id FROM c)
+)
+SELECT from_id, to_id, link_ts, link_user FROM c
+WHERE from_id NOT IN (SELECT canonical_id FROM users_of)
+QUALIFY row_number() OVER (PARTITION BY from_id ORDER BY link_ts, link_user, to_id) = 1
+"""
+
 
 def assign_persons(con: duckdb.DuckDBPyConnection, table: str) -> None:
     """Register every id of ``table`` (staged events) in ``identities`` and apply its links.
 
     Runs inside the caller's transaction. Afterwards each row's person is
     ``identities.person_id`` of ``coalesce(user_id, anonymous_id)`` (see :data:`PERSON_KEY`).
+    ``table`` (a trusted table or view name, never user input) needs the columns user_id,
+    anonymous_id, previous_id and "timestamp".
+
+    Examples
+    --------
+    >>> import duckdb
+    >>> from datetime import datetime, UTC
+    >>> con = duckdb.connect()
+    >>> _ = con.execute(
+    ...     "CREATE TABLE identities (distinct_id VARCHAR, is_user BOOLEAN, person_id INTEGER,"
+    ...     " first_seen TIMESTAMPTZ); CREATE TABLE person_map (person_id INTEGER,"
+    ...     " canonical_id INTEGER); CREATE TABLE b (user_id VARCHAR, anonymous_id VARCHAR,"
+    ...     ' previous_id VARCHAR, "timestamp" TIMESTAMPTZ)')
+    >>> t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    >>> _ = con.execute("INSERT INTO b VALUES (NULL, 'a', NULL, $1)", [t0])
+    >>> assign_persons(con, "b")
+    >>> _ = con.execute("DELETE FROM b; INSERT INTO b VALUES ('u', 'a', NULL, $1)", [t0])
+    >>> assign_persons(con, "b")
+    >>> canonical_person_ids(con)  # the anonymous person 0 joined the user's person 1
+    [1, 1]
     """
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE _links AS
-        SELECT anon, user_id, ts FROM (
-            SELECT anonymous_id AS anon, user_id, "timestamp" AS ts FROM {table}
-            WHERE anonymous_id IS NOT NULL AND user_id IS NOT NULL AND anonymous_id <> user_id
-            UNION ALL
-            SELECT previous_id, user_id, "timestamp" FROM {table}
-            WHERE previous_id IS NOT NULL AND user_id IS NOT NULL AND previous_id <> user_id
-        )
-        QUALIFY row_number() OVER (PARTITION BY anon ORDER BY ts, user_id) = 1
-        """
-    )
-    # Every id first seen in this batch, and whether it acts as a user id here.
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE _fresh AS
-        WITH ids AS (
-            SELECT user_id AS id, TRUE AS is_user, "timestamp" AS ts FROM {table}
-            WHERE user_id IS NOT NULL
-            UNION ALL
-            SELECT anonymous_id, FALSE, "timestamp" FROM {table} WHERE anonymous_id IS NOT NULL
-            UNION ALL
-            SELECT previous_id, FALSE, "timestamp" FROM {table} WHERE previous_id IS NOT NULL
-        )
-        SELECT id, bool_or(is_user) AS is_user, min(ts) AS first_seen
-        FROM ids
-        -- the batch's ids already known, found by probing identities with the batch's few ids
-        -- (a NOT IN would build a hash table of every stored id: ~140 ms at 1M identities)
-        WHERE id NOT IN (
-            SELECT distinct_id FROM identities WHERE distinct_id IN (SELECT id FROM ids)
-        )
-        GROUP BY id
-        """
-    )
-    # New users, and new anonymous ids with no link, get fresh persons.
-    con.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE _new_persons AS
-        SELECT f.id, f.is_user, f.first_seen,
-               (SELECT coalesce(max(person_id) + 1, 0) FROM person_map)
-                 + row_number() OVER (ORDER BY f.first_seen, f.id) - 1 AS person_id
-        FROM _fresh f
-        WHERE f.is_user OR f.id NOT IN (SELECT anon FROM _links)
-        """
-    )
-    con.execute(
-        "INSERT INTO identities SELECT id, is_user, person_id, first_seen FROM _new_persons"
-    )
-    con.execute("INSERT INTO person_map SELECT person_id, person_id FROM _new_persons")
-    # New anonymous ids linked to a user: the user's person. (A user linked only to another
-    # new anonymous id is not a chain: links always point at user ids, which are now known.)
-    con.execute(
-        """
-        INSERT INTO identities
-        SELECT f.id, FALSE, i.person_id, f.first_seen
-        FROM _fresh f JOIN _links l ON l.anon = f.id JOIN identities i ON i.distinct_id = l.user_id
-        WHERE NOT f.is_user
-        """
-    )
-    # Links whose anonymous id was known before, with an anonymous-only person: merge.
-    has_links = con.execute("SELECT count(*) FROM _links").fetchone()
-    merges = (
-        []
-        if not has_links or not has_links[0]
-        else con.execute(
-            """
-        WITH ends AS (SELECT anon AS id FROM _links UNION SELECT user_id FROM _links),
-        canon AS (  -- the links' ids only, not every stored identity
-            SELECT i.distinct_id, i.is_user, m.canonical_id
-            FROM identities i JOIN person_map m USING (person_id)
-            WHERE i.distinct_id IN (SELECT id FROM ends)
-        ), users_of AS (  -- which of the links' persons have a user (read by person, no text)
-            SELECT m.canonical_id FROM person_map m JOIN identities i USING (person_id)
-            WHERE i.is_user AND m.canonical_id IN (SELECT canonical_id FROM canon)
-            GROUP BY m.canonical_id
-        )
-        SELECT DISTINCT a.canonical_id AS from_id, u.canonical_id AS to_id
-        FROM _links l
-        JOIN canon a ON a.distinct_id = l.anon
-        JOIN canon u ON u.distinct_id = l.user_id
-        WHERE a.canonical_id <> u.canonical_id
-          AND a.canonical_id NOT IN (SELECT canonical_id FROM users_of)
-        """
-        ).fetchall()
-    )
-    for from_id, to_id in merges:
+    con.execute(_STAGE.format(table=table))
+    stats = con.execute(
+        "SELECT count(*) FILTER (WHERE known IS NULL), "
+        "count(*) FILTER (WHERE known IS NOT NULL AND link_user IS NOT NULL) FROM _st"
+    ).fetchall()
+    fresh, linked_known = stats[0] if stats else (0, 0)
+    if fresh:
+        con.execute(_INSERT_IDENTITIES)
         con.execute(
-            "UPDATE person_map SET canonical_id = ? WHERE canonical_id = ?", [to_id, from_id]
+            "INSERT INTO person_map SELECT new_person, new_person FROM _st "
+            "WHERE new_person IS NOT NULL"
         )
-    for name in ("_links", "_fresh", "_new_persons"):
-        con.execute(f"DROP TABLE IF EXISTS {name}")
+    # Only a link of an id known before this batch can merge two persons: a new anonymous id
+    # was given its user's person above, and a new id that is also a user has a user.
+    if linked_known:
+        merges = _resolve_chains(con.execute(_MERGES).fetchall())
+        if merges:
+            # one statement for the batch's merges: after _resolve_chains no to_id is a from_id,
+            # so the order in which rows are updated cannot matter
+            con.execute(
+                "UPDATE person_map SET canonical_id = m.to_id FROM ("
+                "SELECT unnest($1::INTEGER[]) AS from_id, unnest($2::INTEGER[]) AS to_id) m "
+                "WHERE person_map.canonical_id = m.from_id",
+                [list(merges), list(merges.values())],
+            )
+    con.execute("DROP TABLE IF EXISTS _st")
+
+
+def _resolve_chains(
+    candidates: list[tuple[int, int, datetime, str]],
+) -> dict[int, int]:
+    """``from_id -> final canonical id`` of a batch's merges (one candidate per ``from_id``).
+
+    A ``to_id`` is a canonical person but not always one with a user id: an id first seen as an
+    anonymous id and later sent as a user id keeps ``is_user`` false, so its person can be
+    merged in the same batch (A -> X and X -> U). Applied one link at a time in event order,
+    both end in U whatever the order, so each chain is followed to its end. A cycle (A -> X
+    and X -> A, possible the same way) is what event order makes of it: the cycle's latest
+    link finds both ids already in one person and does nothing, so its ``from_id`` is the end.
+    """
+    edge = {int(f): (int(t), (ts, user)) for f, t, ts, user in candidates}
+    end: dict[int, int] = {}
+    for start in edge:
+        path: list[int] = []
+        on_path: set[int] = set()
+        node = start
+        while node in edge and node not in end and node not in on_path:
+            path.append(node)
+            on_path.add(node)
+            node = edge[node][0]
+        if node in on_path:  # a cycle: its latest link is the one that does nothing
+            cycle = path[path.index(node) :]
+            node = max(cycle, key=lambda n: edge[n][1])
+            end[node] = node
+        final = end.get(node, node)
+        for n in path:
+            end.setdefault(n, final)
+    return {f: t for f, t in end.items() if f != t}
 
 
 def canonical_person_ids(con: duckdb.DuckDBPyConnection) -> list[int]:
