@@ -411,3 +411,134 @@ def test_a_file_with_aliased_columns_is_a_segment_as_the_pipeline_reads_it(
     path = tmp_path / "events.parquet"
     pq.write_table(table.rename_columns([aliases.get(c, c) for c in table.column_names]), path)
     _assert_segment_as_pipeline(tmp_path, path, segments=1)
+
+
+def _rows_proof_refuses_a_segment(table: pa.Table) -> pa.Table:
+    """Row 5's id is 150 two-byte letters: 150 characters (valid) but 300 bytes, more than
+    the proof from byte lengths vouches for; the SQL scan counts it valid."""
+    return _set("event_id", 5, "\u00e9" * 150)(table)
+
+
+def _revenue_without_currency_column(table: pa.Table) -> pa.Table:
+    return table.drop_columns(["currency"])
+
+
+@pytest.mark.parametrize(
+    ("change", "expected", "segments"),
+    [
+        (_rows_proof_refuses_a_segment, (0, N, 0, {}), 1),
+        (_revenue_without_currency_column, (0, N, 0, {}), 0),
+        # a currency on a row without revenue: clean, a segment
+        (lambda t: _set("currency", 1, "USD")(t), (0, N, 0, {}), 1),
+        (_set("event", 4, None), (1, N - 1, 0, {"event.missing_name": 1}), 0),
+        (
+            _set("properties", 6, '{"k": "' + "x" * 40_000 + '"}'),
+            (1, N - 1, 0, {"event.properties_too_large": 1}),
+            0,
+        ),
+    ],
+    ids=[
+        "id long in bytes, not in characters",
+        "revenue, no currency column",
+        "currency only",
+        "no event name",
+        "properties too large",
+    ],
+)
+def test_the_proof_from_the_text_read_agrees_with_the_scan(
+    tmp_path: Path,
+    change: Callable[[pa.Table], pa.Table],
+    expected: tuple[int, int, int, dict[str, int]],
+    segments: int,
+) -> None:
+    # where the proof of every row's validity (bulk._proven_numbers) declines, the aggregate
+    # scan counts, and the import ends as the pipeline leaves it
+    path = tmp_path / "events.parquet"
+    pq.write_table(change(_table()), path)
+    with funnelscope.open(tmp_path / "s.duckdb") as ws, funnelscope.open(":memory:") as ref:
+        got = ws.ingest(path, received_at=RECEIVED)
+        want = ref.ingest(path, received_at=RECEIVED)
+        rejected, inserted, duplicates, reasons = expected
+        assert (
+            _report(got)
+            == _report(want)
+            == (N, N - rejected, rejected, inserted, duplicates, reasons)
+        )
+        assert ws.store.query("SELECT count(*) FROM event_segments")[0][0] == segments
+        assert _pipeline_result(ws) == _pipeline_result(ref)
+
+
+def test_id_triples_from_codes_take_each_triples_earliest_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the file is not in time order: the triple (u1, a1) is in row 3 at 00:30 and in the last
+    # row at 00:05, (u2, a1) in row 0 at 00:10. The earliest link wins: a1 belongs to u1 (its
+    # triple's first row in the file is not its earliest), and u1 is first seen at 00:05. An
+    # alias (previous_id) links p9 to u2.
+    table = _journeys().select(["event_id", "timestamp", "event", "user_id", "anonymous_id"])
+    n = table.num_rows
+    rows = list(range(n))
+    stamps = [START + timedelta(hours=1, seconds=i) for i in rows]
+    users = table.column("user_id").to_pylist()
+    anons = table.column("anonymous_id").to_pylist()
+    previous: list[str | None] = [None] * n
+    for row, (at, user, anon, prev) in {
+        0: (START + timedelta(minutes=10), "u2", "a1", None),
+        3: (START + timedelta(minutes=30), "u1", "a1", None),
+        n - 1: (START + timedelta(minutes=5), "u1", "a1", None),
+        7: (START + timedelta(minutes=20), "u2", "a1", "p9"),
+    }.items():
+        stamps[row], users[row], anons[row], previous[row] = at, user, anon, prev
+    table = (
+        table.set_column(1, "timestamp", pa.array(stamps, pa.timestamp("us", tz="UTC")))
+        .set_column(3, "user_id", pa.array(users))
+        .set_column(4, "anonymous_id", pa.array(anons))
+        .append_column("previous_id", pa.array(previous, pa.string()))
+    )
+    path = tmp_path / "events.parquet"
+    pq.write_table(table, path, row_group_size=3_000)
+    with funnelscope.open(tmp_path / "codes.duckdb") as ws, funnelscope.open(":memory:") as ref:
+        ws.ingest(path, received_at=RECEIVED)
+        ref.ingest(path, received_at=RECEIVED)
+        assert ws.store.query("SELECT count(*) FROM event_segments")[0][0] == 1
+        want = _pipeline_result(ref)
+        assert _pipeline_result(ws) == want
+        persons = dict(
+            ws.store.query(
+                "SELECT i.distinct_id, m.canonical_id FROM identities i JOIN person_map m "
+                "USING (person_id) WHERE i.distinct_id IN ('a1', 'u1', 'u2', 'p9')"
+            )
+        )
+        assert persons["a1"] == persons["u1"] != persons["u2"] == persons["p9"]
+        assert ws.store.query("SELECT first_seen FROM identities WHERE distinct_id = 'u1'") == [
+            (START + timedelta(minutes=5),)
+        ]
+    monkeypatch.setattr(bulk, "ARROW_SIDE_MAX_ROWS", 0)  # the triples in SQL from the file
+    with funnelscope.open(tmp_path / "sql.duckdb") as ws:
+        ws.ingest(path, received_at=RECEIVED)
+        assert _pipeline_result(ws) == want
+
+
+def test_channels_from_per_column_keys_equal_the_pipelines(tmp_path: Path) -> None:
+    # hosts compared by code: a referrer without a host (an app's id, a bare path) and a page
+    # without one are never "internal" (SQL compares NULL hosts as unknown), and upper-case
+    # hosts and UTM values are lower-cased first
+    n = N
+    referrers = [
+        ["android-app://com.x", "/cart", "https://SHOP.example/a", None, "https://t.co/x"][i % 5]
+        for i in range(n)
+    ]
+    pages = [[None, "/p/1", "https://shop.example/p/2", "not a url"][i % 4] for i in range(n)]
+    sources = [["Google", "google", None, "NEWSLETTER"][i % 4] for i in range(n)]
+    mediums = [["CPC", None, "email", "Email"][i % 4] for i in range(n)]
+    table = _table()
+    for name, values in (
+        ("referrer", referrers),
+        ("page_url", pages),
+        ("utm_source", sources),
+        ("utm_medium", mediums),
+    ):
+        table = table.set_column(table.schema.get_field_index(name), name, pa.array(values))
+    path = tmp_path / "events.parquet"
+    pq.write_table(table, path, row_group_size=3_000)
+    _assert_segment_as_pipeline(tmp_path, path, segments=1)

@@ -20,35 +20,42 @@ with identical results; a file whose every valid row is already stored is only c
 
 Two roads decide it. The *scan* (:func:`_scan_verdict`) keeps no row: a read of the text
 columns (:class:`~funnelscope.ingest.clean_text.TextScan`, on a thread of its own, from their
-Parquet dictionaries: cleanliness, and whether the ids strictly increase) while DuckDB runs
-one aggregate pass (the pipeline's conditions, currencies, the time range), then distinct id
-hashes if the ids do not increase. When it finds every row valid, clean and new (the usual
-import) or every id stored (a re-import), the import goes on from it: stitching over the
-distinct id triples, and the side table from the dictionary codes the text read kept
-(:mod:`funnelscope.ingest.segment_side`: names, channels and persons once per distinct input).
+Parquet dictionaries: cleanliness, and whether the ids strictly increase); from that read a
+proof that every row passes the pipeline's conditions (:func:`_proven_numbers`: NULL counts,
+byte lengths, the time range's ends, the dictionaries of ``properties`` and ``currency``),
+or, where it declines, one DuckDB aggregate pass that counts; then distinct id hashes if the
+ids do not increase. When it finds every row valid, clean and new (the usual import) or every
+id stored (a re-import), the import goes on from it: stitching over the distinct id triples,
+and the side table from the dictionary codes the text read kept
+(:mod:`funnelscope.ingest.segment_side`, on a thread started as soon as the read is clean: the
+triples first, then names, channels and persons once per distinct input).
 Anything else takes the *per-row* road: the validated rows as a temp table ``_v``, quarantine,
 the partly-stored verdict, or the pipeline.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from funnelscope.errors import StoreError
 from funnelscope.events.channels import derive_channel
 from funnelscope.events.currency import ISO_CURRENCIES
 from funnelscope.events.schema import EVENT_SCHEMA, ITEM_TYPE, STAGING_COLUMNS
-from funnelscope.ingest.clean_text import TextScan
+from funnelscope.ingest.clean_text import TextScan, TextScanResult
 from funnelscope.ingest.pipeline import (
     _CHANNEL_KEY,
     _CHECKED,
     DEDUP_WINDOW,
+    MAX_ID_LENGTH,
     IngestReport,
     _channel_keys,
     _checks,
@@ -196,22 +203,31 @@ def _scan_verdict(
     *,
     path: Path,
     plan: dict[str, str],
-) -> tuple[str, pa.Table | None]:
-    """From the text check and one aggregate scan: ``segment`` (every row valid, clean and
-    new, no event_id repeated), ``stored`` (the same, but every id is stored already: a
-    re-import), ``pipeline`` (not a segment, and no stored event near the file's times: nothing
-    to gain from the per-row verdict) or ``rows`` (the per-row verdict of :func:`_verdict`
-    decides); with the columns the side table derives from when the text check kept them."""
+) -> tuple[str, SideInputs | None]:
+    """From the text check (and the aggregate scan when the check's read cannot prove every
+    row valid): ``segment`` (every row valid, clean and new, no event_id repeated),
+    ``stored`` (the same, but every id is stored already: a re-import), ``pipeline`` (not a
+    segment, and no stored event near the file's times: nothing to gain from the per-row
+    verdict) or ``rows`` (the per-row verdict of :func:`_verdict` decides); for a segment,
+    the side table's inputs (from the columns the text check kept) when it has them, for a
+    re-import the same object for its id triples only."""
     text = [c for c in _text_columns(schema) if c != "event_id"]
-    keep = [c for c in SIDE_INPUTS if c in text] if _rows(con) <= ARROW_SIDE_MAX_ROWS else []
-    # the text check reads the file on a thread of its own while DuckDB scans it here
+    # a currency the scan finds clean is trimmed, so checking it as text changes no verdict
+    text += ["currency"] if "currency" in schema.names else []
+    side = _rows(con) <= ARROW_SIDE_MAX_ROWS
+    keep = [c for c in dict.fromkeys((*SIDE_INPUTS, *_PROOF_INPUTS)) if c in text] if side else []
     ids = plan["event_id"]
-    reading = TextScan(path, [plan[c] for c in text], [plan[c] for c in keep], ids=ids)
-    try:
-        got = _scan_numbers(con, schema, currency, received_at)
-    finally:
-        scan = reading.result(con)
+    scan = TextScan(path, [plan[c] for c in text], [plan[c] for c in keep], ids=ids).result(con)
     kept = scan.kept.rename_columns(keep) if scan.kept is not None else None
+    got = None
+    inputs = None
+    if scan.clean and kept is not None:
+        # most clean files are segments: the side table's inputs (first the id triples that
+        # stitching waits for) start on another thread while this one proves the rows valid
+        inputs = SideInputs(kept, _column_reader(path, plan["timestamp"]))
+        got = _proven_numbers(con, schema, currency, received_at, scan, kept, path, plan)
+    if got is None:  # the exact counts of a file that may not be a segment: the SQL scan
+        got = _scan_numbers(con, schema, currency, received_at)
     if scan.ids_increasing:
         got["ids"] = got["rows"]  # strictly increasing ids are distinct
     elif scan.clean and not got["unclean"] and not got["bad"]:
@@ -219,7 +235,154 @@ def _scan_verdict(
         # a collision only sends the file to the per-row road
         (got["ids"],) = con.execute("SELECT count(DISTINCT hash(event_id)) FROM stg").fetchall()[0]
     verdict = _decide(con, got, clean=scan.clean)
-    return verdict, kept if verdict == "segment" else None
+    if inputs is not None and verdict != "segment":
+        # a re-import still stitches from the triples; nothing else of the side is needed
+        inputs.discard(keep_triples=verdict == "stored")
+        inputs = inputs if verdict == "stored" else None
+    return verdict, inputs
+
+
+#: The text columns the proof of :func:`_proven_numbers` reads from the text check's read.
+_PROOF_INPUTS: Final = ("event", "user_id", "anonymous_id", "properties", "currency")
+#: The pipeline's reason codes :func:`_proven_numbers` knows how to rule out; a code added to
+#: ``pipeline._checks`` and not here sends every file to the SQL scan (slower, still exact).
+_PROVEN_CODES: Final = frozenset(
+    {
+        "event.missing_id",
+        "event.bad_id",
+        "event.missing_name",
+        "event.missing_identity",
+        "event.bad_timestamp",
+        "event.timestamp_out_of_range",
+        "event.invalid_properties",
+        "event.properties_too_large",
+        "event.bad_revenue",
+        "event.unknown_currency",
+        "event.bad_items",
+    }
+)
+
+
+def _proven_numbers(
+    con: duckdb.DuckDBPyConnection,
+    schema: pa.Schema,
+    currency: str,
+    received_at: datetime,
+    scan: TextScanResult,
+    kept: pa.Table,
+    path: Path,
+    plan: dict[str, str],
+) -> dict[str, Any] | None:
+    """:func:`_scan_numbers` of a file with no unclean and no bad row, proven from what the
+    text check read (its columns as dictionaries) instead of an aggregate scan; None when the
+    proof fails, and the scan must count.
+
+    Each of the pipeline's conditions reads one column (``missing_identity`` two), so each is
+    ruled out over what decides it: NULL counts of ``event_id`` and ``event`` and of rows with
+    neither id; the ids' longest value in bytes (``length()`` counts characters, never more);
+    the time range's two ends and the ``properties`` and ``currency`` dictionaries (every
+    value of the file, and the unused entries too: at worst a clean file is counted by the
+    scan), under the pipeline's own SQL expressions; a ``decimal(18, 4)`` revenue and a list
+    of line-item structs are valid by their type (the schema was checked).
+    """
+    checks = {code: cond for code, cond, _ in _checks('"timestamp"')}
+    names = set(schema.names)
+    cols, _, _ = _typed_columns(schema, currency)
+    people = [c for c in ("user_id", "anonymous_id") if c in names]
+    if (
+        set(checks) != _PROVEN_CODES
+        or cols["_items_ok"] != "TRUE"
+        or not people
+        or "event" not in names
+        or any(c in names and c not in kept.column_names for c in _PROOF_INPUTS)
+        or scan.ids_nulls
+        or scan.ids_max_bytes > MAX_ID_LENGTH
+        or kept.column("event").null_count
+    ):
+        return None
+    nobody = functools.reduce(pc.and_, [pc.is_null(kept.column(c)) for c in people])
+    if pc.any(nobody).as_py():
+        return None
+    typed = [plan["timestamp"]] + ([plan["revenue"]] if "revenue" in names else [])
+    read = pq.ParquetFile(str(path)).read(columns=typed, use_threads=False)  # not read_table
+    stamps = read.column(0)
+    if stamps.null_count or not len(stamps):
+        return None
+    ends = pc.min_max(stamps)
+    # the range check at the two ends decides every row's
+    timely = " OR ".join(
+        f"({checks[c]})" for c in ("event.bad_timestamp", "event.timestamp_out_of_range")
+    ).replace("$received_at", "$1")
+    late, lo, hi = _over(
+        con,
+        pa.table({"timestamp": pa.array([ends["min"].as_py(), ends["max"].as_py()], stamps.type)}),
+        f'SELECT count(*) FILTER ({timely}), min("timestamp"), max("timestamp") '
+        f'FROM (SELECT {cols["timestamp"]} AS "timestamp" FROM _proof s)',
+        [received_at],
+    )
+    if late:
+        return None
+    if "properties" in names:
+        json = " OR ".join(
+            f"({checks[c]})" for c in ("event.invalid_properties", "event.properties_too_large")
+        )
+        (invalid,) = _over(
+            con,
+            pa.table({"properties": _dictionary_values(kept.column("properties"))}),
+            f"SELECT count(*) FILTER ({json}) FROM (SELECT {cols['properties']} AS properties, "
+            f"{cols['_props_ok']} AS _props_ok FROM _proof s)",
+        )
+        if invalid:
+            return None
+    currencies: list[str] = []
+    revenue = read.column(1) if "revenue" in names else None
+    if "currency" in names:
+        # a clean currency is its own upper case; a row without one has no revenue
+        unclean, found = _over(
+            con,
+            pa.table({"v": _dictionary_values(kept.column("currency"))}),
+            "SELECT count(*) FILTER (v IS DISTINCT FROM upper(NULLIF(trim(v), ''))), "
+            "list(DISTINCT v) FILTER (v IS NOT NULL) FROM _proof",
+        )
+        if unclean or (
+            revenue is not None
+            and pc.any(pc.and_(pc.is_null(kept.column("currency")), pc.is_valid(revenue))).as_py()
+        ):
+            return None
+        currencies = list(found or ())
+    elif revenue is not None and revenue.null_count != len(revenue):
+        return None  # revenue without a currency column: the store's currency would be added
+    return {
+        "rows": kept.num_rows,
+        "unclean": 0,
+        "bad": 0,
+        "currencies": currencies,
+        "ids": -1,
+        "lo": lo,
+        "hi": hi,
+    }
+
+
+def _dictionary_values(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Every value a string column may hold: its chunks' dictionaries (or the chunks)."""
+    return pa.chunked_array(
+        [c.dictionary if isinstance(c, pa.DictionaryArray) else c for c in column.chunks],
+        pa.string(),
+    )
+
+
+def _over(
+    con: duckdb.DuckDBPyConnection, table: pa.Table, sql: str, params: list[Any] | None = None
+) -> tuple[Any, ...]:
+    """The one row of ``sql`` over ``table`` registered as ``_proof``."""
+    # DuckDB refuses register() while a result of the connection is unfinished
+    con.execute("SELECT 1").fetchall()
+    con.register("_proof", table)
+    try:
+        row = con.execute(sql, params or []).fetchall()[0]
+    finally:
+        con.unregister("_proof")
+    return tuple(row)
 
 
 def _rows(con: duckdb.DuckDBPyConnection) -> int:
@@ -280,6 +443,29 @@ def _stage_identities(con: duckdb.DuckDBPyConnection, schema: pa.Schema, currenc
     )
 
 
+def _stage_triples(con: duckdb.DuckDBPyConnection, inputs: SideInputs) -> None:
+    """``_ids`` (as :func:`_stage_identities`) from the triples :class:`SideInputs` found."""
+    triples = inputs.triples()
+    # DuckDB refuses register() while a result of the connection is unfinished
+    con.execute("SELECT 1").fetchall()
+    con.register("_id_triples", triples)
+    try:
+        con.execute("CREATE OR REPLACE TEMP TABLE _ids AS SELECT * FROM _id_triples")
+    finally:
+        con.unregister("_id_triples")
+
+
+def _column_reader(path: Path, column: str) -> Callable[[], pa.ChunkedArray]:
+    """A callable reading one column of the Parquet file ``path`` (on the caller's thread)."""
+
+    def read() -> pa.ChunkedArray:
+        # ParquetFile.read, not read_table: the datasets layer behind read_table costs ~0.25
+        # CPU-s the first time a process calls it
+        return pq.ParquetFile(str(path)).read(columns=[column], use_threads=False).column(0)
+
+    return read
+
+
 def import_parquet_segment(
     store: Store,
     path: Path,
@@ -315,20 +501,23 @@ def import_parquet_segment(
         with store.write() as con:
             _stage_view(con, path, plan)
             _register_event_names(con, staged.empty_table())
-            fast, kept = _scan_verdict(
+            fast, inputs = _scan_verdict(
                 con, staged, store.currency, received_at, path=path, plan=plan
             )
             if fast == "pipeline":
                 _drop_temp(con)
                 return None
-            # the side table's inputs that stitching does not change, on another thread
-            inputs = SideInputs(kept) if fast == "segment" and kept is not None else None
-            if fast != "rows":
-                _stage_identities(con, staged, store.currency)
-                report.accepted = rows
-            if fast == "segment":
-                # the usual case: the file is copied while the side table is built
+            if fast == "segment":  # the usual case: the file is copied meanwhile
                 copy = seg.SegmentCopy(path, folder)
+            # the distinct id triples stitching reads: from the dictionary codes on the side
+            # inputs' thread, else from the file
+            if inputs is not None:
+                _stage_triples(con, inputs)
+            elif fast != "rows":
+                _stage_identities(con, staged, store.currency)
+            if fast != "rows":
+                report.accepted = rows
+            if copy is not None:
                 target = _add_segment(
                     con, store, staged, copy, plan, source, received_at, inputs=inputs
                 )

@@ -80,6 +80,9 @@ class TextScanResult:
     kept: pa.Table | None = None
     #: the ``ids`` column of :class:`TextScan` strictly increases: its values are distinct
     ids_increasing: bool = False
+    #: NULL values of the ``ids`` column, and its longest value in bytes
+    ids_nulls: int = 0
+    ids_max_bytes: int = 0
 
 
 def scan_text(
@@ -127,6 +130,7 @@ class TextScan:
     ) -> None:
         self._suspects: list[pa.Array] = []
         self._clean = self._increasing = False
+        self._ids_nulls = self._ids_max_bytes = 0
         self._kept: pa.Table | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(
@@ -165,6 +169,8 @@ class TextScan:
                     return False, None
             if order is not None and ids is not None:
                 order.add(table.column(ids))
+                self._ids_nulls += table.column(ids).null_count
+                self._ids_max_bytes = max(self._ids_max_bytes, _max_bytes(table.column(ids)))
             if keep:
                 kept.append(table.select(keep))
         self._increasing = order is not None and order.increasing
@@ -177,7 +183,20 @@ class TextScan:
             raise self._error
         if not self._clean or not _trimmed(con, self._suspects):
             return TextScanResult(False)
-        return TextScanResult(True, self._kept, self._increasing)
+        return TextScanResult(
+            True, self._kept, self._increasing, self._ids_nulls, self._ids_max_bytes
+        )
+
+
+def _max_bytes(column: pa.ChunkedArray) -> int:
+    """The longest value of a string column, in bytes (0 when empty)."""
+    longest = 0
+    for chunk in column.chunks:
+        if len(chunk):
+            offsets = np.frombuffer(chunk.buffers()[1], np.int32)
+            offsets = offsets[chunk.offset : chunk.offset + len(chunk) + 1]
+            longest = max(longest, int(np.diff(offsets).max()))
+    return longest
 
 
 class _Order:
