@@ -323,10 +323,10 @@ def test_json_transform_reads_the_key_json_extract_reads(text: str, price: int |
 def test_the_block_scan_finds_every_value_trim_could_change(
     values: list[str], expected: list[str] | None
 ) -> None:
-    from funnelscope.ingest.csv_segment import _suspects
+    from funnelscope.ingest.clean_text import suspects
 
     def found(array: pa.Array) -> list[str] | None:
-        got = _suspects(array)
+        got = suspects(array)
         return None if got is None else [v for a in got for v in a.to_pylist()]
 
     assert found(pa.array(values, pa.string())) == expected

@@ -46,6 +46,7 @@ from funnelscope.events.channels import derive_channel
 from funnelscope.events.schema import EVENT_SCHEMA, STAGING_COLUMNS
 from funnelscope.events.vocabulary import canonical_event
 from funnelscope.ingest.bulk import _CHANNEL_INPUTS, MIN_SEGMENT_ROWS
+from funnelscope.ingest.clean_text import all_trimmed, suspects
 from funnelscope.ingest.pipeline import (
     _CHANNEL_KEY,
     _CHECKED,
@@ -339,63 +340,6 @@ def _first_stored(con: duckdb.DuckDBPyConnection) -> bool:
     return bool(found)
 
 
-def _edges_may_differ(offsets: np.ndarray, raw: np.ndarray) -> bool:
-    """False when no value's first or last byte is a space, a control byte or outside ASCII.
-
-    The bytes at every value's start and before its end are read without leaving out the
-    empty values: an empty value's two bytes are edges of the values around it (clipped at the
-    buffer's ends), so nothing is missed, and two array reads replace the exact test's ten
-    operations (half the block scan's time). ``byte - 0x21`` in uint8 is >= 0x5f for exactly
-    the bytes 0x00-0x20 and 0x80-0xff.
-    """
-    if not len(raw):
-        return False
-    head = raw.take(offsets[:-1], mode="clip") - np.uint8(0x21)
-    tail = raw.take(offsets[1:] - 1, mode="clip") - np.uint8(0x21)
-    return bool((np.maximum(head, tail) >= 0x5F).any())
-
-
-def _suspects(column: pa.Array | pa.ChunkedArray) -> list[pa.Array] | None:
-    """The values of a text column that may differ from their SQL ``trim()``; None when one
-    surely does.
-
-    ``trim()`` removes the space and Unicode spaces (all non-ASCII): a value whose first and
-    last bytes are ASCII other than the space is equal to it. The few others (a name ending in
-    "é") are left to :func:`_all_trimmed`.
-    """
-    out = []
-    for chunk in column.chunks if isinstance(column, pa.ChunkedArray) else [column]:
-        data = chunk.buffers()[2]
-        if not len(chunk) or data is None:
-            continue
-        offsets = np.frombuffer(chunk.buffers()[1], np.int32)[
-            chunk.offset : chunk.offset + len(chunk) + 1
-        ]
-        raw = np.frombuffer(data, np.uint8)
-        if not _edges_may_differ(offsets, raw):
-            continue
-        filled = offsets[1:] > offsets[:-1]
-        head = raw[offsets[:-1][filled]]
-        tail = raw[offsets[1:][filled] - 1]
-        if (head == 0x20).any() or (tail == 0x20).any():
-            return None
-        odd = (head >= 0x80) | (tail >= 0x80)
-        if odd.any():
-            mask = np.zeros(len(chunk), bool)
-            mask[np.flatnonzero(filled)[odd]] = True
-            out.append(chunk.filter(pa.array(mask)))
-    return out
-
-
-def _all_trimmed(con: duckdb.DuckDBPyConnection, suspects: list[pa.Array]) -> bool:
-    if not suspects:
-        return True
-    con.register("_suspects", pa.table({"v": pa.chunked_array(suspects, pa.string())}))
-    (same,) = con.execute("SELECT bool_and(v = trim(v)) FROM _suspects").fetchall()[0]
-    con.unregister("_suspects")
-    return bool(same)
-
-
 class ChunkScan:
     """What :func:`import_csv_segment` needs of a chunk besides SQL, gathered block by block.
 
@@ -442,7 +386,7 @@ class ChunkScan:
             self._names.add(name)
             column = block.column(name)
             if self.is_clean:
-                found = _suspects(column)
+                found = suspects(column)
                 if found is None:
                     self.is_clean = False
                 else:
@@ -663,7 +607,7 @@ def _import(
     target: Path | None = None
     try:
         with store.write() as con:
-            clean = scan.is_clean and _all_trimmed(con, scan.suspects)
+            clean = scan.is_clean and all_trimmed(con, scan.suspects)
             derived = scan.derived()
             con.register("stg", staging.append_column("_event", derived.column("_event")))
             sql = _checked_sql(staging.schema, store.currency, clean=clean).replace(
