@@ -19,17 +19,7 @@ import pytest
 
 from funnelscope.workspace import Workspace
 from tests.conftest import NOW, journey_rows, load_journeys, staging_table
-
-
-def _people(ws: Workspace) -> list[set[str]]:
-    """Event ids grouped by stitched person, as sets, ordered by their first event id."""
-    table = ws.engine.sql("SELECT person_id, event_id FROM events ORDER BY event_id")
-    groups: dict[int, set[str]] = {}
-    for person, event_id in zip(
-        table.column("person_id").to_pylist(), table.column("event_id").to_pylist(), strict=True
-    ):
-        groups.setdefault(person, set()).add(event_id)
-    return sorted(groups.values(), key=min)
+from tests.golden.test_identity import _people
 
 
 def _ids(anonymous: str | None = None, user: str | None = None) -> dict[str, str]:
