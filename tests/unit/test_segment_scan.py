@@ -134,6 +134,23 @@ REFUSED = [
 ]
 
 
+def _assert_like_the_pipeline(
+    tmp_path: Path, path: Path, expected: tuple[int, int, int, dict[str, int]], segments: int
+) -> None:
+    """Importing ``path`` reports, stores and quarantines exactly what the pipeline does."""
+    with funnelscope.open(tmp_path / "s.duckdb") as ws, funnelscope.open(":memory:") as ref:
+        got = ws.ingest(path, received_at=RECEIVED)
+        want = ref.ingest(path, received_at=RECEIVED)
+        rejected, inserted, duplicates, reasons = expected
+        assert (
+            _report(got)
+            == _report(want)
+            == (N, N - rejected, rejected, inserted, duplicates, reasons)
+        )
+        assert ws.store.query("SELECT count(*) FROM event_segments")[0][0] == segments
+        assert _pipeline_result(ws) == _pipeline_result(ref)
+
+
 @pytest.mark.parametrize(("case", "change", "expected"), REFUSED, ids=[c[0] for c in REFUSED])
 def test_a_file_the_shortcut_refuses_ends_as_the_pipeline_leaves_it(
     tmp_path: Path,
@@ -389,17 +406,7 @@ def test_increasing_ids_are_distinct_and_others_are_counted(
 ) -> None:
     path = tmp_path / "events.parquet"
     pq.write_table(change(_table()), path, row_group_size=1_000)
-    with funnelscope.open(tmp_path / "s.duckdb") as ws, funnelscope.open(":memory:") as ref:
-        got = ws.ingest(path, received_at=RECEIVED)
-        want = ref.ingest(path, received_at=RECEIVED)
-        rejected, inserted, duplicates, reasons = expected
-        assert (
-            _report(got)
-            == _report(want)
-            == (N, N - rejected, rejected, inserted, duplicates, reasons)
-        )
-        assert ws.store.query("SELECT count(*) FROM event_segments")[0][0] == segments
-        assert _pipeline_result(ws) == _pipeline_result(ref)
+    _assert_like_the_pipeline(tmp_path, path, expected, segments)
 
 
 def test_a_file_with_aliased_columns_is_a_segment_as_the_pipeline_reads_it(
@@ -455,17 +462,7 @@ def test_the_proof_from_the_text_read_agrees_with_the_scan(
     # scan counts, and the import ends as the pipeline leaves it
     path = tmp_path / "events.parquet"
     pq.write_table(change(_table()), path)
-    with funnelscope.open(tmp_path / "s.duckdb") as ws, funnelscope.open(":memory:") as ref:
-        got = ws.ingest(path, received_at=RECEIVED)
-        want = ref.ingest(path, received_at=RECEIVED)
-        rejected, inserted, duplicates, reasons = expected
-        assert (
-            _report(got)
-            == _report(want)
-            == (N, N - rejected, rejected, inserted, duplicates, reasons)
-        )
-        assert ws.store.query("SELECT count(*) FROM event_segments")[0][0] == segments
-        assert _pipeline_result(ws) == _pipeline_result(ref)
+    _assert_like_the_pipeline(tmp_path, path, expected, segments)
 
 
 def test_id_triples_from_codes_take_each_triples_earliest_time(

@@ -581,6 +581,14 @@ SELECT (SELECT count(*) FROM ids) <> (SELECT count(DISTINCT distinct_id) FROM kn
 """
 
 
+def _received_at_expr(schema: pa.Schema) -> str:
+    """The stored ``received_at``: the row's own arrival time when it carries one (the
+    collector's journal keeps it), else the load's (``$1``)."""
+    if "_received_at" in schema.names:
+        return "coalesce(CAST(s._received_at AS TIMESTAMPTZ), $1)"
+    return "$1"
+
+
 def _identities_change(con: duckdb.DuckDBPyConnection) -> bool:
     rows = con.execute(_IDENTITIES_CHANGE).fetchall()  # all: leaves no open result behind
     return bool(not rows or rows[0][0])
@@ -608,9 +616,7 @@ def _insert_new(
     select = []
     for name in EVENT_SCHEMA.names:
         if name == "received_at":
-            # a row may carry its own arrival time (the collector's journal keeps it)
-            has_own = "_received_at" in schema.names
-            select.append("coalesce(CAST(s._received_at AS TIMESTAMPTZ), $1)" if has_own else "$1")
+            select.append(_received_at_expr(schema))
         elif name == "channel":
             select.append("k.channel")
         elif name == "source":
@@ -760,8 +766,7 @@ def _insert_known_valid(
     select = []
     for name in EVENT_SCHEMA.names:
         if name == "received_at":
-            has_own = "_received_at" in schema.names
-            select.append("coalesce(CAST(s._received_at AS TIMESTAMPTZ), $1)" if has_own else "$1")
+            select.append(_received_at_expr(schema))
         elif name == "channel":
             select.append(channel)
         elif name == "source":
