@@ -12,7 +12,9 @@ measures, for 100-event requests of each wire format:
    Only the CPU of the event-loop thread is counted (``time.thread_time``): the writer thread's
    commit runs elsewhere, so this is the cost of a request whose commit is instant. ``/healthz``
    is the floor every request pays (routing, middleware, metrics, response); the ingestion
-   route minus parse and map is the route's own overhead (auth, rate limit, queueing, answer);
+   route minus parse and map is the route's own overhead (auth, rate limit, queueing, answer).
+   The ingestion requests here carry no ``Origin`` header, so they take ``CollectorApp``'s
+   short path (api/app.py) past FastAPI's stack, as server SDKs' requests do;
 4. **ack**: the ack thread's work per event (:class:`funnelscope.api.writer.GroupWriter`), on
    groups of 32 mapped Segment requests (3,200 events, what 32 connections in flight queue):
    rows to columns, proving them valid (:mod:`funnelscope.ingest.fastcheck`), the Arrow
@@ -219,12 +221,16 @@ def _mappers(
         env: dict[str, Any] = {
             k: body[k] for k in ("context", "integrations", "sentAt") if k in body
         }
-        return collect._map_all(
-            body["batch"], lambda m: records.segment_values(m, envelope=env, received_at=now)
+        if hasattr(records, "segment_row"):  # as the route calls it (session 5)
+            return collect._map_all(body["batch"], partial(records.segment_row, env, now, None))
+        return collect._map_all(  # an older tree (A/B runs)
+            body["batch"], partial(records.segment_values, envelope=env, received_at=now)
         )
 
     def posthog(body: dict[str, Any]) -> Any:
         sent = body.get("sent_at")
+        if hasattr(records, "posthog_row"):
+            return collect._map_all(body["batch"], partial(records.posthog_row, sent, now))
         return collect._map_all(
             body["batch"], partial(records.posthog_values, sent_at=sent, now=now)
         )

@@ -29,7 +29,6 @@ from funnelscope.ingest.records import (
     from_native,
     from_posthog,
     from_snowplow,
-    posthog_values,
     row_values,
     segment_values,
 )
@@ -654,7 +653,8 @@ def test_segment_values_match_the_dict_rows(messages: list[Any], envelope: dict[
     )
     got = column_path(
         messages,
-        lambda m: segment_values(m, envelope=envelope, received_at=NOW),
+        # the route's call: positional partial of segment_row (segment_values is a wrapper)
+        functools.partial(records.segment_row, envelope, NOW, None),
         "segment:web",
     )
     assert got == expected
@@ -686,7 +686,7 @@ def test_posthog_values_match_the_dict_rows(messages: list[Any], sent_at: Any) -
     expected = row_path(
         messages, lambda e: reference_posthog(e, sent_at=sent, now=NOW), "posthog:app"
     )
-    got = column_path(messages, lambda e: posthog_values(e, sent_at=sent, now=NOW), "posthog:app")
+    got = column_path(messages, functools.partial(records.posthog_row, sent, NOW), "posthog:app")
     assert got == expected
     # and from_posthog, the dict API, is the reference's row
     for message in messages:

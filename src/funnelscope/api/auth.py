@@ -24,6 +24,7 @@ import binascii
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Annotated
@@ -70,6 +71,8 @@ class KeyRing:
         self._reload_lock = threading.Lock()
         self._loaded_at = -1e18
         self._reloading = False
+        # its idle thread ends when the ring is garbage-collected
+        self._reloader = ThreadPoolExecutor(1, thread_name_prefix="funnelscope-keyring")
         self._writes: dict[str, ApiKey] = {}
         self._reads: dict[str, ApiKey] = {}
         self._sources: dict[str, ApiKey] = {}
@@ -105,9 +108,12 @@ class KeyRing:
             if self._reloading:
                 return
             self._reloading = True
-        threading.Thread(
-            target=self._reload_in_background, name="funnelscope-keyring", daemon=True
-        ).start()
+        # one worker thread, kept between reloads: starting a thread per reload made the event
+        # loop wait (Thread.start) until the new thread got the GIL, a few ms under load
+        try:
+            self._reloader.submit(self._reload_in_background)
+        except RuntimeError:  # the interpreter is shutting down: keep the keys
+            self._reloading = False
 
     def write_key(self, token: str | None) -> ApiKey | None:
         if not token:

@@ -22,7 +22,13 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["JsonFormatter", "RequestMetricsMiddleware", "configure_logging", "router"]
+__all__ = [
+    "JsonFormatter",
+    "RequestMetricsMiddleware",
+    "configure_logging",
+    "record_request",
+    "router",
+]
 
 router = APIRouter(tags=["ops"])
 access_log = logging.getLogger("funnelscope.api.access")
@@ -85,34 +91,34 @@ class RequestMetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            elapsed = time.perf_counter() - started
             route = scope.get("route")
             label = getattr(route, "path", None) or "unmatched"
-            metrics = scope["app"].state.metrics if "app" in scope else None
-            if metrics is not None:
-                metrics.requests.labels(label, str(status)).inc()
-                metrics.latency.labels(label).observe(elapsed)
-            level = (
-                logging.DEBUG
-                if status < 400
-                else logging.WARNING
-                if status >= 500
-                else logging.INFO
-            )
-            if access_log.isEnabledFor(level):
-                state = scope.get("state") or {}
-                access_log.log(
-                    level,
-                    "request",
-                    extra={
-                        "method": scope.get("method"),
-                        "path": scope.get("path"),
-                        "route": label,
-                        "status": status,
-                        "ms": round(elapsed * 1000, 2),
-                        "code": state.get("error_code"),
-                    },
-                )
+            record_request(scope, label, status, time.perf_counter() - started)
+
+
+def record_request(scope: Scope, route: str, status: int, elapsed: float) -> None:
+    """Count, time and log one answered request (``route``: its template, the metrics label);
+    the middleware and the collector's short path (:class:`funnelscope.api.app.CollectorApp`)
+    both record through here."""
+    metrics = scope["app"].state.metrics if "app" in scope else None
+    if metrics is not None:
+        metrics.requests.labels(route, str(status)).inc()
+        metrics.latency.labels(route).observe(elapsed)
+    level = logging.DEBUG if status < 400 else logging.WARNING if status >= 500 else logging.INFO
+    if access_log.isEnabledFor(level):
+        state = scope.get("state") or {}
+        access_log.log(
+            level,
+            "request",
+            extra={
+                "method": scope.get("method"),
+                "path": scope.get("path"),
+                "route": route,
+                "status": status,
+                "ms": round(elapsed * 1000, 2),
+                "code": state.get("error_code"),
+            },
+        )
 
 
 @router.get("/healthz", summary="Liveness")

@@ -53,8 +53,10 @@ __all__ = [
     "from_snowplow",
     "lenient_b64decode",
     "parse_time",
+    "posthog_row",
     "posthog_values",
     "row_values",
+    "segment_row",
     "segment_values",
     "user_agent_parts",
 ]
@@ -678,6 +680,27 @@ def segment_values(
     >>> dict(zip(STAGING_COLUMNS, values))["event"]
     'page'
     """
+    return segment_row(envelope, received_at, default_type, msg)
+
+
+def segment_row(
+    envelope: Mapping[str, Any] | None,
+    received_at: datetime | None,
+    default_type: str | None,
+    msg: Mapping[str, Any],
+) -> StagingValues:
+    """:func:`segment_values` with positional parameters, the message last.
+
+    The collector maps a batch with ``partial(segment_row, envelope, received_at, None)``:
+    a partial with positional arguments only is called in ~60 ns, one with keywords in
+    ~175 ns (it builds a dict of keywords per call).
+
+    Examples
+    --------
+    >>> values = segment_row(None, None, None, {"type": "page", "anonymousId": "a1"})
+    >>> dict(zip(STAGING_COLUMNS, values))["anonymous_id"]
+    'a1'
+    """
     # One pass, locals only, the row filled at the end: this runs once per event on the
     # collector's hot path (benchmarks/collector_cpu.py measures it). The context is read,
     # never copied: what is not lifted is kept by one filtering comprehension.
@@ -915,6 +938,22 @@ def posthog_values(
     >>> from datetime import UTC, datetime
     >>> values = posthog_values({"event": "$pageview", "distinct_id": "u1", "uuid": "e1"},
     ...                         now=datetime(2024, 5, 1, 10, 0, tzinfo=UTC))
+    >>> dict(zip(STAGING_COLUMNS, values))["user_id"]
+    'u1'
+    """
+    return posthog_row(sent_at, now, event)
+
+
+def posthog_row(
+    sent_at: datetime | str | None, now: datetime, event: Mapping[str, Any]
+) -> StagingValues:
+    """:func:`posthog_values` with positional parameters, the event last (see
+    :func:`segment_row`: the collector's ``partial(posthog_row, sent_at, now)``).
+
+    Examples
+    --------
+    >>> from datetime import UTC, datetime
+    >>> values = posthog_row(None, datetime(2024, 5, 1, tzinfo=UTC), {"distinct_id": "u1"})
     >>> dict(zip(STAGING_COLUMNS, values))["user_id"]
     'u1'
     """

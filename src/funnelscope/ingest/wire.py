@@ -185,8 +185,10 @@ def _apply(data: bytes, hint: str, max_bytes: int, steps: list[str]) -> bytes:
 
 
 def _looks_like_json(data: bytes) -> bool:
-    head = data.lstrip()[:1]
-    return head in (b"{", b"[")
+    head = data[:1]
+    if head in (b"{", b"["):  # the common case, without copying the body to strip it
+        return True
+    return data.lstrip()[:1] in (b"{", b"[")
 
 
 def decode_body(
@@ -230,7 +232,7 @@ def decode_body(
             data = form["data"][0].replace(" ", "+").encode("latin-1")
             form_hint = form.get("compression", [""])[0]
     hint = (compression or form_hint or content_encoding or "").strip().lower()
-    if not data.strip():
+    if not data or (data[:1].isspace() and not data.strip()):  # strip() copies the body
         raise _error("body.empty", "the body is empty: send a JSON object or array")
     if data[:2] == _GZIP_MAGIC and hint not in _GZIP_HINTS:
         hint = "gzip"  # sniffed: posthog-js may omit the hint
