@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Final
 
@@ -9,7 +10,7 @@ import typer
 
 from funnelscope.cli.common import DEFAULT_STORE, StoreOption, console
 
-__all__ = ["register"]
+__all__ = ["memory_limit_setting", "register"]
 
 #: The demo's keys are kept in the store's meta table so a second ``--demo`` run reuses them
 #: (a read key's secret is otherwise never stored: this is for the local demo only).
@@ -40,6 +41,47 @@ def _demo_keys(ws: object) -> tuple[str, str]:
         read = create_key(store, "read", DEMO_SOURCE, now=now, is_admin=True).token
         store.set_meta(_DEMO_READ_META, read)
     return write, read
+
+
+_MEMORY: Final = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*", re.IGNORECASE)
+_UNIT_BYTES: Final = {
+    **{u: 1000**i for i, u in enumerate(("kb", "mb", "gb", "tb"), 1)},
+    **{u: 1024**i for i, u in enumerate(("kib", "mib", "gib", "tib"), 1)},
+}
+#: below this DuckDB cannot hold a load's working set: the collector's loads would fail
+MIN_MEMORY_BYTES: Final = 64 * 1000**2
+
+
+def memory_limit_setting(limit: str) -> str:
+    """``limit`` (e.g. ``"2GB"``) as DuckDB's ``memory_limit`` setting, checked.
+
+    The cap covers the store's DuckDB: its cache of blocks and every query's working memory
+    (what does not fit is evicted or spilled to disk). DuckDB's own default is 80% of the
+    machine's RAM, which a long-running server fills with cached blocks as the data grows; a
+    shop running the collector beside other services sets a cap. Raises
+    :class:`~funnelscope.errors.InvalidInputError` for a malformed size or one under 64 MB.
+
+    Examples
+    --------
+    >>> memory_limit_setting(" 1.5 GiB")
+    '1.5GiB'
+    """
+    from funnelscope.errors import InvalidInputError, Problem
+
+    found = _MEMORY.fullmatch(limit)
+    if found is None or float(found[1]) * _UNIT_BYTES[found[2].lower()] < MIN_MEMORY_BYTES:
+        raise InvalidInputError(
+            [
+                Problem(
+                    "serve.bad_memory_limit",
+                    "--memory-limit",
+                    f"{limit!r} is not a memory size of at least 64MB: a number and one of "
+                    "KB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024), "
+                    "e.g. 2GB",
+                )
+            ]
+        )
+    return f"{found[1]}{found[2]}"
 
 
 def serve(
@@ -79,6 +121,14 @@ def serve(
     goals_every: Annotated[
         float, typer.Option("--goals-every", help="Seconds between goal evaluations (0 = off).")
     ] = 900.0,
+    memory_limit: Annotated[
+        str | None,
+        typer.Option(
+            "--memory-limit",
+            help="Cap on the store's memory (DuckDB's cache and query memory), e.g. 2GB; "
+            "default: DuckDB's, 80% of RAM.",
+        ),
+    ] = None,
 ) -> None:
     """Serve the collector (Segment, RudderStack, PostHog, Snowplow), live view, API and app."""
     import zoneinfo
@@ -125,7 +175,10 @@ def serve(
                 ]
             )
     configure_logging(log_level)
+    setting = memory_limit_setting(memory_limit) if memory_limit is not None else None
     ws = funnelscope.open(store)
+    if setting is not None:
+        ws.store.reader().execute("SET memory_limit = ?", [setting])
     base = f"http://{host}:{port}"
     if demo:
         write, read = _demo_keys(ws)
