@@ -10,6 +10,11 @@ CPU time on a shared one. docs/import.md ("Parquet segments") has the
 figures and what they mean.
 
     .venv/bin/python benchmarks/parquet_stages.py --quick
+    .venv/bin/python benchmarks/parquet_stages.py --file /tmp/e10m.parquet  # 10M, file kept
+    .venv/bin/python benchmarks/parquet_stages.py --events 3000000
+
+``--file`` keeps the events file (written on the first run, reused after: A/B runs of a
+change need not simulate again; the row count is then the file's).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import pyarrow.parquet as pq
 
 import funnelscope
 from funnelscope.ingest import bulk, clean_text, segment_side
@@ -70,11 +77,17 @@ def _events_file(n: int, folder: Path) -> Path:
     return write_events(table, folder / "events.parquet", ".parquet")
 
 
-def main(quick: bool) -> None:
-    n = 1_000_000 if quick else 10_000_000
+def main(quick: bool, events: int | None = None, file: Path | None = None) -> None:
+    n = events or (1_000_000 if quick else 10_000_000)
     work = Path(tempfile.mkdtemp(prefix="funnelscope-bench-stages-"))
     try:
-        path = _events_file(n, work)
+        if file is not None and file.exists():  # reused between runs: A/B without simulating
+            path = file
+        else:
+            path = _events_file(n, work)
+            if file is not None:
+                shutil.copyfile(path, file)
+        n = pq.ParquetFile(path).metadata.num_rows
         # the process's first import pays for first use (pyarrow's and numpy's allocators and
         # thread pools, DuckDB's first plans): timed apart, as benchmarks/ingest.py times it
         with funnelscope.open(work / "warm.duckdb") as ws:
@@ -112,4 +125,9 @@ def main(quick: bool) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="1M events instead of 10M")
-    main(quick=parser.parse_args().quick)
+    parser.add_argument("--events", type=int, help="this many events (default 10M, --quick 1M)")
+    parser.add_argument(
+        "--file", type=Path, help="the events file: written there if missing, else reused"
+    )
+    args = parser.parse_args()
+    main(quick=args.quick, events=args.events, file=args.file)

@@ -225,7 +225,9 @@ def _scan_verdict(
         # most clean files are segments: the side table's inputs (first the id triples that
         # stitching waits for) start on another thread while this one proves the rows valid
         inputs = SideInputs(kept, _column_reader(path, plan["timestamp"]))
-        got = _proven_numbers(con, schema, currency, received_at, scan, kept, path, plan)
+        got = _proven_numbers(
+            con, schema, currency, received_at, scan, kept, path, plan, inputs.timestamps
+        )
     if got is None:  # the exact counts of a file that may not be a segment: the SQL scan
         got = _scan_numbers(con, schema, currency, received_at)
     if scan.ids_increasing:
@@ -272,10 +274,12 @@ def _proven_numbers(
     kept: pa.Table,
     path: Path,
     plan: dict[str, str],
+    timestamps: Callable[[], pa.ChunkedArray],
 ) -> dict[str, Any] | None:
     """:func:`_scan_numbers` of a file with no unclean and no bad row, proven from what the
     text check read (its columns as dictionaries) instead of an aggregate scan; None when the
-    proof fails, and the scan must count.
+    proof fails, and the scan must count. ``timestamps``: the file's ``timestamp`` column
+    (read once, on the side inputs' thread).
 
     Each of the pipeline's conditions reads one column (``missing_identity`` two), so each is
     ruled out over what decides it: NULL counts of ``event_id`` and ``event`` and of rows with
@@ -303,9 +307,8 @@ def _proven_numbers(
     nobody = functools.reduce(pc.and_, [pc.is_null(kept.column(c)) for c in people])
     if pc.any(nobody).as_py():
         return None
-    typed = [plan["timestamp"]] + ([plan["revenue"]] if "revenue" in names else [])
-    read = pq.ParquetFile(str(path)).read(columns=typed, use_threads=False)  # not read_table
-    stamps = read.column(0)
+    revenue = _column_reader(path, plan["revenue"])() if "revenue" in names else None
+    stamps = timestamps()
     if stamps.null_count or not len(stamps):
         return None
     ends = pc.min_max(stamps)
@@ -335,7 +338,6 @@ def _proven_numbers(
         if invalid:
             return None
     currencies: list[str] = []
-    revenue = read.column(1) if "revenue" in names else None
     if "currency" in names:
         # a clean currency is its own upper case; a row without one has no revenue
         unclean, found = _over(
@@ -500,7 +502,8 @@ def import_parquet_segment(
     try:
         with store.write() as con:
             _stage_view(con, path, plan)
-            _register_event_names(con, staged.empty_table())
+            # the canonical names (``_evmap``) only where SQL reads them: the per-row road and the
+            # SQL side table; the usual road names each distinct raw name on the side thread
             fast, inputs = _scan_verdict(
                 con, staged, store.currency, received_at, path=path, plan=plan
             )
@@ -534,6 +537,7 @@ def import_parquet_segment(
                 _drop_temp(con)
                 return report
             # else the scan of every row's verdict: quarantine, re-import, or the pipeline
+            _register_event_names(con, staged.empty_table())
             sql = _checked_sql(staged, store.currency)
             con.execute(
                 f"CREATE OR REPLACE TEMP TABLE _v AS {sql.replace('$received_at', '$1')}",
@@ -623,6 +627,7 @@ def _add_segment(
 
     cols, _, _ = _typed_columns(schema, store.currency)
     assign_persons(con, "_ids")
+    _register_event_names(con, schema.empty_table())
     person = f"coalesce({raw('user_id')}, {raw('anonymous_id')})"
     # the persons of this file's ids only, met by a 64-bit hash of the id rather than by text:
     # exact when no two of these ids share a hash (checked; else the text join)
