@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pytest
 
 import funnelscope
@@ -70,10 +72,12 @@ def _row(i: int, prefix: str = "e") -> dict[str, str]:
     }
 
 
-def _write(path: Path, rows: list[dict[str, str]], *, header: str = HEADER) -> Path:
+def _write(
+    path: Path, rows: list[dict[str, str]], *, header: str = HEADER, end: str = "\n"
+) -> Path:
     names = header.split(",")
     lines = [header] + [",".join(_field(r.get(n, "")) for n in names) for r in rows]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.write_bytes((end.join(lines) + end).encode("utf-8"))
     return path
 
 
@@ -398,3 +402,115 @@ def test_chunks_it_cannot_store_are_left_to_the_pipeline(tmp_path: Path, change:
 def test_an_in_memory_store_keeps_no_segments() -> None:
     with funnelscope.open(":memory:") as ws:
         assert import_csv_segment(ws.store, _staging(), source="s", received_at=RECEIVED) is None
+
+
+# -- a file cut into ranges parsed on two threads (ingest/csv_ranges.py) ----------------------
+
+RANGE = 64 << 10
+
+
+def _multiline(n: int = 2 * N) -> list[dict[str, str]]:
+    """Rows whose session ids hold line breaks (both kinds): quoted records across the cuts."""
+    rows = _rows(n)
+    for i, row in enumerate(rows):
+        if i % 3 == 1:
+            row["session_id"] = row["session_id"] + ("\r\n" if i % 2 else "\n") + "tab"
+    return rows
+
+
+def _cut(
+    tmp_path: Path, path: Path, monkeypatch: pytest.MonkeyPatch, **kwargs: Any
+) -> tuple[Any, Any, Workspace, Workspace]:
+    """Import ``path`` cut into 64 KiB ranges (two threads) into a file store, and read serially
+    by the pipeline into an in-memory store (the import before ranges existed)."""
+    from funnelscope.ingest import files
+
+    monkeypatch.setattr(files, "_RANGE_BYTES", RANGE)
+    seg = funnelscope.open(tmp_path / "seg.duckdb")
+    ref = funnelscope.open(":memory:")
+    report = ingest_file(seg.store, path, received_at=RECEIVED, **kwargs)
+    monkeypatch.setattr(files, "_PARSE_THREADS", 1)
+    expected = ingest_file(ref.store, path, received_at=RECEIVED, **kwargs)
+    return report, expected, seg, ref
+
+
+def _records_before_cuts(path: Path) -> list[int]:
+    """The record number (0-based, header excluded) at which each 64 KiB range starts (a file
+    without line breaks inside quotes: every cut is between records)."""
+    from funnelscope.ingest.csv_ranges import next_line
+
+    data = path.read_bytes()
+    at, found = 0, []
+    while (at := next_line(np.frombuffer(data, np.uint8), at + RANGE)) < len(data):
+        parse = pacsv.ParseOptions(newlines_in_values=True)
+        found.append(pacsv.read_csv(pa.BufferReader(data[:at]), parse_options=parse).num_rows)
+    return found
+
+
+@pytest.mark.parametrize("form", ["lf", "crlf", "bom", "quoted-breaks"])
+def test_a_file_cut_into_ranges_gives_the_pipelines_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, form: str
+) -> None:
+    # quoted-breaks: a cut inside a quoted value is found out and the rest read serially
+    rows = _multiline() if form == "quoted-breaks" else _rows(2 * N)
+    path = _write(tmp_path / "events.csv", rows, end="\r\n" if form == "crlf" else "\n")
+    if form == "bom":
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert path.stat().st_size > 30 * RANGE
+    report, expected, seg, ref = _cut(tmp_path, path, monkeypatch, chunk_rows=N)
+    with seg, ref:
+        assert (report.rows, report.inserted, report.rejected) == (2 * N, 2 * N, 0)
+        assert report.to_dict() == expected.to_dict()
+        assert _segments(seg) >= 1
+        assert _answers(seg) == _answers(ref)
+        if form == "quoted-breaks":
+            assert seg.store.query(
+                "SELECT session_id FROM events WHERE event_id IN ('e4', 'e7') ORDER BY seq"
+            ) == [("s4-0\ntab",), ("s7-0\r\ntab",)]
+
+
+def test_bad_values_on_either_side_of_a_cut_keep_their_row_numbers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = _rows(2 * N)
+    first = _records_before_cuts(_write(tmp_path / "probe.csv", rows))[10]
+    for i in (first - 1, first):  # the last record of a range and the first of the next
+        rows[i] = {**rows[i], "timestamp": "not a time"}
+    path = _write(tmp_path / "events.csv", rows)
+    assert first in _records_before_cuts(path)  # the cut has not moved
+    report, expected, seg, ref = _cut(tmp_path, path, monkeypatch, chunk_rows=N)
+    with seg, ref:
+        assert dict(report.reasons) == {"event.bad_timestamp": 2}
+        assert [r.row for r in report.rejections] == [first - 1, first]
+        assert report.to_dict() == expected.to_dict()
+        assert _answers(seg) == _answers(ref)
+
+
+def test_a_row_of_the_wrong_width_in_a_later_range_keeps_its_row_number(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _write(tmp_path / "events.csv", _rows(2 * N))
+    text = path.read_bytes()
+    at = text.index(b"\ne15000,") + 1  # record 15000, well past the first chunk's ranges
+    path.write_bytes(text[:at] + b"x1,2024-05-01T00:00:00Z,page_viewed,u1\n" + text[at:])
+    report, expected, seg, ref = _cut(tmp_path, path, monkeypatch, chunk_rows=N)
+    with seg, ref:
+        assert dict(report.reasons) == {"row.bad_shape": 1}
+        assert report.rejections[0].row == 15_000
+        assert (report.rows, report.inserted) == (2 * N + 1, 2 * N)
+        assert _segments(seg) == 1  # the first chunk, committed before the bad row was met
+        assert report.to_dict() == expected.to_dict()
+        assert _answers(seg) == _answers(ref)
+
+
+@pytest.mark.parametrize("drop", ["page_url", "referrer", "utm_medium"])
+def test_channels_without_one_of_their_columns_are_the_pipelines(tmp_path: Path, drop: str) -> None:
+    # each part of the channel key is derived per distinct value of its own column; a missing
+    # column is one NULL value (no page: no referrer is internal)
+    header = ",".join(n for n in HEADER.split(",") if n != drop)
+    path = _write(tmp_path / "events.csv", _rows(), header=header)
+    report, expected, seg, ref = _both(tmp_path, path)
+    with seg, ref:
+        assert _segments(seg) == 1
+        assert report.to_dict() == expected.to_dict()
+        assert _answers(seg) == _answers(ref)

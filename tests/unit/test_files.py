@@ -132,6 +132,17 @@ def test_gzip_compressed_csv_is_read(workspace: Workspace, tmp_path: Path) -> No
     assert _events(workspace) == EXPECTED
 
 
+@pytest.mark.parametrize("end", ["\n", "\r\n"], ids=["lf", "crlf"])
+def test_a_csv_with_a_byte_order_mark_is_read(
+    workspace: Workspace, tmp_path: Path, end: str
+) -> None:
+    # the BOM is not part of the first column's name (it used to be: event_id went missing)
+    path = tmp_path / "e.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + (end.join([HEADER, *CSV_ROWS]) + end).encode())
+    assert ingest_file(workspace.store, path, received_at=NOW).inserted == 3
+    assert _events(workspace) == EXPECTED
+
+
 @pytest.mark.parametrize(
     ("name", "content", "expected"),
     [

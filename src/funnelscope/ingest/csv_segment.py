@@ -42,13 +42,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from funnelscope.errors import StoreError
-from funnelscope.events.channels import derive_channel
+from funnelscope.events.channels import derive_channel, host_sql
 from funnelscope.events.schema import EVENT_SCHEMA, STAGING_COLUMNS
 from funnelscope.events.vocabulary import canonical_event
 from funnelscope.ingest.bulk import _CHANNEL_INPUTS, MIN_SEGMENT_ROWS
 from funnelscope.ingest.clean_text import all_trimmed, suspects
 from funnelscope.ingest.pipeline import (
-    _CHANNEL_KEY,
     _CHECKED,
     _ITEM_JSON_SHAPE,
     DEDUP_WINDOW,
@@ -145,6 +144,9 @@ def _checked_sql(schema: pa.Schema, store_currency: str, *, clean: bool) -> str:
             if name not in (*_TYPED, "_row"):
                 text = _text(name, pa.string())
                 cols = {k: v.replace(text, f"NULLIF(s.{_q(name)}, '')") for k, v in cols.items()}
+        # properties are typed by their own expression (pipeline._properties_expr)
+        props = "NULLIF(trim(CAST(s.properties AS VARCHAR)), '')"
+        cols = {k: v.replace(props, "NULLIF(s.properties, '')") for k, v in cols.items()}
     cols["event"] = "s._event"  # the canonical name, from _derived_columns (no join: keeps order)
     items, items_empty, items_ok = _items(schema)
     typed = ",\n  ".join(
@@ -164,42 +166,6 @@ def _checked_sql(schema: pa.Schema, store_currency: str, *, clean: bool) -> str:
 Codes = Callable[[str], tuple[pa.Array, np.ndarray]]
 
 
-def _per_distinct(
-    con: duckdb.DuckDBPyConnection,
-    rows: int,
-    codes_of: Codes,
-    inputs: list[str],
-    exprs: dict[str, str],
-) -> tuple[pa.Table, pa.Array]:
-    """``exprs`` (SQL over ``s``, the columns ``inputs``) evaluated once per distinct
-    combination of the inputs, and each row's index into those combinations."""
-    key = np.zeros(rows, np.int64)
-    size = 1
-    codes = []
-    for name in inputs:
-        dictionary, indices = codes_of(name)
-        width = max(len(dictionary), 1)
-        if size * width >= 1 << 62:  # keep the combined key in an int64: renumber densely
-            _, key = np.unique(key, return_inverse=True)
-            size = int(key.max()) + 1 if rows else 1
-        key = key * width + indices
-        size *= width
-        codes.append((dictionary, indices))
-    if size <= 4 * rows + 1024:  # few combinations: a table lookup, no sort
-        seen = np.zeros(size, bool)
-        seen[key] = True
-        dense = np.cumsum(seen) - 1
-        inverse = dense[key]
-        first = np.zeros(int(seen.sum()), np.int64)
-        first[inverse[::-1]] = np.arange(rows - 1, -1, -1)  # the first row of each
-    else:
-        _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-    distinct = {
-        name: d.take(pa.array(i[first])) for name, (d, i) in zip(inputs, codes, strict=True)
-    }
-    return _evaluate(con, distinct, len(first), exprs), pa.array(inverse.reshape(-1))
-
-
 def _evaluate(
     con: duckdb.DuckDBPyConnection, columns: dict[str, pa.Array], rows: int, exprs: dict[str, str]
 ) -> pa.Table:
@@ -212,6 +178,23 @@ def _evaluate(
     return values
 
 
+def _per_value(
+    con: duckdb.DuckDBPyConnection,
+    rows: int,
+    codes_of: Codes,
+    names: Collection[str],
+    name: str,
+    exprs: dict[str, str],
+) -> tuple[pa.Table, np.ndarray]:
+    """``exprs`` (SQL over ``s.<name>`` alone) once per distinct value of column ``name``, and
+    each row's index into those values (a column not in ``names``: one NULL value)."""
+    if name in names:
+        dictionary, indices = codes_of(name)
+    else:
+        dictionary, indices = pa.nulls(1, pa.string()), np.zeros(rows, np.int64)
+    return _evaluate(con, {name: dictionary}, len(dictionary), exprs), indices
+
+
 def _derived_columns(
     con: duckdb.DuckDBPyConnection,
     rows: int,
@@ -221,29 +204,56 @@ def _derived_columns(
 ) -> pa.Table:
     """Per row: the canonical event name (``_event``) and the channel (``_channel``), as the
     pipeline derives them (``_event_names``; ``_channel_keys`` then ``derive_channel`` per
-    distinct key), each once per distinct input. ``names``: the text columns present;
-    ``channels``: the channel of each key derived so far (shared by the groups of a chunk).
+    distinct key). ``names``: the text columns present; ``channels``: the channel of each key
+    derived so far (shared by the groups of a chunk).
 
     The URL regular expressions are the most expensive part of validation, and joins would
-    reorder the rows; a shop has few distinct names, landing pages and referrers."""
-    inputs = [c for c in _CHANNEL_INPUTS if c in names]
+    reorder the rows. Each part of the key reads one column (the internal flag compares the
+    referrer's host with the page's), so each is computed once per distinct value of its
+    column: a shop has few names, sources and referrers, and a few thousand pages (the
+    combinations of page and referrer are several times more)."""
     # the store currency only types the currency column, which the channel keys do not read
-    cols, _, _ = _typed_columns(pa.schema([(c, pa.string()) for c in inputs]), "USD")
-    keys, inverse = _per_distinct(con, rows, codes_of, inputs, _channel_keys(cols))
-    # many landing pages share one key: derive_channel runs once per distinct key
-    codes = [_encode(keys.column(name).chunks) for name in _CHANNEL_KEY]
-    combined = np.zeros(keys.num_rows, np.int64)
-    for dictionary, indices in codes:
-        combined = combined * max(len(dictionary), 1) + indices
-    _, first, which = np.unique(combined, return_index=True, return_inverse=True)
+    cols, _, _ = _typed_columns(pa.schema([(c, pa.string()) for c in _CHANNEL_INPUTS]), "USD")
+    keys = _channel_keys(cols)  # _ch_src, _ch_med and _ch_ref read one column each
+    src, src_i = _per_value(con, rows, codes_of, names, "utm_source", {"k": keys["_ch_src"]})
+    med, med_i = _per_value(con, rows, codes_of, names, "utm_medium", {"k": keys["_ch_med"]})
+    ref_exprs = {"k": keys["_ch_ref"], "host": host_sql(cols["referrer"])}
+    ref, ref_i = _per_value(con, rows, codes_of, names, "referrer", ref_exprs)
+    page, page_i = _per_value(
+        con, rows, codes_of, names, "page_url", {"host": host_sql(cols["page_url"])}
+    )
+    # the pipeline's _ch_internal: coalesce(referrer host = page host, FALSE), as host numbers
+    hosts: dict[str, int] = {}
+    ref_host = np.array(
+        [
+            hosts.setdefault(h, len(hosts)) if h is not None else -1
+            for h in ref.column("host").to_pylist()
+        ],
+        np.int64,
+    )
+    page_host = np.array(
+        [
+            hosts.setdefault(h, len(hosts)) if h is not None else -2
+            for h in page.column("host").to_pylist()
+        ],
+        np.int64,
+    )
+    internal = (ref_host[ref_i] == page_host[page_i]).astype(np.int64)
+    key = ((src_i * max(len(med), 1) + med_i) * max(len(ref), 1) + ref_i) * 2 + internal
+    _, first, which = np.unique(key, return_index=True, return_inverse=True)
+    values = [t.column("k").to_pylist() for t in (src, med, ref)]
     per_key = []
     for row in first.tolist():
-        src, med, ref, internal = (d[i[row]].as_py() for d, i in codes)
-        key = (src, med, ref, bool(internal))
-        if key not in channels:
-            channels[key] = derive_channel(*key)
-        per_key.append(channels[key])
-    channel = pa.array(per_key, pa.string()).take(pa.array(which.reshape(-1))).take(inverse)
+        found = (
+            values[0][src_i[row]],
+            values[1][med_i[row]],
+            values[2][ref_i[row]],
+            bool(internal[row]),
+        )
+        if found not in channels:
+            channels[found] = derive_channel(*found)
+        per_key.append(channels[found])
+    channel = pa.array(per_key, pa.string()).take(pa.array(which.reshape(-1)))
     if "event" not in names:
         event = pa.nulls(rows, pa.string())
     else:
@@ -588,6 +598,23 @@ def import_csv_segment(
         return None
 
 
+def _checked(
+    con: duckdb.DuckDBPyConnection,
+    staging: pa.Table,
+    derived: pa.Table,
+    currency: str,
+    received_at: datetime,
+    clean: bool,
+) -> pa.Table:
+    """The chunk typed and checked (:func:`_checked_sql`) in one DuckDB scan."""
+    con.register("stg", staging.append_column("_event", derived.column("_event")))
+    sql = _checked_sql(staging.schema, currency, clean=clean).replace("$received_at", "$1")
+    try:
+        return con.sql(sql, params=[received_at]).to_arrow_table()
+    except (duckdb.InvalidInputException, duckdb.ConversionException):
+        raise _Pipeline from None  # items text that is not JSON: the pipeline's case
+
+
 class _Pipeline(Exception):
     """The chunk must take the pipeline: raised inside the transaction so it rolls back."""
 
@@ -609,14 +636,7 @@ def _import(
         with store.write() as con:
             clean = scan.is_clean and all_trimmed(con, scan.suspects)
             derived = scan.derived()
-            con.register("stg", staging.append_column("_event", derived.column("_event")))
-            sql = _checked_sql(staging.schema, store.currency, clean=clean).replace(
-                "$received_at", "$1"
-            )
-            try:
-                checked = con.sql(sql, params=[received_at]).to_arrow_table()
-            except (duckdb.InvalidInputException, duckdb.ConversionException):
-                raise _Pipeline from None  # items text that is not JSON: the pipeline's case
+            checked = _checked(con, staging, derived, store.currency, received_at, clean)
             con.register("_v", checked)
             segment_id = seg.next_segment_id(con)
             partial = folder / f".{segment_id}.parquet.partial"

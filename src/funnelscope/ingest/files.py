@@ -8,8 +8,8 @@ results. Facts (ad spend, email campaigns, ...) go to
 :func:`funnelscope.ingest.facts.append_facts`. docs/import.md describes the semantics.
 
 Reading is columnar on the canonical path: Parquet record batches, pyarrow's streaming CSV
-reader (parsing ahead on a thread) with every column read as bytes (then checked for UTF-8 in
-bulk), and JSON Lines split on
+reader (parsing ahead on a thread, or on two over ranges of the file: ingest/csv_ranges.py) with
+every column read as bytes (then checked for UTF-8 in bulk), and JSON Lines split on
 newlines with numpy and parsed by DuckDB's JSON functions. Python touches single rows only to
 describe a rejected row, for Segment/PostHog-shaped JSON Lines (mapped by
 :mod:`funnelscope.ingest.records`), and for a CSV file pyarrow cannot parse in bulk (a row of the
@@ -25,15 +25,13 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import queue
 import re
-import threading
 import time
 import uuid
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import duckdb
 import numpy as np
@@ -44,6 +42,7 @@ import pyarrow.parquet as pq
 
 from funnelscope.errors import InvalidEventError, InvalidInputError, Problem
 from funnelscope.events.schema import STAGING_COLUMNS
+from funnelscope.ingest.csv_ranges import RANGE_BYTES, parallel_blocks, read_ahead
 from funnelscope.ingest.csv_segment import ChunkScan, import_csv_segment
 from funnelscope.ingest.pipeline import IngestReport, Rejection, append_events
 from funnelscope.store.segments import segments_folder
@@ -98,6 +97,10 @@ COLUMN_ALIASES: Final[dict[str, tuple[str, ...]]] = {
 _BLOCK_BYTES: Final = 2 << 20
 #: CSV blocks parsed ahead while a full chunk is stored (128 MiB).
 _READ_AHEAD_BLOCKS: Final = 64
+#: An uncompressed CSV file of two ranges or more is cut into ranges of about this many bytes
+#: at record boundaries and parsed by this many threads (ingest/csv_ranges.py).
+_RANGE_BYTES: Final = RANGE_BYTES
+_PARSE_THREADS: Final = 2
 _JSONL_BLOCK_BYTES: Final = 64 << 20
 _SNIFF_LINES: Final = 1000
 _EXTENSIONS: Final = {
@@ -248,9 +251,14 @@ def _check_file(path: Path) -> None:
 def _as_text(column: pa.Array) -> tuple[pa.Array, np.ndarray]:
     """A binary column as UTF-8 text, and the positions of values that are not UTF-8.
 
-    The cast validates the whole column at C speed; only when it fails are the few values with
-    non-ASCII bytes decoded one by one to find the culprits.
+    Bytes under 0x80 are ASCII, valid UTF-8 as they are: a column whose data buffer has no
+    other byte is only relabelled (a numpy pass over the bytes costs a tenth of the cast's
+    check). Otherwise the cast validates the whole column at C speed; only when it fails are
+    the few values with non-ASCII bytes decoded one by one to find the culprits.
     """
+    data = column.buffers()[2]
+    if data is None or data.size == 0 or np.frombuffer(data, np.uint8).max() < 0x80:
+        return column.view(pa.string()), np.empty(0, np.int64)
     try:
         return column.cast(pa.string()), np.empty(0, np.int64)
     except pa.ArrowInvalid:
@@ -373,10 +381,11 @@ def _staged(table: pa.Table | pa.RecordBatch, plan: dict[str, str], first_row: i
 
 def _csv_names(path: Path, delimiter: str) -> list[str]:
     """The header: the first non-blank record (read with the ``csv`` module, so a bad byte or a
-    bad row further down cannot make the header unreadable)."""
+    bad row further down cannot make the header unreadable). A UTF-8 BOM is not part of the
+    first name (pyarrow drops it too)."""
     try:
         with pa.input_stream(str(path), compression="detect") as raw:
-            text = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
+            text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
             for fields in csv.reader(text, delimiter=delimiter):
                 if fields:
                     return [f.strip() for f in fields]
@@ -396,11 +405,10 @@ def _csv_fast(
 ) -> None:
     """pyarrow's serial streaming reader (read ahead on a thread), all columns as bytes; raises
     ArrowInvalid on a row of the wrong width (the slow path then numbers and quarantines it)."""
-    reader = pacsv.open_csv(
-        str(path),
-        read_options=pacsv.ReadOptions(use_threads=False, block_size=_BLOCK_BYTES),
-        parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
-        convert_options=pacsv.ConvertOptions(
+    options = (
+        pacsv.ReadOptions(use_threads=False, block_size=_BLOCK_BYTES),
+        pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+        pacsv.ConvertOptions(
             column_types={n: pa.binary() for n in names},
             strings_can_be_null=False,
             quoted_strings_can_be_null=False,
@@ -413,8 +421,23 @@ def _csv_fast(
     def as_text(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, list[tuple[pa.Array, np.ndarray]]]:
         return batch, [_as_text(batch.column(name)) for name in plan.values()]
 
-    # the UTF-8 check runs on the reading thread too: this one scans the staged blocks
-    with contextlib.closing(_read_ahead(map(as_text, reader), _READ_AHEAD_BLOCKS)) as blocks:
+    # the UTF-8 check runs on the reading threads too: this one scans the staged blocks. An
+    # uncompressed file is cut at record boundaries and parsed on two threads (csv_ranges.py)
+    found = (
+        parallel_blocks(
+            path,
+            *options,
+            as_text,
+            range_bytes=_RANGE_BYTES,
+            ahead_bytes=_READ_AHEAD_BLOCKS * _BLOCK_BYTES,
+            threads=_PARSE_THREADS,
+        )
+        if _PARSE_THREADS > 1
+        else None
+    )
+    if found is None:
+        found = _read_ahead(map(as_text, pacsv.open_csv(str(path), *options)), _READ_AHEAD_BLOCKS)
+    with contextlib.closing(found) as blocks:
         for batch, texts in blocks:
             _stage_block(batch, texts, plan, wanted, row, sink)
             row += batch.num_rows
@@ -461,51 +484,8 @@ def _stage_block(
     sink.add(staged, rejections)
 
 
-_T = TypeVar("_T")
-
-
-def _read_ahead(items: Iterator[_T], depth: int = 8) -> Generator[_T, None, None]:
-    """``items`` produced on a thread of its own, up to ``depth`` ahead.
-
-    pyarrow parses the next CSV blocks without the GIL while this thread stages the previous
-    ones and stores full chunks, so a long file's reading overlaps with its storing. An error
-    of the producer is raised here, after the items before it.
-    """
-    ready: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item: tuple[bool, Any]) -> bool:
-        while not stop.is_set():
-            try:
-                ready.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not put((True, item)):
-                    return
-        except BaseException as exc:  # handed to the consumer, raised there
-            put((False, exc))
-            return
-        put((False, None))
-
-    thread = threading.Thread(target=produce, name="csv-read-ahead", daemon=True)
-    thread.start()
-    try:
-        while True:
-            is_item, value = ready.get()
-            if not is_item:
-                if value is not None:
-                    raise value
-                return
-            yield value
-    finally:
-        stop.set()
-        thread.join()
+#: kept under its old name for the callers in this module
+_read_ahead = read_ahead
 
 
 def _csv_slow(
@@ -522,7 +502,7 @@ def _csv_slow(
     positions = [index[plan[t]] for t in plan]
     width = len(names)
     with pa.input_stream(str(path), compression="detect") as raw:
-        text = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
         reader = csv.reader(text, delimiter=delimiter)
         next(reader, None)  # header
         record = -1
