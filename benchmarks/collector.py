@@ -25,7 +25,12 @@ store (from ``/metrics``).
 
 Targets (issue 5): >= 50,000 events/s sustained; p99 <= 100 ms at 20,000 events/s; flat memory.
 
-Usage: ``python benchmarks/collector.py [--quick] [--route segment|native]``
+``--latency-seconds N`` runs only the 20,000 events/s phase, for N seconds, after a 5-second
+closed-loop warm-up and the wait for the backlog, and prints p50 / p99 / max per second and the
+requests over 100 ms (the long-phase p99 is what DuckDB's checkpoints move: docs/collector.md).
+
+Usage: ``python benchmarks/collector.py [--quick] [--route segment|native]
+[--latency-seconds N [--server-log FILE]]``
 """
 
 from __future__ import annotations
@@ -145,6 +150,11 @@ class Phase:
     seconds: float = 0.0
     unserved: int = 0
     latencies: list[float] | None = None
+    #: when each answered request was scheduled, seconds after the phase's start
+    scheduled: list[float] | None = None
+    #: the phase's start on ``time.perf_counter()`` (CLOCK_MONOTONIC: comparable with the
+    #: server's clock, for lining slow seconds up with a server-side log)
+    started: float = 0.0
 
 
 async def closed_loop(loader: Loader, connections: int, seconds: float) -> Phase:
@@ -172,11 +182,11 @@ async def open_loop(loader: Loader, rate_per_s: float, seconds: float, sample: A
 
     ``sample`` (if given) is called once a second while the phase runs.
     """
-    phase = Phase(latencies=[])
+    phase = Phase(latencies=[], scheduled=[])
     pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
     for _ in range(64):
         pool.put_nowait(await loader.connect())
-    start = time.perf_counter()
+    start = phase.started = time.perf_counter()
     total = int(rate_per_s * seconds)
     tasks = []
     done = asyncio.Event()
@@ -194,10 +204,11 @@ async def open_loop(loader: Loader, rate_per_s: float, seconds: float, sample: A
             phase.failed += 1
             conn = await loader.connect()
         else:
-            assert phase.latencies is not None
+            assert phase.latencies is not None and phase.scheduled is not None
             if status == 200:
                 phase.ok += 1
                 phase.latencies.append(time.perf_counter() - scheduled)
+                phase.scheduled.append(scheduled - start)
             else:
                 phase.failed += 1
         pool.put_nowait(conn)
@@ -355,6 +366,100 @@ def run(quick: bool, route: str) -> dict[str, Any]:
     }
 
 
+def per_second(phase: Phase, slow_ms: float = 100.0) -> list[dict[str, float]]:
+    """Per second of the phase (by scheduled send time): requests, p50, p99, max and how many
+    took longer than ``slow_ms``."""
+    buckets: dict[int, list[float]] = {}
+    for at, latency in zip(phase.scheduled or [], phase.latencies or [], strict=True):
+        buckets.setdefault(int(at), []).append(latency * 1000)
+    return [
+        {
+            "second": second,
+            "requests": len(values),
+            "p50_ms": percentile(values, 0.50),
+            "p99_ms": percentile(values, 0.99),
+            "max_ms": max(values),
+            "slow": sum(v > slow_ms for v in values),
+        }
+        for second, values in sorted(buckets.items())
+    ]
+
+
+def run_latency(
+    seconds: float, route: str, *, warmup_s: float = 5.0, server_log: Path | None = None
+) -> dict[str, Any]:
+    """Only the 20,000 events/s phase, for ``seconds``, after the same warm-up as ``--quick``
+    (``warmup_s`` of the closed loop, then waiting for the backlog to be loaded).
+
+    ``server_log``: where the server's output goes (for lining its log up with slow seconds).
+    """
+    import funnelscope
+    from funnelscope.keys import create_key
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Path(tmp) / "bench.duckdb"
+        with funnelscope.open(store) as ws:
+            from datetime import UTC, datetime
+
+            key = create_key(ws.store, "write", "bench", now=datetime.now(UTC)).token
+        port = free_port()
+        server = start_serve_process(store, port, "--rate-limit", "0", log=server_log)
+        try:
+            loader = Loader(port, key, route)
+            warm = asyncio.run(closed_loop(loader, 32, warmup_s))
+            settled_s = wait_for_drain(port)
+            cpu_server = cpu_seconds(server.pid)
+            fixed = asyncio.run(open_loop(loader, 20_000 / BATCH, seconds))
+            cpu_server = cpu_seconds(server.pid) - cpu_server
+            stages = stage_means(port)
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+    lat = fixed.latencies or []
+    return {
+        "route": route,
+        "seconds": seconds,
+        "warmup_events": warm.ok * BATCH,
+        "settle_seconds": settled_s,
+        "phase_started_perf_counter": fixed.started,
+        "fixed_achieved_events_per_s": fixed.ok * BATCH / fixed.seconds,
+        "fixed_failed_requests": fixed.failed,
+        "fixed_unserved_requests": fixed.unserved,
+        "server_cores_busy": cpu_server / fixed.seconds,
+        "p50_ms": percentile(lat, 0.50) * 1000,
+        "p99_ms": percentile(lat, 0.99) * 1000,
+        "max_ms": max(lat, default=float("nan")) * 1000,
+        "slow_requests": sum(v > 0.1 for v in lat),
+        "requests": len(lat),
+        **{f"run_{k}": v for k, v in stages.items()},
+        "per_second": per_second(fixed),
+        "load_average": os.getloadavg()[0],
+    }
+
+
+def report_latency(result: dict[str, Any]) -> None:
+    print(
+        f"collector latency at 20,000 events/s for {result['seconds']:.0f} s, route "
+        f"{result['route']}, {os.cpu_count()} cores, load average {result['load_average']:.1f}"
+        f" at the end (phase started at perf_counter {result['phase_started_perf_counter']:.3f})"
+    )
+    print(f"{'second':>6} {'requests':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'>100 ms':>7}")
+    for row in result["per_second"]:
+        print(
+            f"{row['second']:>6} {row['requests']:>8} {row['p50_ms']:>8.1f} {row['p99_ms']:>8.1f}"
+            f" {row['max_ms']:>8.1f} {row['slow']:>7}"
+        )
+    print(
+        f"p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms (target <= "
+        f"{TARGETS['p99_ms']:.0f}), max {result['max_ms']:.1f} ms; "
+        f"{result['slow_requests']} of {result['requests']} requests over 100 ms; served "
+        f"{result['fixed_achieved_events_per_s']:,.0f} events/s (non-200 "
+        f"{result['fixed_failed_requests']}, not served {result['fixed_unserved_requests']}); "
+        f"server cores busy {result['server_cores_busy']:.2f}; mean load "
+        f"{result['run_load_events']:,.0f} events in {result['run_load_ms']:.0f} ms"
+    )
+
+
 def report(result: dict[str, Any]) -> None:
     rows = [
         (
@@ -449,5 +554,15 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short phases, 20 s soak")
     parser.add_argument("--route", choices=("segment", "native"), default="segment")
+    parser.add_argument(
+        "--latency-seconds",
+        type=float,
+        metavar="N",
+        help="only the 20,000 events/s phase, for N seconds (after a 5 s warm-up), per second",
+    )
+    parser.add_argument("--server-log", type=Path, help="append the server's output here")
     args = parser.parse_args()
-    main(args.quick, args.route)
+    if args.latency_seconds:
+        report_latency(run_latency(args.latency_seconds, args.route, server_log=args.server_log))
+    else:
+        main(args.quick, args.route)

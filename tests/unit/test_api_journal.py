@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,6 +16,7 @@ import pytest
 from funnelscope.api.journal import (
     JOURNAL_SCHEMA,
     Journal,
+    JournalLoader,
     JournalSettings,
     load_journal_table,
     read_segment,
@@ -193,3 +197,89 @@ def test_not_ready_and_refusing_while_the_journal_is_replayed(tmp_path: Path) ->
     assert event_ids(ws.store) == ["left", "new", "over"]
     server.stop()
     ws.close()
+
+
+def _threshold(store: Store) -> str:
+    return str(store.query("SELECT current_setting('checkpoint_threshold')")[0][0])
+
+
+def _eventually(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def _loader(tmp_path: Path, settings: JournalSettings) -> tuple[Store, Journal, JournalLoader]:
+    store = Store(tmp_path / "s.duckdb")
+    store.checkpoint()
+    journal = Journal(tmp_path / "s.duckdb.journal")
+    journal.claim()
+    loader = JournalLoader(store, journal, settings)
+    loader.start()
+    return store, journal, loader
+
+
+def test_a_large_load_skips_the_wal_and_the_setting_is_given_back(tmp_path: Path) -> None:
+    # 1,000 events make ~800 KB of WAL: past a 256 KiB threshold DuckDB writes them straight
+    # into the database file in the load's commit (4 MiB does that for the ~20,000-event loads
+    # of a busy collector)
+    store, journal, loader = _loader(tmp_path, replace(IDLE, checkpoint_threshold="256KiB"))
+    assert _threshold(store) == "256.0 KiB"
+    ids = [f"e{n:04d}" for n in range(1000)]
+    journal.append(batch(*ids))
+    assert loader.sync(10)
+    assert store.wal_bytes == 0 and loader.checkpoints == 0  # no WAL, and no CHECKPOINT needed
+    journal.append(batch("late"))  # a small load goes to the WAL, under the threshold
+    assert loader.sync(10)
+    assert 0 < store.wal_bytes < 256 * 2**10
+    loader.stop()  # a clean stop checkpoints and gives DuckDB its 16 MiB back
+    assert store.wal_bytes == 0 and _threshold(store) == "16.0 MiB"
+    store.close()
+    reopened = Store(tmp_path / "s.duckdb")
+    assert event_ids(reopened) == sorted([*ids, "late"])
+
+
+def test_the_loader_checkpoints_once_the_wal_passes_its_bound(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a threshold DuckDB never reaches here: only the loader's own CHECKPOINT bounds the WAL
+    # (as when readers keep DuckDB from checkpointing in a commit)
+    settings = replace(IDLE, checkpoint_threshold="1GiB", max_wal_bytes=2**40)
+    store, journal, loader = _loader(tmp_path, settings)
+    journal.append(batch("a", "b"))
+    assert loader.sync(10)
+    one_load = store.wal_bytes
+    assert one_load > 0 and loader.checkpoints == 0
+    loader.settings = replace(settings, max_wal_bytes=one_load)  # the next load passes it
+    journal.append(batch("c", "d"))
+    assert loader.sync(10)
+    assert _eventually(lambda: loader.checkpoints >= 1) and loader.checkpoints == 1
+    assert store.wal_bytes == 0
+    # a reader whose snapshot predates a commit postpones the checkpoint; loading goes on
+    reader = store.reader()
+    reader.execute("BEGIN TRANSACTION")
+    assert reader.execute("SELECT count(*) FROM events").fetchall() == [(4,)]
+    for ids in (["e", "f"], ["g", "h"]):
+        journal.append(batch(*ids))
+        assert loader.sync(10)
+    assert _eventually(lambda: "checkpoint postponed" in caplog.text)
+    assert store.wal_bytes > one_load and loader.checkpoints == 1
+    reader.execute("COMMIT")
+    journal.append(batch("i"))
+    assert loader.sync(10)
+    assert _eventually(lambda: loader.checkpoints >= 2) and store.wal_bytes == 0
+    loader.stop()
+    assert event_ids(store) == list("abcdefghi") and _threshold(store) == "16.0 MiB"
+
+
+def test_checkpoints_are_left_to_duckdb_by_default(tmp_path: Path) -> None:
+    assert JournalSettings().checkpoint_threshold is None
+    store, journal, loader = _loader(tmp_path, IDLE)
+    assert _threshold(store) == "16.0 MiB"
+    journal.append(batch("a"))
+    assert loader.sync(10)
+    loader.stop()
+    assert loader.checkpoints == 0 and store.wal_bytes > 0 and event_ids(store) == ["a"]

@@ -20,6 +20,12 @@ last batch of a segment can be torn (written partly, never acknowledged), and re
 there. At startup every segment left behind is loaded again (:meth:`JournalLoader.replay`);
 ``append_events`` drops event ids already stored, so a segment that was loaded but not yet
 deleted is harmless (its quarantined rows are quarantined a second time).
+
+Checkpoints: by default DuckDB checkpoints on its own, inside the commit that takes its WAL past
+16 MiB. With ``JournalSettings.checkpoint_threshold`` set, the loader sets DuckDB's threshold
+while it runs (a low one makes each large load skip the WAL and write its rows straight into the
+database file), checkpoints itself should the WAL pass ``max_wal_bytes`` anyway, and at stop
+checkpoints and gives DuckDB its setting back, so a clean stop leaves no WAL.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -100,6 +107,19 @@ class JournalSettings:
     load_at_events: int = 50_000
     #: Most events loaded in one transaction (a large backlog is loaded in several).
     max_load_events: int = 100_000
+    #: While the loader runs, DuckDB's ``checkpoint_threshold`` is set to this (a DuckDB size;
+    #: ``None``, the default: DuckDB's 16 MiB is left alone). A low one (``"4MiB"``) makes every
+    #: load of more than a few hundred events skip the WAL and write its rows once, compressed,
+    #: straight into the database file, instead of into the WAL and again at a checkpoint every
+    #: other load: 3x fewer bytes written at 20,000 events/s, but each load then carries a
+    #: checkpoint and no p99 gain was shown on a busy machine (docs/collector.md, session 5),
+    #: so it is not the default. Given back when the loader stops, which also checkpoints.
+    checkpoint_threshold: str | None = None
+    #: DuckDB skips its automatic checkpoint while another transaction is open (a read of the
+    #: store), so the WAL could still grow; past this many bytes after a load the loader runs a
+    #: ``CHECKPOINT`` itself (postponed to the next load while a reader's snapshot predates the
+    #: last commits). Only with ``checkpoint_threshold``.
+    max_wal_bytes: int = 64 * 2**20
 
 
 @dataclass(slots=True, eq=False)  # compared by identity
@@ -379,6 +399,12 @@ class JournalLoader:
         self.is_replaying = False
         self.last_error: BaseException | None = None
         self.last_seconds = 0.0
+        #: CHECKPOINTs the loader ran itself, and how long the last one took (DuckDB's own, in
+        #: the loads' commits, are not counted)
+        self.checkpoints = 0
+        self.last_checkpoint_seconds = 0.0
+        #: DuckDB's checkpoint_threshold before :meth:`start` set it (restored by stop)
+        self._saved_threshold: str | None = None
         #: threads whose reads never wait for a load (the ack thread: it must not stall)
         self.exempt: set[threading.Thread] = set()
         self._thread = threading.Thread(target=self._run, name="funnelscope-loader", daemon=True)
@@ -389,6 +415,9 @@ class JournalLoader:
         every ~``load_interval_seconds``."""
         self.is_replaying = self._journal.has_leftover()
         self._last_load = time.monotonic()
+        threshold = self.settings.checkpoint_threshold
+        if threshold is not None and str(self._store.path) != ":memory:":
+            self._saved_threshold = self._store.set_checkpoint_threshold(threshold)
         self._thread.start()
 
     def wait_replayed(self, timeout: float = 60.0) -> bool:
@@ -403,12 +432,21 @@ class JournalLoader:
         return not self.is_replaying
 
     def stop(self, timeout: float = 60.0) -> None:
-        """Load everything journaled so far, then stop the thread."""
+        """Load everything journaled so far, then stop the thread; checkpoint the store and
+        give DuckDB its automatic checkpoints back."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        if self._saved_threshold is not None and not self._thread.is_alive():
+            try:
+                self._checkpoint()  # a clean stop leaves no WAL behind
+            except Exception:  # nothing is lost: the WAL keeps it, DuckDB replays it on open
+                log.exception("checkpointing the store at shutdown failed")
+            finally:
+                self._store.set_checkpoint_threshold(self._saved_threshold)
+                self._saved_threshold = None
 
     @property
     def is_alive(self) -> bool:
@@ -462,7 +500,26 @@ class JournalLoader:
                 done, count = self._load_some(leftover)
                 report.merge(done)
                 leftover = leftover[count:]
+                self._maybe_checkpoint()
         return report
+
+    def _maybe_checkpoint(self) -> None:
+        """Checkpoint after a load if the WAL passed ``max_wal_bytes`` anyway (DuckDB skipped
+        its own, at the low threshold, because a reader was open)."""
+        if self._saved_threshold is None or self._store.wal_bytes <= self.settings.max_wal_bytes:
+            return
+        try:
+            self._checkpoint()
+        except duckdb.TransactionException as exc:
+            # a reader that began before the last commits still holds their old versions: the
+            # WAL keeps everything, and the next load tries again
+            log.warning("checkpoint postponed: %s", exc)
+
+    def _checkpoint(self) -> None:
+        started = time.perf_counter()
+        self._store.checkpoint()
+        self.checkpoints += 1
+        self.last_checkpoint_seconds = time.perf_counter() - started
 
     def _run(self) -> None:
         while True:
@@ -478,6 +535,7 @@ class JournalLoader:
                 segments = self._journal.rotate()
                 if segments:
                     self._load_some(segments)
+                    self._maybe_checkpoint()
                 self.last_error = None
             except Exception as exc:  # keep the journal; try again a little later
                 log.exception("loading the journal failed")

@@ -23,6 +23,8 @@ __all__ = ["DEFAULT_STORE_PATH", "Store"]
 
 DEFAULT_STORE_PATH: Final = Path("funnelscope.duckdb")
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+#: a DuckDB size setting such as ``16MiB`` or ``16.0 MiB``
+_SIZE = re.compile(r"\d+(\.\d+)? ?([KMGTP]i?B|B|bytes)")
 
 
 def _migrations() -> list[tuple[int, str, str]]:
@@ -107,6 +109,59 @@ class Store:
 
     def close(self) -> None:
         self._con.close()
+
+    # -- checkpoints -------------------------------------------------------------------------
+    @property
+    def wal_bytes(self) -> int:
+        """Size of the store's write-ahead log in bytes (0: none, or an in-memory store).
+
+        DuckDB moves the WAL into the database file at a *checkpoint*; until then every commit
+        appends to it.
+        """
+        if str(self.path) == ":memory:":
+            return 0
+        try:
+            return self.path.with_name(self.path.name + ".wal").stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def checkpoint(self) -> None:
+        """Write the WAL into the database file now (DuckDB's ``CHECKPOINT``).
+
+        Taken under the write lock, so never inside one of this store's write transactions;
+        readers may keep reading meanwhile.
+        """
+        with self._lock:
+            cur = self._con.cursor()
+            try:
+                cur.execute("CHECKPOINT")
+            finally:
+                cur.close()
+
+    def set_checkpoint_threshold(self, value: str) -> str:
+        """Set the WAL size at which a commit checkpoints automatically; the previous value.
+
+        ``value`` is a DuckDB size such as ``'16MiB'`` (DuckDB's default) or ``'256MiB'``; the
+        returned string can be passed back to restore it.
+
+        Examples
+        --------
+        >>> store = Store(":memory:")
+        >>> previous = store.set_checkpoint_threshold("256MiB")
+        >>> store.set_checkpoint_threshold(previous)
+        '256.0 MiB'
+        """
+        if not _SIZE.fullmatch(value):  # a clear error here, not DuckDB's parser error
+            raise StoreError(f"not a DuckDB size: {value!r}")
+        # no write lock: a setting is not a transaction (and a writer may hold the lock long)
+        cur = self._con.cursor()
+        try:
+            row = cur.execute("SELECT current_setting('checkpoint_threshold')").fetchone()
+            previous = row[0] if row else "16MiB"
+            cur.execute("SET checkpoint_threshold = ?", [value])
+        finally:
+            cur.close()
+        return str(previous)
 
     def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         """Run a read query with bound parameters and return all rows."""
