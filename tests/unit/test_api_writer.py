@@ -4,6 +4,8 @@ and the ack's verdict is the store's verdict."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -102,6 +104,49 @@ def test_more_rejections_than_the_report_keeps(tmp_path: Path) -> None:
     assert outcome.accepted == 1
     assert [r.row for r in outcome.rejected] == list(range(n))  # all of them
     assert store.query("SELECT count(*) FROM quarantine")[0][0] == n
+
+
+class _StoreWithAHeldCurrency(Store):
+    """A store whose currency read waits until the test lets it go (as a read can wait behind
+    a load's commit and checkpoint)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.held = False
+        self.release = threading.Event()
+
+    @property
+    def currency(self) -> str:
+        if self.held:
+            self.release.wait(30)
+        return super().currency
+
+
+def test_acknowledgements_never_wait_for_a_read_of_the_store(tmp_path: Path) -> None:
+    store = _StoreWithAHeldCurrency(tmp_path / "s.duckdb")
+    writer = GroupWriter(
+        store, max_queue_events=1000, max_group_events=1000, currency_refresh_seconds=0.01
+    )
+
+    async def scenario() -> BatchOutcome:
+        writer.start()  # reads the currency once, before taking requests
+        store.held = True  # from now on every currency read hangs until released
+        store.set_meta("store_currency", "EUR")
+        await asyncio.sleep(0.1)  # the refresher is inside a held read by now
+        outcome = await writer.write([row("e1")], [0], [], 1, timeout=10)
+        assert writer.currency == "USD"  # the ack ran on the last value it had
+        store.release.set()
+        return outcome
+
+    try:
+        assert asyncio.run(scenario()).accepted == 1
+        deadline = time.monotonic() + 10
+        while writer.currency != "EUR" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert writer.currency == "EUR"  # re-read once the store answered
+    finally:
+        store.release.set()
+        writer.stop()
 
 
 def test_full_queue_refuses_before_taking_memory(tmp_path: Path) -> None:

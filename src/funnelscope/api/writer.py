@@ -62,7 +62,7 @@ __all__ = [
 
 log = logging.getLogger("funnelscope.api.writer")
 
-#: How often the ack stage re-reads the store's currency (the default for revenue rows).
+#: How often the ack stage's currency (the default for revenue rows) is re-read from the store.
 _CURRENCY_REFRESH_SECONDS: Final = 5.0
 
 
@@ -198,6 +198,8 @@ class GroupWriter:
         Called after each group is journaled with (events, seconds), for metrics.
     on_load
         Called after each load into the store with (events, seconds), for metrics.
+    currency_refresh_seconds
+        How often the store's currency is re-read (on a thread of its own).
     """
 
     def __init__(
@@ -209,8 +211,10 @@ class GroupWriter:
         journal_settings: JournalSettings | None = None,
         on_ack: Callable[[int, float], None] | None = None,
         on_load: Callable[[int, float], None] | None = None,
+        currency_refresh_seconds: float = _CURRENCY_REFRESH_SECONDS,
     ) -> None:
         self._store = store
+        self._currency_refresh_seconds = currency_refresh_seconds
         self.max_queue_events = max_queue_events
         self.max_group_events = max_group_events
         self.journal_settings = journal_settings or JournalSettings()
@@ -227,19 +231,24 @@ class GroupWriter:
         # one thread: batches are small, and waking DuckDB's workers costs more than it saves
         # when the cores are busy mapping requests and loading the store
         self._validator.execute("SET threads = 1")
-        self._currency = ("USD", float("-inf"))
+        self._currency = "USD"
         self._thread = threading.Thread(target=self._run, name="funnelscope-ack", daemon=True)
+        self._stopped = threading.Event()
+        self._refresher = threading.Thread(
+            target=self._refresh_currency, name="funnelscope-currency", daemon=True
+        )
         self.groups = 0
         self.last_error: BaseException | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
         """Start the loader (which first replays a crash's journal) and the ack thread."""
-        self._currency = (self._store.currency, time.monotonic())
+        self._currency = self._store.currency
         self.journal.claim()
         self.loader.start()
         self._thread.start()
-        self.loader.exempt.add(self._thread)  # it reads the store's currency
+        self._refresher.start()
+        self.loader.exempt.add(self._refresher)  # a currency read needs no loaded events
         # a read of the store in this process waits until every acknowledged event is loaded
         self._store.read_barrier = self.loader.sync
 
@@ -250,6 +259,9 @@ class GroupWriter:
             self._cond.notify_all()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        self._stopped.set()
+        if self._refresher.is_alive():
+            self._refresher.join(timeout)
         self.loader.stop(timeout)
         self._store.read_barrier = None
         self.journal.close()
@@ -422,13 +434,23 @@ class GroupWriter:
         self._last_received = now
         return now
 
-    def _currency_now(self) -> str:
-        currency, read_at = self._currency
-        if time.monotonic() - read_at > _CURRENCY_REFRESH_SECONDS:
-            # the ack thread is exempt from the read barrier: see JournalLoader.sync
-            currency = self._store.currency
-            self._currency = (currency, time.monotonic())
-        return currency
+    @property
+    def currency(self) -> str:
+        """The store's currency as the ack stage last read it (revenue rows without one)."""
+        return self._currency
+
+    def _refresh_currency(self) -> None:
+        """Re-read the store's currency every few seconds, on a thread of its own.
+
+        Not on the ack thread: a read of the store can wait behind a load's commit and
+        DuckDB's checkpoint in it (0.3-1 s), and every acknowledgement would wait with it (the
+        slow seconds of the latency benchmark, docs/collector.md).
+        """
+        while not self._stopped.wait(self._currency_refresh_seconds):
+            try:
+                self._currency = self._store.currency
+            except duckdb.Error:  # the store is closing: the last value stands
+                log.debug("re-reading the store's currency failed", exc_info=True)
 
     def _ack(self, group: list[_Job]) -> list[BatchOutcome]:
         values: list[StagingValues] = []
@@ -465,7 +487,7 @@ class GroupWriter:
         received_at = self._received_at()
         verdicts: list[Verdict] = []
         if n:
-            currency = self._currency_now()
+            currency = self._currency
             # the SQL decides only the rows Python cannot prove valid: usually none
             proven = prove_valid(columns, received_at=received_at, currency=currency)
             doubtful = [i for i, ok in enumerate(proven) if not ok]
