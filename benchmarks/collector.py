@@ -14,7 +14,8 @@ Every request is a Segment ``/v1/batch`` of 100 events (``--route native`` for
    and the journal is loaded into the store (``funnelscope_journal_backlog_events`` = 0), so
    each is measured in steady state, not while the previous phase's overload is digested.
 3. **Soak**: a fixed 2,500 events/s for 5 minutes (20 s with ``--quick``); the server's RSS
-   sampled every second: start, end, peak and the slope over the second half, and the same
+   sampled every second: start, end, peak and the slope over the second half (a line through
+   10-second medians: checkpoints make spikes of 100-200 MB for a few seconds), and the same
    without DuckDB's buffer cache (``funnelscope_store_memory_bytes`` from ``/metrics``), which
    grows with the data by design.
 
@@ -46,6 +47,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from funnelscope.api.server import free_port, start_serve_process
 
@@ -288,6 +291,22 @@ def wait_for_drain(port: int, timeout: float = 120.0) -> float:
     return time.perf_counter() - started
 
 
+def _slope_per_minute(points: list[tuple[float, float]], bin_seconds: float = 10.0) -> float:
+    """Slope of (seconds, MB) samples in MB per minute: the least-squares line through the
+    medians of ``bin_seconds`` bins. A checkpoint lifts RSS by 100-200 MB for a few seconds;
+    medians keep such spikes from deciding the slope, as they would between two end points."""
+    if len(points) < 3:
+        return float("nan")
+    seconds, mb = np.array(points).T
+    bins = ((seconds - seconds[0]) // bin_seconds).astype(int)
+    ids = np.unique(bins)
+    if len(ids) < 2:
+        return float("nan")
+    centers = np.array([np.median(seconds[bins == i]) for i in ids])
+    medians = np.array([np.median(mb[bins == i]) for i in ids])
+    return float(np.polyfit(centers, medians, 1)[0] * 60)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
@@ -329,10 +348,9 @@ def run(quick: bool, route: str) -> dict[str, Any]:
             server.terminate()
             server.wait(timeout=60)
     half = [s for s in samples if s[0] >= samples[-1][0] / 2]
-    minutes = max(half[-1][0] - half[0][0], 1e-9) / 60 if len(half) >= 2 else float("nan")
-    slope = (half[-1][1] - half[0][1]) / minutes
+    slope = _slope_per_minute([(t, rss) for t, rss, _ in half])
     # the collector's own memory: RSS minus what DuckDB caches (which grows with the data)
-    own_slope = ((half[-1][1] - half[-1][2]) - (half[0][1] - half[0][2])) / minutes
+    own_slope = _slope_per_minute([(t, rss - cache) for t, rss, cache in half])
     lat = fixed.latencies or []
     return {
         "route": route,
