@@ -27,6 +27,7 @@ from funnelscope.api.collect import HOT_ROUTES
 from funnelscope.api.server import BackgroundServer
 from funnelscope.keys import create_key
 from funnelscope.workspace import Workspace
+from tests.unit.test_api_collect import ph_event
 
 TS = "2024-05-01T10:00:00Z"
 #: The headers an SDK or a proxy reads; both paths must send the same.
@@ -117,17 +118,6 @@ def track(i: int, **extra: Any) -> dict[str, Any]:
         "messageId": f"hot-{i}",
         "timestamp": TS,
         "properties": {"order_id": f"o{i}", "revenue": 12.5, "currency": "EUR"},
-        **extra,
-    }
-
-
-def ph_event(i: int, **extra: Any) -> dict[str, Any]:
-    return {
-        "event": "$pageview",
-        "distinct_id": f"d{i}",
-        "uuid": f"00000000-0000-4000-8000-{i:012d}",
-        "timestamp": TS,
-        "properties": {"$current_url": "https://s.example/"},
         **extra,
     }
 
