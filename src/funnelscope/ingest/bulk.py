@@ -514,9 +514,9 @@ def import_parquet_segment(
                 copy = seg.SegmentCopy(path, folder)
             # the distinct id triples stitching reads: from the dictionary codes on the side
             # inputs' thread, else from the file
-            if inputs is not None:
+            if inputs is not None and copy is None:
                 _stage_triples(con, inputs)
-            elif fast != "rows":
+            elif inputs is None and fast != "rows":
                 _stage_identities(con, staged, store.currency)
             if fast != "rows":
                 report.accepted = rows
@@ -610,13 +610,21 @@ def _add_segment(
     *,
     inputs: SideInputs | None = None,
 ) -> Path:
-    """Stitch (``_ids``), derive channels and write the side table of a file that
-    :func:`_scan_verdict` found a new segment; place the copied file and register the
-    segment. Returns the segment's file. ``inputs``: the side table's inputs, from the columns
-    the text check read (:mod:`segment_side`: no join, no sort); else SQL over the file."""
+    """Stitch, derive channels and write the side table of a file that :func:`_scan_verdict`
+    found a new segment; place the copied file and register the segment. Returns the segment's
+    file. ``inputs``: the side table's inputs and the id triples to stitch, from the columns
+    the text check read (:mod:`segment_side`: no join, no sort); else ``_ids`` and SQL over
+    the file."""
     names = set(schema.names)
     if inputs is not None:
-        assign_persons(con, "_ids")
+        # stitching reads the triples once: straight from Arrow, not copied into a temp table
+        triples = inputs.triples()
+        con.execute("SELECT 1").fetchall()  # register() needs the last result finished
+        con.register("_id_triples", triples)
+        try:
+            assign_persons(con, "_id_triples")
+        finally:
+            con.unregister("_id_triples")
         first_seq = store.next_seq(con)
         segment_id = seg.next_segment_id(con)
         build_side_table(con, inputs, seg.side_table(segment_id), first_seq=first_seq)
