@@ -17,6 +17,7 @@ import pytest
 import funnelscope
 from funnelscope.events.schema import ITEM_TYPE
 from funnelscope.ingest.bulk import MIN_SEGMENT_ROWS
+from funnelscope.store.segments import _names_list as names_list
 from funnelscope.store.segments import compact_segments, segments_folder
 from funnelscope.workspace import Workspace
 
@@ -284,3 +285,63 @@ def test_compact_moves_segments_into_the_native_table(tmp_path: Path) -> None:
         assert _segments(ws) == 0
         assert ws.store.query("SELECT count(*) FROM event_log")[0][0] == N
         assert _rows(ws) == before
+
+
+def test_side_table_codes_read_back_as_the_pipelines_names(tmp_path: Path) -> None:
+    # odd raw names (quotes, backslashes, non-ASCII): canonical names through codes and the
+    # names list of the events view, compared with the pipeline's text
+    odd = ["it's done", "Ünïcode ✓", "back\\slash", "Order Completed"]
+    table = _table()
+    table = table.set_column(
+        table.schema.get_field_index("event"), "event", pa.array([odd[i % 4] for i in range(N)])
+    )
+    path = _write(table, tmp_path / "odd.parquet")
+    with funnelscope.open(tmp_path / "seg.duckdb") as seg, funnelscope.open(":memory:") as ref:
+        seg.ingest(path, received_at=RECEIVED)
+        ref.ingest(path, received_at=RECEIVED)
+        assert _segments(seg) == 1
+        assert _rows(seg) == _rows(ref)
+        assert seg.store.query("SELECT DISTINCT event FROM events ORDER BY 1") == [
+            ("back_slash",),
+            ("it_s_done",),
+            ("n_code",),
+            ("order_completed",),
+        ]
+        # codes, not names, are stored; the names live in event_segments
+        assert seg.store.query(
+            "SELECT column_name, column_type FROM (DESCRIBE event_segment_1)"
+        ) == [("person_id", "INTEGER"), ("event", "INTEGER"), ("channel", "INTEGER")]
+
+
+def test_the_names_list_of_the_view_quotes_any_text() -> None:
+    names = ["it's", None, "back\\slash", "ü ✓", ""]
+    with funnelscope.open(":memory:") as ws:
+        assert ws.store.query(f"SELECT {names_list(names)}") == [(names,)]
+
+
+def test_a_side_table_written_before_codes_still_reads_the_same(tmp_path: Path) -> None:
+    # stores written before migration 0008 keep side tables of (seq, person_id, event, channel)
+    # as text, with no names in event_segments: the events view must read both forms
+    path = _write(_table(), tmp_path / "events.parquet")
+    store_path = tmp_path / "old.duckdb"
+    with funnelscope.open(store_path) as ws:
+        ws.ingest(path, received_at=RECEIVED)
+        expected = _rows(ws)
+        with ws.store.write() as con:
+            # rewrite the side table into the old form, as an older funnelscope wrote it
+            con.execute(
+                "CREATE TABLE old_side AS SELECT e.seq, e.person_id, e.event, e.channel "
+                "FROM (SELECT seq, person_id, event, channel FROM events ORDER BY seq) e"
+            )
+            con.execute("DROP VIEW events")
+            con.execute("DROP TABLE event_segment_1")
+            con.execute("ALTER TABLE old_side RENAME TO event_segment_1")
+            con.execute("UPDATE event_segments SET event_names = NULL, channel_names = NULL")
+    with funnelscope.open(store_path) as ws:  # opening rebuilds the views from event_segments
+        assert ws.store.query("SELECT column_type FROM (DESCRIBE event_segment_1)") == [
+            ("BIGINT",),
+            ("INTEGER",),
+            ("VARCHAR",),
+            ("VARCHAR",),
+        ]
+        assert _rows(ws) == expected

@@ -566,13 +566,13 @@ def import_parquet_segment(
             first_seq = store.next_seq(con)
             segment_id = seg.next_segment_id(con)
             target = seg.add_segment_file(folder, path, segment_id)
-            con.execute(
-                f"CREATE TABLE {seg.side_table(segment_id)} AS "
-                "SELECT $1 + v._row AS seq, i.person_id, v.event, k.channel "
+            codes = _side_from_sql(
+                con,
+                segment_id,
+                "SELECT i.person_id, v.event, k.channel "
                 "FROM _v v JOIN _channels k USING (_ch_src, _ch_med, _ch_ref, _ch_internal) "
                 "JOIN identities i ON i.distinct_id = coalesce(v.user_id, v.anonymous_id) "
                 "ORDER BY v._row",
-                [first_seq],
             )
             side = con.execute(f"SELECT count(*) FROM {seg.side_table(segment_id)}").fetchone()
             if not side or side[0] != rows:  # the positional join needs one side row per row
@@ -587,6 +587,7 @@ def import_parquet_segment(
                 received_at=received_at,
                 row_count=rows,
                 first_seq=first_seq,
+                codes=codes,
             )
             report.inserted = rows
             _drop_temp(con)
@@ -625,10 +626,9 @@ def _add_segment(
             assign_persons(con, "_id_triples")
         finally:
             con.unregister("_id_triples")
-        first_seq = store.next_seq(con)
         segment_id = seg.next_segment_id(con)
-        build_side_table(con, inputs, seg.side_table(segment_id), first_seq=first_seq)
-        return _register(con, store, copy, plan, source, received_at, segment_id, first_seq)
+        codes = build_side_table(con, inputs, segment_id)
+        return _register(con, store, copy, plan, source, received_at, segment_id, codes)
 
     def raw(column: str) -> str:  # a clean value is what the pipeline stores
         return f"s.{_q(column)}" if column in names else "CAST(NULL AS VARCHAR)"
@@ -647,16 +647,24 @@ def _add_segment(
     (unique,) = con.execute("SELECT count(DISTINCT _hash) = count(*) FROM _pid").fetchall()[0]
     person_on = f"i._hash = hash({person})" if unique else f"i.distinct_id = {person}"
     on = _register_channel_map(con, names, cols)
-    first_seq = store.next_seq(con)
     segment_id = seg.next_segment_id(con)
-    side = seg.side_table(segment_id)
-    con.execute(
-        f"CREATE TABLE {side} AS SELECT $1 + s._row AS seq, i.person_id, m.canonical AS event, "
-        f"k.channel FROM stg s JOIN _pid i ON {person_on} "
-        f"JOIN _evmap m ON m.raw = s.event JOIN _chmap k ON {on} ORDER BY s._row",
-        [first_seq],
+    codes = _side_from_sql(
+        con,
+        segment_id,
+        f"SELECT i.person_id, m.canonical AS event, k.channel FROM stg s JOIN _pid i ON "
+        f"{person_on} JOIN _evmap m ON m.raw = s.event JOIN _chmap k ON {on} ORDER BY s._row",
     )
-    return _register(con, store, copy, plan, source, received_at, segment_id, first_seq)
+    return _register(con, store, copy, plan, source, received_at, segment_id, codes)
+
+
+def _side_from_sql(con: duckdb.DuckDBPyConnection, segment_id: int, sql: str) -> seg.SideCodes:
+    """The side table of ``segment_id`` from a query of ``person_id, event, channel`` in file
+    order (the SQL roads): its rows pass through Arrow to be coded."""
+    con.execute("SELECT 1").fetchall()  # con.sql() needs the last result finished
+    rows = con.sql(sql).to_arrow_table()
+    return seg.write_side_table(
+        con, segment_id, rows.column("person_id"), rows.column("event"), rows.column("channel")
+    )
 
 
 def _register(
@@ -667,7 +675,7 @@ def _register(
     source: str,
     received_at: datetime,
     segment_id: int,
-    first_seq: int,
+    codes: seg.SideCodes,
 ) -> Path:
     """Check the side table's length, place the copied file, register the segment."""
     (count,) = con.execute(f"SELECT count(*) FROM {seg.side_table(segment_id)}").fetchall()[0]
@@ -683,7 +691,8 @@ def _register(
         source=source,
         received_at=received_at,
         row_count=total,
-        first_seq=first_seq,
+        first_seq=store.next_seq(con),
+        codes=codes,
     )
     return target
 

@@ -666,17 +666,13 @@ def _import(
             first_seq = store.next_seq(con)
             # the side table in file order, built in Arrow: a join and sort by row in SQL
             # cost three times as much (insertion order is kept: one ordered Arrow scan)
-            side = pa.table(
-                {
-                    "seq": pa.array(np.arange(first_seq, first_seq + rows, dtype=np.int64)),
-                    "person_id": _persons(con, *scan.person_keys()),
-                    "event": derived.column("_event"),
-                    "channel": derived.column("_channel"),
-                }
+            codes = seg.write_side_table(
+                con,
+                segment_id,
+                _persons(con, *scan.person_keys()),
+                derived.column("_event"),
+                derived.column("_channel"),
             )
-            con.register("_side", side)
-            con.execute(f"CREATE TABLE {seg.side_table(segment_id)} AS SELECT * FROM _side")
-            con.unregister("_side")
             writer.finish()
             target = folder / f"{segment_id}.parquet"
             writer.path.replace(target)
@@ -689,6 +685,7 @@ def _import(
                 received_at=received_at,
                 row_count=rows,
                 first_seq=first_seq,
+                codes=codes,
             )
             report.inserted = rows
     except BaseException:

@@ -1,7 +1,7 @@
 """The side table of a Parquet segment, built with numpy from the file's dictionary codes.
 
 A reference segment (store/segments.py) stores per row of its file, in file order, what the
-import computes: ``seq``, ``person_id``, the canonical ``event`` and the ``channel``. Each of
+import computes: ``person_id``, the canonical ``event`` and the ``channel`` (as codes). Each of
 the three depends on a few text columns that a shop repeats (names, ids, UTM values,
 referrers, landing pages), and :func:`funnelscope.ingest.clean_text.scan_text` has already read
 them as dictionaries. So each is computed once per *distinct* input, by the pipeline's own
@@ -37,6 +37,7 @@ from funnelscope.errors import StoreError
 from funnelscope.events.channels import derive_channel, host_sql
 from funnelscope.events.vocabulary import canonical_event
 from funnelscope.ingest.pipeline import _channel_keys, _typed_columns
+from funnelscope.store import segments as seg
 
 __all__ = ["SIDE_INPUTS", "SideInputs", "build_side_table"]
 
@@ -456,29 +457,13 @@ class SideInputs:
 
 
 def build_side_table(
-    con: duckdb.DuckDBPyConnection, inputs: SideInputs, name: str, *, first_seq: int
-) -> None:
-    """Create the side table ``name`` (a trusted identifier) for the rows whose
-    :class:`SideInputs` are ``inputs``, once their ids are stitched."""
+    con: duckdb.DuckDBPyConnection, inputs: SideInputs, segment_id: int
+) -> seg.SideCodes:
+    """Create the side table of ``segment_id`` for the rows whose :class:`SideInputs` are
+    ``inputs``, once their ids are stitched; the names behind its codes."""
     inputs.wait()
-    rows = inputs.rows
     # DuckDB refuses register() while a result of the connection is unfinished (the caller's
     # last fetchone()): finish it with a statement of our own
     con.execute("SELECT 1").fetchall()
-    side = pa.table(
-        {
-            "seq": pa.array(np.arange(first_seq, first_seq + rows, dtype=np.int64)),
-            "person_id": _persons(con, inputs.ids, inputs.inverse),
-            "event": inputs.event,
-            "channel": inputs.channel,
-        }
-    )
-    con.register("_side_src", side)
-    try:
-        # an insert from a plain scan keeps the rows in order (DuckDB preserves insertion order)
-        con.execute(
-            f"CREATE TABLE {name} AS SELECT seq, person_id, CAST(event AS VARCHAR) AS event, "
-            "CAST(channel AS VARCHAR) AS channel FROM _side_src"
-        )
-    finally:
-        con.unregister("_side_src")
+    person = _persons(con, inputs.ids, inputs.inverse)
+    return seg.write_side_table(con, segment_id, person, inputs.event, inputs.channel)
