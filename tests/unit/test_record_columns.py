@@ -24,7 +24,7 @@ from funnelscope.api.writer import GroupWriter, _Job
 from funnelscope.errors import InvalidEventError
 from funnelscope.events.schema import STAGING_COLUMNS
 from funnelscope.events.vocabulary import normalise_items
-from funnelscope.ingest import records
+from funnelscope.ingest import record_fields, records
 from funnelscope.ingest.records import (
     from_native,
     from_posthog,
@@ -45,8 +45,8 @@ Row = dict[str, str | None]
 
 
 def reference_corrected(timestamp: Any, sent_at: Any, now: datetime | None) -> str | None:
-    """``records._corrected`` before the per-request skew memo."""
-    r = records
+    """``record_fields.corrected_time`` before the per-request skew memo."""
+    f = record_fields
     if (
         type(timestamp) is str
         and type(sent_at) is str
@@ -54,7 +54,7 @@ def reference_corrected(timestamp: Any, sent_at: Any, now: datetime | None) -> s
         and len(timestamp) in (20, 24)
         and timestamp[10] == "T"
         and timestamp[-1] == "Z"
-        and (skew := r._skew(sent_at, now)) is not None
+        and (skew := f._skew(sent_at, now)) is not None
     ):
         try:
             naive = datetime.fromisoformat(timestamp[:-1])
@@ -66,43 +66,44 @@ def reference_corrected(timestamp: Any, sent_at: Any, now: datetime | None) -> s
         try:
             ts = datetime.fromisoformat(timestamp.strip())
         except ValueError:
-            return r._text(timestamp)
+            return f.as_text(timestamp)
         if ts.tzinfo is None:
             ts = ts.replace(tzinfo=UTC)
     else:
-        parsed = r.parse_time(timestamp)
+        parsed = f.parse_time(timestamp)
         if parsed is None:
-            return r._text(timestamp)
+            return f.as_text(timestamp)
         ts = parsed
-    sent = r._parse_sent_at(sent_at) if type(sent_at) is str else r.parse_time(sent_at)
+    sent = f._parse_sent_at(sent_at) if type(sent_at) is str else f.parse_time(sent_at)
     if sent is not None and now is not None:
         try:
-            return (r._naive_utc(now) + (ts - sent)).isoformat() + "+00:00"
+            return (f._naive_utc(now) + (ts - sent)).isoformat() + "+00:00"
         except OverflowError:
-            return r._iso(ts)
-    return r._iso(ts)
+            return f.iso_utc(ts)
+    return f.iso_utc(ts)
 
 
 def reference_commerce(props: dict[str, Any]) -> tuple[str | None, ...]:
-    """``records._commerce(props, lift_product=True)`` before the one-pass product lift."""
-    r = records
+    """``record_fields.lift_commerce(props, lift_product=True)`` before the one-pass product
+    lift."""
+    f = record_fields
     keys = props.keys()
-    if keys.isdisjoint(r._COMMERCE_KEYS):
-        return r._NO_COMMERCE
+    if keys.isdisjoint(f._COMMERCE_KEYS):
+        return f.NO_COMMERCE
     revenue = currency = order = cart = items_json = product_id = None
-    if not keys.isdisjoint(r._MONEY_KEYS):
+    if not keys.isdisjoint(f._MONEY_KEYS):
         for key in ("revenue", "value", "total"):
             value = props.get(key)
             if value is not None and not isinstance(value, dict | list):
-                revenue = r._text(props.pop(key))
+                revenue = f.as_text(props.pop(key))
                 break
-        if "currency" in props and (currency := r._text(props["currency"])) is not None:
+        if "currency" in props and (currency := f.as_text(props["currency"])) is not None:
             del props["currency"]
         for key in ("order_id", "transaction_id"):
-            if key in props and (order := r._text(props[key])) is not None:
+            if key in props and (order := f.as_text(props[key])) is not None:
                 del props[key]
                 break
-        if "cart_id" in props and (cart := r._text(props["cart_id"])) is not None:
+        if "cart_id" in props and (cart := f.as_text(props["cart_id"])) is not None:
             del props["cart_id"]
     items: list[dict[str, Any]] | None = None
     if isinstance(props.get("products"), list):
@@ -115,17 +116,17 @@ def reference_commerce(props: dict[str, Any]) -> tuple[str | None, ...]:
         or props.get("item_id") is not None
     ):
         item: dict[str, Any] = {}
-        for key in r._PRODUCT_FIELDS:
+        for key in f._PRODUCT_FIELDS:
             if key in props and (value := props.pop(key)) is not None:
                 item[key] = value
         if "item_id" in props and (value := props.pop("item_id")) is not None:
             item.setdefault("product_id", value)
         items = [item]
     if items is not None:
-        items_json = r._dumps(items)
+        items_json = f.compact_json(items)
         if len(items) == 1:
             first = items[0]
-            product_id = r._text(first.get("product_id")) or r._text(first.get("sku"))
+            product_id = f.as_text(first.get("product_id")) or f.as_text(first.get("sku"))
     return revenue, currency, order, cart, items_json, product_id
 
 
@@ -137,24 +138,26 @@ def reference_segment(
     default_type: str | None = None,
 ) -> Row:
     """The dict-building Segment mapper as it was before the values path (same helpers)."""
-    r = records
+    r, f = records, record_fields
     if type(msg) is not dict:
         if not isinstance(msg, Mapping):
-            raise r._invalid("event.not_an_object", "", "each message must be a JSON object")
+            raise f.invalid_event("event.not_an_object", "", "each message must be a JSON object")
         msg = dict(msg)
     get = msg.get
     kind = get("type")
     if type(kind) is not str or kind not in r._SEGMENT_KINDS:
-        kind = r._text(kind) or default_type or ("track" if "event" in msg else None)
+        kind = f.as_text(kind) or default_type or ("track" if "event" in msg else None)
         kind = kind.lower() if kind else None
         if kind == "merge":
             values = r._from_merge(msg, envelope=envelope, received_at=received_at)
             return dict(zip(STAGING_COLUMNS, values, strict=True))
         if kind not in r._SEGMENT_KINDS:
-            raise r._invalid("event.unknown_type", "type", "unknown type")
+            raise f.invalid_event("event.unknown_type", "type", "unknown type")
     raw_props = get("properties")
     if raw_props is not None and not isinstance(raw_props, dict):
-        raise r._invalid("event.invalid_properties", "properties", "properties must be an object")
+        raise f.invalid_event(
+            "event.invalid_properties", "properties", "properties must be an object"
+        )
     props: dict[str, Any] = dict(raw_props) if raw_props else {}
     env_context = envelope.get("context") if envelope else None
     own_context = get("context")
@@ -164,21 +167,21 @@ def reference_segment(
     else:
         context = own_context if isinstance(own_context, dict) else r._EMPTY
     ctx = context.get
-    event_id = r._ident(get("messageId")) or r._content_id("segment", dict(msg))
-    event = r._text(get("event")) if kind == "track" else kind
+    event_id = f.as_ident(get("messageId")) or f.content_id("segment", dict(msg))
+    event = f.as_text(get("event")) if kind == "track" else kind
     timestamp = get("timestamp") or get("originalTimestamp")
     ts_text: str | None
     if timestamp is None and received_at is not None:
-        ts_text = r._iso(received_at)
+        ts_text = f.iso_utc(received_at)
     else:
         sent_at = get("sentAt") or (envelope.get("sentAt") if envelope else None)
         ts_text = reference_corrected(timestamp, sent_at, received_at)
     session, session_prop = ctx("sessionId"), props.pop("session_id", None)
-    session_id = (None if session is None else r._text(session)) or (
-        None if session_prop is None else r._text(session_prop)
+    session_id = (None if session is None else f.as_text(session)) or (
+        None if session_prop is None else f.as_text(session_prop)
     )
     if kind == "group":
-        props["group_id"] = r._ident(get("groupId"))
+        props["group_id"] = f.as_ident(get("groupId"))
         if isinstance(own_traits := get("traits"), dict):
             props["group_traits"] = dict(own_traits)
     else:
@@ -194,38 +197,38 @@ def reference_segment(
             value = props.pop(key, None)
             if value is not None and page.get(key) is None:
                 page[key] = value
-        name = r._text(get("name"))
+        name = f.as_text(get("name"))
         if name:
             props["name"] = name
             page.setdefault("title", name)
-        if (category := r._text(get("category"))) is not None:
+        if (category := f.as_text(get("category"))) is not None:
             props["category"] = category
     elif not isinstance(page, dict):
         page = r._EMPTY
     page_url, page_path, page_title, referrer = (
-        r._text(page.get(k)) for k in ("url", "path", "title", "referrer")
+        f.as_text(page.get(k)) for k in ("url", "path", "title", "referrer")
     )
     campaign = ctx("campaign")
-    explicit_utm: tuple[str | None, ...] = r._NO_UTM
+    explicit_utm: tuple[str | None, ...] = f.NO_UTM
     if isinstance(campaign, dict):
         explicit_utm = (
-            r._text(campaign.get("source")),
-            r._text(campaign.get("medium")),
-            r._text(campaign.get("name")) or r._text(campaign.get("campaign")),
-            r._text(campaign.get("term")),
-            r._text(campaign.get("content")),
+            f.as_text(campaign.get("source")),
+            f.as_text(campaign.get("medium")),
+            f.as_text(campaign.get("name")) or f.as_text(campaign.get("campaign")),
+            f.as_text(campaign.get("term")),
+            f.as_text(campaign.get("content")),
         )
-    ua = r._text(ctx("userAgent"))
-    browser, system, device = r.user_agent_parts(ua)
+    ua = f.as_text(ctx("userAgent"))
+    browser, system, device = f.user_agent_parts(ua)
     dev = ctx("device")
-    device_type = (r._device_type(dev.get("type")) if isinstance(dev, dict) else None) or device
+    device_type = (f.as_device_type(dev.get("type")) if isinstance(dev, dict) else None) or device
     os_ctx = ctx("os")
-    os_name = (r._text(os_ctx.get("name")) if isinstance(os_ctx, dict) else None) or system
+    os_name = (f.as_text(os_ctx.get("name")) if isinstance(os_ctx, dict) else None) or system
     location = ctx("location")
     country = (
-        r._text(location.get("country")) if isinstance(location, dict) else None
-    ) or r._country_of_locale(ctx("locale"))
-    commerce = reference_commerce(props) if kind == "track" else r._NO_COMMERCE
+        f.as_text(location.get("country")) if isinstance(location, dict) else None
+    ) or f.country_of_locale(ctx("locale"))
+    commerce = reference_commerce(props) if kind == "track" else f.NO_COMMERCE
     keep = {k: v for k, v in context.items() if v is not None and k not in r._SEGMENT_LIFTED}
     if ua:
         keep["user_agent"] = ua
@@ -233,17 +236,17 @@ def reference_segment(
         keep["device"] = dict(dev)
     if keep:
         props["context"] = keep
-    url_path, url_utm = r._path_and_utm(page_url)
-    utm = r._utm(props, url_utm, explicit_utm)
+    url_path, url_utm = f._path_and_utm(page_url)
+    utm = f.utm_columns(props, url_utm, explicit_utm)
     row: Row = dict.fromkeys(STAGING_COLUMNS)
     row.update(
         event_id=event_id,
         timestamp=ts_text,
         event=event,
-        user_id=r._ident(get("userId")),
-        anonymous_id=r._ident(get("anonymousId")),
+        user_id=f.as_ident(get("userId")),
+        anonymous_id=f.as_ident(get("anonymousId")),
         session_id=session_id,
-        properties=r._dumps(props),
+        properties=f.compact_json(props),
         page_url=page_url,
         page_path=page_path if page_path is not None else url_path,
         page_title=page_title,
@@ -253,44 +256,46 @@ def reference_segment(
         browser=browser,
         country=country,
     )
-    for column, value in zip(r._UTM_COLUMNS, utm, strict=True):
+    for column, value in zip(f.UTM_COLUMNS, utm, strict=True):
         row[column] = value
-    r._put_commerce(row, commerce)
+    f.put_commerce(row, commerce)
     if kind == "alias":
-        row["previous_id"] = r._ident(get("previousId"))
+        row["previous_id"] = f.as_ident(get("previousId"))
     return row
 
 
 def reference_posthog(event: Any, *, sent_at: Any = None, now: datetime) -> Row:
     """``records.from_posthog`` as it was before ``posthog_values`` (dict row, same helpers)."""
-    r = records
+    r, f = records, record_fields
     if not isinstance(event, dict):
         if not isinstance(event, Mapping):
-            raise r._invalid("event.not_an_object", "", "each event must be a JSON object")
+            raise f.invalid_event("event.not_an_object", "", "each event must be a JSON object")
         event = dict(event)
     raw_props = event.get("properties")
     if raw_props is not None and not isinstance(raw_props, dict):
-        raise r._invalid("event.invalid_properties", "properties", "properties must be an object")
+        raise f.invalid_event(
+            "event.invalid_properties", "properties", "properties must be an object"
+        )
     props: dict[str, Any] = dict(raw_props or {})
-    name = r._text(event.get("event"))
-    row = r._empty_row()
+    name = f.as_text(event.get("event"))
+    row = f.empty_row()
     row["event"] = name
-    uuid = r._text(event.get("uuid"))
-    row["event_id"] = uuid[: r.MAX_DISTINCT_ID] if uuid else r._content_id("posthog", dict(event))
+    uuid = f.as_text(event.get("uuid"))
+    row["event_id"] = uuid[: f.MAX_DISTINCT_ID] if uuid else f.content_id("posthog", dict(event))
 
-    distinct = r._ident(
+    distinct = f.as_ident(
         event["distinct_id"]
         if event.get("distinct_id") is not None
         else event.get("$distinct_id", props.get("distinct_id"))
     )
     for key in ("token", "distinct_id", "$token", "api_key"):
         props.pop(key, None)
-    device = r._ident(props.pop("$device_id", None))
-    anon_before = r._ident(props.pop("$anon_distinct_id", None))
+    device = f.as_ident(props.pop("$device_id", None))
+    anon_before = f.as_ident(props.pop("$anon_distinct_id", None))
     state = props.pop("$user_state", None)
     profile = props.pop("$process_person_profile", None)
     if name == "$create_alias":
-        row["user_id"] = r._ident(props.pop("alias", None))
+        row["user_id"] = f.as_ident(props.pop("alias", None))
         row["previous_id"] = distinct
     elif name == "$identify":
         row["user_id"] = distinct
@@ -309,14 +314,14 @@ def reference_posthog(event: Any, *, sent_at: Any = None, now: datetime) -> Row:
     offset = event.get("offset")
     if isinstance(offset, int | float) and not isinstance(offset, bool):
         try:
-            row["timestamp"] = r._iso(now - timedelta(milliseconds=float(offset)))
+            row["timestamp"] = f.iso_utc(now - timedelta(milliseconds=float(offset)))
         except OverflowError:
             row["timestamp"] = None
     elif event.get("timestamp") is not None:
         skew_ref = None if props.pop("$ignore_sent_at", False) else sent_at
-        row["timestamp"] = r._corrected(event.get("timestamp"), skew_ref, now)
+        row["timestamp"] = f.corrected_time(event.get("timestamp"), skew_ref, now)
     else:
-        row["timestamp"] = r._iso(now)
+        row["timestamp"] = f.iso_utc(now)
 
     # most events carry neither: no merged dicts built for nothing
     set_props, set_event = props.pop("$set", None), event.get("$set")
@@ -325,7 +330,7 @@ def reference_posthog(event: Any, *, sent_at: Any = None, now: datetime) -> Row:
     traits_once = r._merged(once_props, once_event) if once_props or once_event else None
     if name == "$groupidentify":
         props["group_type"] = props.pop("$group_type", None)
-        props["group_id"] = r._ident(props.pop("$group_key", None))
+        props["group_id"] = f.as_ident(props.pop("$group_key", None))
         if isinstance(group_set := props.pop("$group_set", None), dict):
             props["group_traits"] = dict(group_set)
     if traits:
@@ -333,35 +338,35 @@ def reference_posthog(event: Any, *, sent_at: Any = None, now: datetime) -> Row:
     if traits_once:
         props["traits_once"] = traits_once
 
-    row["session_id"] = r._text(props.pop("$session_id", None))
-    row["page_url"] = r._text(props.pop("$current_url", None))
-    row["page_path"] = r._text(props.pop("$pathname", None))
-    row["page_title"] = r._text(props.pop("title", None)) if name == "$pageview" else None
-    referrer = r._text(props.pop("$referrer", None))
+    row["session_id"] = f.as_text(props.pop("$session_id", None))
+    row["page_url"] = f.as_text(props.pop("$current_url", None))
+    row["page_path"] = f.as_text(props.pop("$pathname", None))
+    row["page_title"] = f.as_text(props.pop("title", None)) if name == "$pageview" else None
+    referrer = f.as_text(props.pop("$referrer", None))
     row["referrer"] = None if referrer == "$direct" else referrer
-    ua = r._text(props.get("$raw_user_agent"))
-    ua_browser, ua_os, ua_device = r.user_agent_parts(ua)
+    ua = f.as_text(props.get("$raw_user_agent"))
+    ua_browser, ua_os, ua_device = f.user_agent_parts(ua)
     # server SDKs report the *server's* platform as $os: not the visitor's, so not kept
     is_server = props.get("$is_server") is True
-    row["browser"] = r._text(props.get("$browser")) or ua_browser
-    row["os"] = (None if is_server else r._text(props.get("$os"))) or ua_os
-    row["device_type"] = r._device_type(props.get("$device_type")) or ua_device
-    row["country"] = r._text(props.get("$geoip_country_code")) or r._country_of_locale(
+    row["browser"] = f.as_text(props.get("$browser")) or ua_browser
+    row["os"] = (None if is_server else f.as_text(props.get("$os"))) or ua_os
+    row["device_type"] = f.as_device_type(props.get("$device_type")) or ua_device
+    row["country"] = f.as_text(props.get("$geoip_country_code")) or f.country_of_locale(
         props.get("$locale") or props.get("$browser_language")
     )
     context: dict[str, Any] = {}
-    if (ip := r._text(props.get("$ip"))) is not None:
+    if (ip := f.as_text(props.get("$ip"))) is not None:
         context["ip"] = ip
     if ua:
         context["user_agent"] = ua
-    if (lib := r._text(props.get("$lib"))) is not None:
-        context["library"] = {"name": lib, "version": r._text(props.get("$lib_version"))}
-    r._put_commerce(row, reference_commerce(props))
+    if (lib := f.as_text(props.get("$lib"))) is not None:
+        context["library"] = {"name": lib, "version": f.as_text(props.get("$lib_version"))}
+    f.put_commerce(row, reference_commerce(props))
     # what is left of PostHog's own $-properties is SDK bookkeeping ($lib, $geoip_disable, ...)
     props = {k: v for k, v in props.items() if not k.startswith("$")}
     if context:
         props["context"] = context
-    return r._finish(row, props)
+    return f.finish_row(row, props)
 
 
 # -- generated messages ---------------------------------------------------------------------------
