@@ -11,6 +11,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import duckdb
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -18,8 +20,10 @@ import pytest
 import funnelscope
 from funnelscope.ingest import bulk, clean_text
 from funnelscope.ingest.bulk import MIN_SEGMENT_ROWS
+from funnelscope.ingest.parquet_pages import read_dictionaries
 from funnelscope.store.segments import segments_folder
 from funnelscope.workspace import Workspace
+from tests.unit.test_parquet_pages import write_encrypted
 
 RECEIVED = datetime(2024, 7, 1, tzinfo=UTC)
 START = datetime(2024, 5, 1, tzinfo=UTC)
@@ -539,3 +543,163 @@ def test_channels_from_per_column_keys_equal_the_pipelines(tmp_path: Path) -> No
     path = tmp_path / "events.parquet"
     pq.write_table(table, path, row_group_size=3_000)
     _assert_segment_as_pipeline(tmp_path, path, segments=1)
+
+
+# --- the text check from dictionary pages (clean_text.TextScan, ingest/parquet_pages.py) -----
+
+#: The columns of ``_table`` the import keeps per row (bulk's side inputs and proof inputs) and
+#: those checked from their dictionary pages alone.
+_KEPT = ["event", "user_id", "anonymous_id", "utm_source", "utm_medium", "referrer", "page_url"]
+_PAGED = ["utm_campaign", "page_title", "country"]
+
+
+def _wide_table(n: int = N) -> pa.Table:
+    """``_table`` with two more columns only checked: titles of every row (unique per row
+    past ``n // 2``, so a small dictionary limit overflows) and countries."""
+    table = _table(n)
+    titles = [f"Product {i % 50}" if i < n // 2 else f"Title {i}" for i in range(n)]
+    table = table.append_column("page_title", pa.array(titles))
+    return table.append_column("country", pa.array([["DE", "FR", None][i % 3] for i in range(n)]))
+
+
+def _scan(path: Path, *, pages: bool) -> clean_text.TextScanResult:
+    columns = [*_KEPT, *_PAGED, "properties", "currency"]
+    keep = [*_KEPT, "properties", "currency"]
+    scan = clean_text.TextScan(path, columns, keep, ids="event_id", pages=pages)
+    return scan.result(duckdb.connect())
+
+
+def _assert_scans_agree(path: Path, clean: bool) -> None:
+    """The page check and the old read give the same verdict and the same kept columns."""
+    new, old = _scan(path, pages=True), _scan(path, pages=False)
+    assert new.clean == old.clean == clean
+    assert (new.ids_increasing, new.ids_nulls, new.ids_max_bytes) == (
+        old.ids_increasing,
+        old.ids_nulls,
+        old.ids_max_bytes,
+    )
+    assert (new.kept is None) == (old.kept is None)
+    if new.kept is not None and old.kept is not None:
+        assert new.kept.equals(old.kept)
+
+
+def _large_country(table: pa.Table) -> pa.Table:
+    """``country`` stored as large_string: the check leaves it to the read, as before."""
+    index = table.schema.get_field_index("country")
+    return table.set_column(index, "country", table.column("country").cast(pa.large_string()))
+
+
+_PADDED = [
+    ("clean", None, True),
+    ("checked column padded", _set("utm_campaign", N - 5, "spring "), False),
+    ("checked column empty", _set("country", 4, ""), False),
+    ("checked column U+3000 end", _set("page_title", N - 1, "Title\u3000"), False),
+    ("checked column accented end", _set("page_title", 7, "Caf\u00e9"), True),
+    ("checked column no-break space", _set("country", 1, "\u00a0FR"), False),
+    ("kept column padded", _set("referrer", 7, " https://t.co/x"), False),
+    ("large_string checked column", _large_country, True),
+    (
+        "large_string checked column padded",
+        lambda t: _large_country(_set("country", 5, " FR")(t)),
+        False,
+    ),
+]
+_WRITERS = [
+    ("pyarrow snappy v1", {"compression": "snappy"}),
+    ("pyarrow zstd v2", {"compression": "zstd", "data_page_version": "2.0"}),
+    ("pyarrow gzip v2", {"compression": "gzip", "data_page_version": "2.0"}),
+    ("pyarrow brotli", {"compression": "brotli"}),
+    ("pyarrow lz4", {"compression": "lz4"}),
+    ("pyarrow none", {"compression": "none"}),
+    ("dictionary overflows", {"dictionary_pagesize_limit": 2_000, "data_page_size": 1_000}),
+    ("plain pages", {"use_dictionary": ["event", "user_id"]}),
+    ("duckdb", None),
+    ("polars", None),
+]
+
+
+def _write(table: pa.Table, path: Path, writer: str, options: dict[str, Any] | None) -> None:
+    if writer == "duckdb":
+        con = duckdb.connect()
+        con.register("t", table)
+        con.execute(f"COPY t TO '{path}' (FORMAT parquet, ROW_GROUP_SIZE 4096)")
+    elif writer == "polars":
+        pl.from_arrow(table).write_parquet(path, row_group_size=3_000)
+    else:
+        pq.write_table(table, path, row_group_size=3_000, **(options or {}))
+
+
+@pytest.mark.parametrize(("writer", "options"), _WRITERS, ids=[w[0] for w in _WRITERS])
+@pytest.mark.parametrize(("case", "change", "clean"), _PADDED, ids=[c[0] for c in _PADDED])
+def test_the_page_check_gives_the_old_reads_verdict(
+    tmp_path: Path,
+    writer: str,
+    options: dict[str, Any] | None,
+    case: str,
+    change: Callable[[pa.Table], pa.Table] | None,
+    clean: bool,
+) -> None:
+    table = _wide_table() if change is None else change(_wide_table())
+    path = tmp_path / "events.parquet"
+    _write(table, path, writer, options)
+    # pyarrow reads polars' text as large_string, which the check refuses (so does bulk's
+    # schema check): the pages must not accept a column the old read would refuse
+    _assert_scans_agree(path, clean and writer != "polars")
+
+
+def test_a_checked_column_the_pages_cannot_tell_is_read_whole(tmp_path: Path) -> None:
+    # page_title's second half overflows its dictionary into PLAIN pages in every row group
+    # past the first few: the check reads it as before and finds the value padded there
+    path = tmp_path / "events.parquet"
+    table = _set("page_title", N - 2, " Title")(_wide_table())
+    pq.write_table(table, path, row_group_size=2_000, dictionary_pagesize_limit=2_000)
+    pages = read_dictionaries(path, ["page_title", "country"])
+    assert not pages["page_title"].is_known and pages["country"].is_known
+    assert not _scan(path, pages=True).clean
+    _assert_segment_as_pipeline(tmp_path, path, segments=0)
+
+
+@pytest.mark.parametrize("column", ["country", "user_id", "event_id"])
+def test_invalid_utf8_in_any_text_column_is_not_clean(tmp_path: Path, column: str) -> None:
+    # pyarrow's read does not check UTF-8, and DuckDB fails on it (a fatal error that closes
+    # the store): a checked column (from its pages), a kept one and the ids are all checked
+    table = _wide_table()
+    values = table.column(column).to_pylist()
+    raw = pa.array([None if v is None else v.encode() for v in values], pa.binary()).to_pylist()
+    raw[9] = b"o\xffk"
+    index = table.schema.get_field_index(column)
+    bad = pa.Array.from_buffers(pa.string(), N, pa.array(raw, pa.binary()).buffers())
+    path = tmp_path / "events.parquet"
+    pq.write_table(table.set_column(index, column, bad), path)
+    assert not _scan(path, pages=False).clean
+    assert not _scan(path, pages=True).clean
+
+
+@pytest.mark.parametrize("dictionary", [True, False], ids=["dictionary pages", "plain pages"])
+def test_a_wide_file_checked_from_pages_imports_as_the_pipeline(
+    tmp_path: Path, dictionary: bool
+) -> None:
+    path = tmp_path / "events.parquet"
+    pq.write_table(_wide_table(), path, row_group_size=3_000, use_dictionary=dictionary)
+    _assert_segment_as_pipeline(tmp_path, path, segments=1)
+
+
+@pytest.mark.parametrize("plaintext_footer", [True, False], ids=["plaintext footer", "encrypted"])
+def test_an_encrypted_file_fails_the_check_as_before(
+    tmp_path: Path, plaintext_footer: bool
+) -> None:
+    path = tmp_path / "e.parquet"
+    write_encrypted(path, plaintext_footer=plaintext_footer)
+    for pages in (False, True):
+        with pytest.raises(OSError, match=r"decrypt|encrypted"):
+            clean_text.TextScan(path, ["s", "t"], pages=pages).result(duckdb.connect())
+
+
+def test_a_column_missing_from_the_file_fails_the_check_as_before(tmp_path: Path) -> None:
+    path = tmp_path / "events.parquet"
+    pq.write_table(_table(), path)
+    for pages in (False, True):
+        with pytest.raises((KeyError, pa.ArrowInvalid)):
+            clean_text.TextScan(path, ["event", "nope"], ["event"], pages=pages).result(
+                duckdb.connect()
+            )

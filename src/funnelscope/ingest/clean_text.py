@@ -15,7 +15,12 @@ is half of a segment import's CPU time; this module gets the same answer from fa
   edge bytes are ASCII and not 0x20 equals its ``trim()``; an edge byte 0x20 proves it does
   not; the few values with a non-ASCII edge byte (a name ending in "é") are compared with
   DuckDB's own ``trim()`` (:func:`all_trimmed`);
-* an empty value (zero bytes) is not clean: the pipeline stores it as NULL.
+* an empty value (zero bytes) is not clean: the pipeline stores it as NULL;
+* a column the import does not keep per row is checked from its Parquet *dictionary pages*
+  alone (:mod:`funnelscope.ingest.parquet_pages`, on a second thread): the same dictionaries
+  pyarrow's read returns, without decoding an index per row. A column whose pages cannot tell
+  (a data page not dictionary-encoded, an unknown codec...) is read as above; a dictionary
+  value that is not UTF-8 makes the file not clean (pyarrow's read does not check it).
 
 The answer is exact for the values of the file, and conservative for unused dictionary
 entries; a file reported not clean takes the pipeline (or the per-row road), which gives the
@@ -36,12 +41,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from funnelscope.ingest.parquet_pages import DictionaryPages
+
 __all__ = [
     "READ_ROWS",
     "TextScan",
     "TextScanResult",
     "all_trimmed",
     "edges_may_differ",
+    "is_utf8",
     "scan_text",
     "suspects",
 ]
@@ -108,9 +116,31 @@ def all_trimmed(con: duckdb.DuckDBPyConnection, values: list[pa.Array]) -> bool:
     return bool(same)
 
 
+def is_utf8(array: pa.Array) -> bool:
+    """Whether every value of a plain string array is UTF-8. pyarrow's Parquet reader does not
+    check it and DuckDB fails on a value that is not (a fatal error that closes the store), so a
+    segment must never hold one. Bytes under 0x80 are ASCII, UTF-8 as they are: one numpy pass
+    over the data buffer; otherwise pyarrow's full validation, at C speed."""
+    data = array.buffers()[2]
+    if data is None or len(array) == 0:
+        return True
+    offsets = np.frombuffer(array.buffers()[1], np.int32)[
+        array.offset : array.offset + len(array) + 1
+    ]
+    raw = np.frombuffer(data, np.uint8)[offsets[0] : offsets[-1]]
+    if not len(raw) or raw.max() < 0x80:
+        return True
+    try:
+        array.validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
 def _edges_ok(array: pa.Array, found_suspects: list[pa.Array]) -> bool:
-    """No valid value of ``array`` (a plain string array) is empty or starts or ends with a
-    space; values with a non-ASCII edge byte are appended to ``found_suspects``."""
+    """No valid value of ``array`` (a plain string array) is empty, starts or ends with a
+    space, or is not UTF-8; values with a non-ASCII edge byte are appended to
+    ``found_suspects``."""
     if len(array) == 0:
         return True
     start = array.offset
@@ -118,7 +148,7 @@ def _edges_ok(array: pa.Array, found_suspects: list[pa.Array]) -> bool:
     empty = offsets[1:] == offsets[:-1]
     if array.null_count:
         empty &= array.is_valid().to_numpy(zero_copy_only=False)
-    if empty.any():
+    if empty.any() or not is_utf8(array):
         return False
     found = suspects(array)
     if found is None:
@@ -175,13 +205,18 @@ def scan_text(
 
 
 class TextScan:
-    """:func:`scan_text` with the read and the byte checks on a thread of its own (pyarrow
-    and numpy release the GIL), so that a DuckDB scan of the same file runs meanwhile;
+    """:func:`scan_text` with the reads and the byte checks on threads of their own (pyarrow
+    and numpy release the GIL), so that a DuckDB scan of the same file can run meanwhile;
     :meth:`result` waits, then compares the few suspects with ``trim()`` on ``con``.
 
     ``ids``: a column of (nearly) unique values, read without a dictionary and checked like the
     others; :attr:`TextScanResult.ids_increasing` tells whether its values strictly increase
     (in byte order) through the file, which proves them distinct without a hash table.
+
+    ``pages``: the columns not kept (nor ``ids``) are checked from their Parquet dictionary
+    pages alone (:mod:`funnelscope.ingest.parquet_pages`), on a second thread while the first
+    reads the kept columns; a column whose pages cannot tell is read as the kept ones are. The
+    values checked are the same dictionaries pyarrow would return, so the verdict is the same.
     """
 
     def __init__(
@@ -191,31 +226,89 @@ class TextScan:
         keep: Sequence[str] = (),
         *,
         ids: str | None = None,
+        pages: bool = True,
     ) -> None:
         self._suspects: list[pa.Array] = []
         self._clean = self._increasing = False
         self._ids_nulls = self._ids_max_bytes = 0
         self._kept: pa.Table | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(
-            target=self._run,
-            args=(path, list(columns), list(keep), ids),
-            name="text-scan",
-            daemon=True,
-        )
-        self._thread.start()
+        self._errors: list[BaseException] = []
+        self._unclean = threading.Event()  # a value was found not clean: the verdict is known
+        self._failed = threading.Event()  # that, or an error: both threads stop
+        kept = set(keep)
+        paged = [c for c in dict.fromkeys(columns) if c not in kept and c != ids] if pages else []
+        read = [c for c in columns if c not in paged]
+        self._paged_clean = True
+        self._paged_suspects: list[pa.Array] = []
+        self._threads = [
+            threading.Thread(
+                target=self._run,
+                args=(path, read, list(keep), ids),
+                name="text-scan",
+                daemon=True,
+            )
+        ]
+        if paged:
+            self._threads.append(
+                threading.Thread(
+                    target=self._run_pages, args=(path, paged), name="text-pages", daemon=True
+                )
+            )
+        for thread in self._threads:
+            thread.start()
 
     def _run(self, path: Path, columns: list[str], keep: list[str], ids: str | None) -> None:
         try:
             self._clean, self._kept = self._read(path, columns, keep, ids)
         except BaseException as exc:  # re-raised by result() on the importing thread
-            self._error = exc
+            self._errors.append(exc)
+            self._failed.set()
+
+    def _run_pages(self, path: Path, columns: list[str]) -> None:
+        try:
+            self._paged_clean = self._pages(path, columns)
+        except BaseException as exc:  # re-raised by result() on the importing thread
+            self._errors.append(exc)
+            self._failed.set()
+
+    def _pages(self, path: Path, columns: list[str]) -> bool:
+        """Check ``columns`` from their dictionary pages; those the pages cannot tell are read
+        whole, as :meth:`_read` reads the others."""
+        unknown = []
+        file = pq.ParquetFile(str(path))
+        schema = file.schema_arrow
+        with DictionaryPages(path, file.metadata) as pages:
+            for column in columns:
+                if self._failed.is_set():
+                    return False
+                if not _read_as_string(schema, column):  # the read below decides as before
+                    unknown.append(column)
+                    continue
+                found = pages.column(column)
+                if found.values is None and found.is_valid_utf8:
+                    unknown.append(column)
+                elif found.values is None or not all(
+                    _edges_ok(v, self._paged_suspects) for v in found.values
+                ):
+                    return self._found_unclean()
+        if not unknown:
+            return True
+        clean, _ = self._read(path, unknown, [], None, self._paged_suspects)
+        return clean
 
     def _read(
-        self, path: Path, columns: list[str], keep: list[str], ids: str | None
+        self,
+        path: Path,
+        columns: list[str],
+        keep: list[str],
+        ids: str | None,
+        found_suspects: list[pa.Array] | None = None,
     ) -> tuple[bool, pa.Table | None]:
-        file = pq.ParquetFile(str(path), read_dictionary=columns)
+        found_suspects = self._suspects if found_suspects is None else found_suspects
         read = [*columns, ids] if ids is not None else columns
+        if not read:
+            return True, None
+        file = pq.ParquetFile(str(path), read_dictionary=columns)
         kept: list[pa.Table] = []
         groups: list[int] = []
         rows = 0
@@ -226,30 +319,56 @@ class TextScan:
             rows += file.metadata.row_group(group).num_rows
             if rows < READ_ROWS and group < last:
                 continue
+            if self._failed.is_set():
+                return False, None
             table = file.read_row_groups(groups, columns=read, use_threads=True)
             groups, rows = [], 0
             for column in table.columns:
-                if not all(_chunk_ok(chunk, self._suspects) for chunk in column.chunks):
-                    return False, None
+                if not all(_chunk_ok(chunk, found_suspects) for chunk in column.chunks):
+                    return self._found_unclean(), None
             if order is not None and ids is not None:
                 order.add(table.column(ids))
                 self._ids_nulls += table.column(ids).null_count
                 self._ids_max_bytes = max(self._ids_max_bytes, _max_bytes(table.column(ids)))
             if keep:
                 kept.append(table.select(keep))
-        self._increasing = order is not None and order.increasing
+        if order is not None:
+            self._increasing = order.increasing
         return True, pa.concat_tables(kept) if kept else None
 
+    def _found_unclean(self) -> bool:
+        self._unclean.set()
+        self._failed.set()
+        return False
+
     def result(self, con: duckdb.DuckDBPyConnection) -> TextScanResult:
-        """Wait for the read; the verdict (``con`` compares the suspects with ``trim()``)."""
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        if not self._clean or not all_trimmed(con, self._suspects):
+        """Wait for the reads; the verdict (``con`` compares the suspects with ``trim()``).
+
+        A read's error is raised here, unless a value was found not clean meanwhile (the file
+        then takes the pipeline, which reports a damaged file its own way)."""
+        for thread in self._threads:
+            thread.join()
+        if self._unclean.is_set():
+            return TextScanResult(False)
+        if self._errors:
+            raise self._errors[0]
+        found = self._suspects + self._paged_suspects
+        if not (self._clean and self._paged_clean) or not all_trimmed(con, found):
             return TextScanResult(False)
         return TextScanResult(
             True, self._kept, self._increasing, self._ids_nulls, self._ids_max_bytes
         )
+
+
+def _read_as_string(schema: pa.Schema, column: str) -> bool:
+    """Whether pyarrow reads ``column`` as ``string`` values (perhaps dictionary-encoded), the
+    only type :func:`_chunk_ok` accepts."""
+    if schema.get_field_index(column) < 0:
+        return False
+    kind = schema.field(column).type
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return bool(pa.types.is_string(kind))
 
 
 def _max_bytes(column: pa.ChunkedArray) -> int:
