@@ -514,3 +514,96 @@ def test_channels_without_one_of_their_columns_are_the_pipelines(tmp_path: Path,
         assert _segments(seg) == 1
         assert report.to_dict() == expected.to_dict()
         assert _answers(seg) == _answers(ref)
+
+
+# -- a long file: chunks against the chunks before them ---------------------------------------
+
+
+def _padded(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Ids that increase along the file (zero-padded), as many exports have."""
+    return [{**r, "event_id": f"e{i:07d}"} for i, r in enumerate(rows)]
+
+
+@pytest.mark.parametrize("repeat", [False, True])
+def test_ids_that_increase_are_a_segment_and_a_repeat_among_them_is_not(
+    tmp_path: Path, repeat: bool
+) -> None:
+    # increasing ids are proved distinct without a count; an id repeated at once is caught
+    rows = _padded(_rows())
+    if repeat:
+        rows = _bad(rows, 501, event_id="e0000500")
+    path = _write(tmp_path / "events.csv", rows)
+    report, expected, seg, ref = _both(tmp_path, path)
+    with seg, ref:
+        assert (_segments(seg), report.duplicates) == ((0, 1) if repeat else (1, 0))
+        assert report.to_dict() == expected.to_dict()
+        assert _answers(seg) == _answers(ref)
+
+
+@pytest.mark.parametrize("ids", ["increasing", "unordered"])
+def test_a_later_chunk_repeating_ids_of_an_earlier_chunk_takes_the_pipeline(
+    tmp_path: Path, ids: str
+) -> None:
+    # the last 20 records repeat the ids (and times) of records 0-19, in the first chunk, which
+    # is a segment by the time the last chunk is checked: they are duplicates
+    rows = _rows(3 * N)
+    if ids == "increasing":
+        rows = _padded(rows)
+    rows += [{**rows[i], "event": "page_viewed"} for i in range(20)]
+    path = _write(tmp_path / "events.csv", rows)
+    report, expected, seg, ref = _both(tmp_path, path, chunk_rows=N)
+    with seg, ref:
+        assert (report.rows, report.inserted, report.duplicates) == (3 * N + 20, 3 * N, 20)
+        assert report.to_dict() == expected.to_dict()
+        assert _segments(seg) >= 1
+        # the first chunk's rows are the ones kept
+        assert seg.store.query("SELECT count(*) FROM events WHERE event = 'page_viewed'") == [
+            (sum(1 for r in rows[: 3 * N] if r["event"] == "page_viewed"),)
+        ]
+        assert _answers(seg) == _answers(ref)
+
+
+def test_reimporting_a_long_file_adds_nothing_and_its_longer_version_only_the_new_rows(
+    tmp_path: Path,
+) -> None:
+    rows = _padded(_rows(4 * N))
+    short = _write(tmp_path / "short.csv", rows[: 2 * N])
+    whole = _write(tmp_path / "whole.csv", rows)
+    with funnelscope.open(tmp_path / "seg.duckdb") as seg, funnelscope.open(":memory:") as ref:
+        reports = []
+        for path in (short, short, whole, whole):
+            got = ingest_file(seg.store, path, received_at=RECEIVED, chunk_rows=N)
+            expected = ingest_file(ref.store, path, received_at=RECEIVED, chunk_rows=N)
+            assert got.to_dict() == expected.to_dict()
+            reports.append((got.rows, got.inserted, got.duplicates))
+        assert reports == [
+            (2 * N, 2 * N, 0),
+            (2 * N, 0, 2 * N),  # every chunk stored: counted, nothing written
+            (4 * N, 2 * N, 2 * N),
+            (4 * N, 0, 4 * N),
+        ]
+        # chunks end at reader blocks: the longer file's chunk that straddles the end of
+        # the shorter one is partly stored and takes the pipeline
+        assert _segments(seg) >= 1
+        assert _answers(seg) == _answers(ref)
+
+
+def test_bad_rows_in_several_chunks_keep_their_row_numbers(tmp_path: Path) -> None:
+    # the chunks with a bad row take the pipeline, the clean one between them is a segment;
+    # quarantine row numbers count from the file's first record whatever the chunk
+    rows = _rows(5 * N)
+    bad = [17, 5 * N - 5]
+    for i in bad:
+        rows[i] = {**rows[i], "timestamp": "not a time"}
+    path = _write(tmp_path / "events.csv", rows)
+    report, expected, seg, ref = _both(tmp_path, path, chunk_rows=N)
+    with seg, ref:
+        assert dict(report.reasons) == {"event.bad_timestamp": 2}
+        assert [r.row for r in report.rejections] == bad
+        assert seg.store.query("SELECT row_number FROM quarantine ORDER BY 1") == [
+            (i,) for i in bad
+        ]
+        assert (report.rows, report.inserted) == (5 * N, 5 * N - 2)
+        assert _segments(seg) >= 1 and seg.store.query("SELECT count(*) FROM event_log")[0][0]
+        assert report.to_dict() == expected.to_dict()
+        assert _answers(seg) == _answers(ref)

@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 from funnelscope.errors import InvalidEventError, InvalidInputError, Problem
 from funnelscope.events.schema import STAGING_COLUMNS
 from funnelscope.ingest.csv_ranges import RANGE_BYTES, parallel_blocks, read_ahead
-from funnelscope.ingest.csv_segment import ChunkScan, import_csv_segment
+from funnelscope.ingest.csv_segment import ChunkScan, block_suspects, import_csv_segment
 from funnelscope.ingest.pipeline import IngestReport, Rejection, append_events
 from funnelscope.store.segments import segments_folder
 from funnelscope.store.store import Store
@@ -319,7 +319,14 @@ class _Batcher:
         self._rows = 0
         self._scan: ChunkScan | None = None
 
-    def add(self, table: pa.Table | None, rejections: Sequence[Rejection] = ()) -> None:
+    def add(
+        self,
+        table: pa.Table | None,
+        rejections: Sequence[Rejection] = (),
+        found: dict[str, list[pa.Array] | None] | None = None,
+    ) -> None:
+        """``found``: the block's text suspects, if the reader computed them
+        (``csv_segment.block_suspects``)."""
         if table is not None and table.num_rows:
             self._tables.append(table)
             self._rows += table.num_rows
@@ -327,7 +334,7 @@ class _Batcher:
                 # scanned while the reader parses the next blocks (ingest/csv_segment.py)
                 if self._scan is None:
                     self._scan = ChunkScan()
-                self._scan.add(table)
+                self._scan.add(table, found)
         self._rejections.extend(rejections)
         if self._rows + len(self._rejections) >= self.chunk_rows:
             self.flush()
@@ -418,8 +425,16 @@ def _csv_fast(
     row = 0
     done = 0
 
-    def as_text(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, list[tuple[pa.Array, np.ndarray]]]:
-        return batch, [_as_text(batch.column(name)) for name in plan.values()]
+    def as_text(batch: pa.RecordBatch) -> _Block:
+        texts = [_as_text(batch.column(name)) for name in plan.values()]
+        # the cleanliness scan of a segment chunk runs here too: the reading threads wait
+        # for the importing thread most of the time (two thirds of a 10M-event import)
+        found = (
+            block_suspects({wanted[n]: t for n, (t, _) in zip(plan.values(), texts, strict=True)})
+            if sink.segments
+            else None
+        )
+        return batch, texts, found
 
     # the UTF-8 check runs on the reading threads too: this one scans the staged blocks. An
     # uncompressed file is cut at record boundaries and parsed on two threads (csv_ranges.py)
@@ -438,12 +453,21 @@ def _csv_fast(
     if found is None:
         found = _read_ahead(map(as_text, pacsv.open_csv(str(path), *options)), _READ_AHEAD_BLOCKS)
     with contextlib.closing(found) as blocks:
-        for batch, texts in blocks:
-            _stage_block(batch, texts, plan, wanted, row, sink)
+        for batch, texts, found_suspects in blocks:
+            _stage_block(batch, texts, plan, wanted, row, sink, found_suspects)
             row += batch.num_rows
             if progress is not None:
                 done = min(total, done + _BLOCK_BYTES)
                 progress(done, total)
+
+
+#: A parsed CSV block: the record batch, ``_as_text`` of each planned column, and the text
+#: suspects of the staged columns (``csv_segment.block_suspects``; None: not computed).
+_Block = tuple[
+    pa.RecordBatch,
+    list[tuple[pa.Array, np.ndarray]],
+    dict[str, list[pa.Array] | None] | None,
+]
 
 
 def _stage_block(
@@ -453,6 +477,7 @@ def _stage_block(
     wanted: dict[str, str],
     row: int,
     sink: _Batcher,
+    found: dict[str, list[pa.Array] | None] | None = None,
 ) -> None:
     """One block of CSV records as text staging rows (numbered from ``row``) into ``sink``;
     ``texts``: ``_as_text`` of each planned column. Records with bytes that are not UTF-8 are
@@ -481,7 +506,7 @@ def _stage_block(
                     _csv_payload(values),
                 )
             )
-    sink.add(staged, rejections)
+    sink.add(staged, rejections, found)
 
 
 #: kept under its old name for the callers in this module
