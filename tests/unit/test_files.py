@@ -445,6 +445,61 @@ def test_malformed_row_is_quarantined_at_its_row(
     assert workspace.store.query("SELECT count(*) FROM events") == [(4,)]
 
 
+def _text_with_bad_bytes(values: list[bytes | None]) -> pa.Array:
+    """A string column holding the bytes as they are (Arrow does not check UTF-8 here)."""
+    raw = pa.array(values, pa.binary())
+    return pa.Array.from_buffers(pa.string(), len(values), raw.buffers(), raw.null_count)
+
+
+@pytest.mark.parametrize("rows", [5, 12_000], ids=["small file", "segment-sized file"])
+def test_parquet_text_that_is_not_utf8_is_quarantined_and_the_store_stays_usable(
+    workspace: Workspace, tmp_path: Path, rows: int
+) -> None:
+    # pyarrow reads such bytes into a string column without a check; DuckDB's check of them is
+    # a fatal error that closes the store: the row must be quarantined before DuckDB sees it
+    titles: list[bytes | None] = [b"Caf\xe9 menu" if i == 2 else b"Home" for i in range(rows)]
+    table = pa.table(
+        {
+            "event_id": [f"e{i}" for i in range(rows)],
+            "timestamp": pa.array([NOW] * rows, pa.timestamp("us", tz="UTC")),
+            "event": ["Product Viewed"] * rows,
+            "anonymous_id": [f"a{i % 7}" for i in range(rows)],
+            "page_title": _text_with_bad_bytes(titles),
+        }
+    )
+    path = tmp_path / "e.parquet"
+    pq.write_table(table, path)
+
+    report = ingest_file(workspace.store, path, received_at=NOW)
+
+    assert (report.rows, report.accepted, report.rejected) == (rows, rows - 1, 1)
+    assert dict(report.reasons) == {"row.invalid_utf8": 1}
+    ((row, reason, payload),) = _quarantine(workspace)
+    assert (row, reason) == (2, "row.invalid_utf8")
+    assert b'"page_title": "Caf\xe9 menu"' in bytes(payload)  # the bytes as they were
+    assert workspace.store.query("SELECT count(*), count(DISTINCT page_title) FROM events") == [
+        (rows - 1, 1)
+    ]
+
+
+def test_a_frame_with_text_that_is_not_utf8_is_quarantined(workspace: Workspace) -> None:
+    frame = pa.table(
+        {
+            "event_id": ["e0", "e1", "e2"],
+            "timestamp": pa.array([NOW] * 3, pa.timestamp("us", tz="UTC")),
+            "event": _text_with_bad_bytes([b"Product Viewed", b"\xff\xfe", b"Order Completed"]),
+            "user_id": ["u0", "u1", "u2"],
+        }
+    )
+    report = ingest_frame(workspace.store, frame, source="frame", received_at=NOW)
+    assert (report.rows, report.accepted, report.rejected) == (3, 2, 1)
+    assert [(r.row, r.code) for r in report.rejections] == [(1, "row.invalid_utf8")]
+    assert workspace.store.query("SELECT event FROM events ORDER BY event_id") == [
+        ("product_viewed",),
+        ("order_completed",),
+    ]
+
+
 def test_blank_lines_are_not_rows_but_keep_jsonl_line_numbers(
     workspace: Workspace, tmp_path: Path
 ) -> None:

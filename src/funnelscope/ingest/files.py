@@ -45,6 +45,7 @@ from funnelscope.events.schema import STAGING_COLUMNS
 from funnelscope.ingest.csv_ranges import RANGE_BYTES, parallel_blocks, read_ahead
 from funnelscope.ingest.csv_segment import ChunkScan, block_suspects, import_csv_segment
 from funnelscope.ingest.pipeline import IngestReport, Rejection, append_events
+from funnelscope.ingest.utf8 import split_invalid_utf8
 from funnelscope.store.segments import segments_folder
 from funnelscope.store.store import Store
 
@@ -374,6 +375,13 @@ class _Batcher:
             )
         )
         self.discard()
+
+
+def _checked_text(staged: pa.Table) -> tuple[pa.Table, list[Rejection]]:
+    """A staged Parquet or frame block without its rows whose text is not UTF-8 (nothing
+    checks Arrow's promise on the way in, and DuckDB's check of it is a fatal error), and their
+    rejections (ingest/utf8.py)."""
+    return split_invalid_utf8(staged, staged.column("_row").to_numpy())
 
 
 def _staged(table: pa.Table | pa.RecordBatch, plan: dict[str, str], first_row: int) -> pa.Table:
@@ -871,7 +879,7 @@ def _parquet_events(path: Path, sink: _Batcher, progress: Progress | None) -> No
         for batch in file.iter_batches(
             batch_size=sink.chunk_rows, columns=list(plan.values()), use_threads=True
         ):
-            sink.add(_staged(batch, plan, row))
+            sink.add(*_checked_text(_staged(batch, plan, row)))
             row += batch.num_rows
             if progress is not None:
                 progress(row, total)
@@ -1112,7 +1120,7 @@ def ingest_frame(
         plan = _column_plan(table.column_names, "frame")
         sink = _Batcher(store, source, received_at, chunk_rows)
         for start in range(0, table.num_rows, chunk_rows):
-            sink.add(_staged(table.slice(start, chunk_rows), plan, start))
+            sink.add(*_checked_text(_staged(table.slice(start, chunk_rows), plan, start)))
         sink.flush()
         report = sink.report
     _record_import(store, report, kind, received_at, time.perf_counter() - started)
