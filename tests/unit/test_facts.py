@@ -181,6 +181,23 @@ def test_bad_row_is_quarantined_with_its_reason(
     assert json.loads(payload)[changed_field] == change[changed_field]
 
 
+def test_a_fact_row_with_text_that_is_not_utf8_is_quarantined(workspace: Workspace) -> None:
+    # Arrow does not check a string column's bytes (a Parquet file's, say); DuckDB's check of
+    # them is a fatal error: the row is quarantined first and the other rows load
+    good = dict(GOOD["ad_spend"])
+    rows = table([good, {**good, "date": "2024-05-02"}])
+    raw = pa.array([b"brand", b"Caf\xe9"], pa.binary())
+    campaign = pa.Array.from_buffers(pa.string(), 2, raw.buffers())
+    rows = rows.set_column(rows.schema.get_field_index("campaign"), "campaign", campaign)
+    report = append_facts(workspace.store, "ad_spend", rows, source="test", received_at=NOW)
+    assert (report.rows, report.accepted, report.rejected) == (2, 1, 1)
+    assert dict(report.reasons) == {"row.invalid_utf8": 1}
+    assert workspace.store.query("SELECT campaign FROM ad_spend") == [("brand",)]
+    assert workspace.store.query("SELECT row_number, reason_code FROM quarantine") == [
+        (1, "row.invalid_utf8")
+    ]
+
+
 def test_messages_name_the_allowed_range(workspace: Workspace) -> None:
     report = load(workspace, "survey_responses", [{**GOOD["survey_responses"], "score": "12"}])
     assert "0..10" in report.rejections[0].message

@@ -33,8 +33,10 @@ from funnelscope.ingest.pipeline import (
     EARLIEST_TIMESTAMP,
     MAX_FUTURE_SKEW,
     IngestReport,
+    _quarantine_parsed,
     quarantine_checked,
 )
+from funnelscope.ingest.utf8 import split_invalid_utf8
 from funnelscope.store.store import Store
 
 __all__ = [
@@ -430,6 +432,8 @@ def append_facts(
     table = _normalise_columns(fact, table)
     table = table.append_column("_row", pa.array(range(table.num_rows), pa.int64()))
     report = IngestReport(source=source, rows=table.num_rows)
+    # text that is not UTF-8 would be a fatal error in DuckDB (ingest/utf8.py)
+    table, not_utf8 = split_invalid_utf8(table, table.column("_row").to_numpy())
     columns = [c.name for c in FACT_COLUMNS[fact]]
     col_list = ", ".join(_q(c) for c in columns)
     with store.write() as con:
@@ -439,6 +443,7 @@ def append_facts(
         params = [received_at] if "$1" in sql else []  # products have no dates to bound
         con.execute(f"CREATE OR REPLACE TEMP TABLE _fv AS {sql}", params)
         quarantine_checked(con, "_fv", source, received_at, report)
+        _quarantine_parsed(con, not_utf8, source, received_at, report)
         con.unregister("stg")
         report.accepted = report.rows - report.rejected
         order = "_row DESC"  # the last row of a key in the batch wins
