@@ -344,21 +344,12 @@ def _run_kernel(spec: FunnelSpec, s: Stream, *, keep_chain: bool) -> tuple[Any, 
     xfrom = np.array([x.from_step - 1 for x in spec.exclusions], np.int64)
     xto = np.array([(n if x.to_step is None else x.to_step) - 1 for x in spec.exclusions], np.int64)
     overlap = _can_overlap(spec)
-    # the step rules every kernel call takes, in the kernels' argument order
-    rules = (xfrom, xto, n, window, limits, optional, lo, hi, overlap)
+    rules = kf.StepRules(n, window, limits, optional, xfrom, xto, lo, hi, overlap)
     units = s.offsets.shape[0] - 1
     chunks = kf.chunks_for(units)
     if spec.counting == "totals":
-        unit, attempt, level, reached, chain = kf.ordered_totals(
-            chunks,
-            s.offsets,
-            s.ts,
-            s.codes,
-            s.lut,
-            s.emask,
-            s.xmask,
-            *rules,
-        )
+        kernel_rows = kf.Rows(s.offsets, s.ts, s.codes, s.lut, s.emask, s.xmask)
+        unit, attempt, level, reached, chain = kf.ordered_totals(chunks, kernel_rows, rules)
         keep = unit >= 0
         return (
             unit[keep],
@@ -438,16 +429,10 @@ def _run_kernel(spec: FunnelSpec, s: Stream, *, keep_chain: bool) -> tuple[Any, 
             sizes = s.offsets[punted + 1] - s.offsets[punted]
             take = np.concatenate([np.arange(s.offsets[u], s.offsets[u + 1]) for u in punted])
             sub = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+            emask = s.emask[take] if s.emask.shape[0] else s.emask
+            sub_rows = kf.Rows(sub, s.ts[take], s.codes[take], s.lut, emask, s.xmask)
             lv, rc, ad, chn = kf.ordered_uniques(
-                kf.chunks_for(punted.shape[0]),
-                sub,
-                s.ts[take],
-                s.codes[take],
-                s.lut,
-                s.emask[take] if s.emask.shape[0] else s.emask,
-                s.xmask,
-                *rules,
-                False,
+                kf.chunks_for(punted.shape[0]), sub_rows, rules, False
             )
             level[punted], reached[punted], advanced[punted] = lv, rc, ad
             rows = np.where(chn >= 0, take[np.maximum(chn, 0)], -1)
@@ -464,16 +449,9 @@ def _run_kernel(spec: FunnelSpec, s: Stream, *, keep_chain: bool) -> tuple[Any, 
             times,
         )
     else:
+        kernel_rows = kf.Rows(s.offsets, s.ts, s.codes, s.lut, s.emask, s.xmask)
         level, reached, advanced, chain = kf.ordered_uniques(
-            chunks,
-            s.offsets,
-            s.ts,
-            s.codes,
-            s.lut,
-            s.emask,
-            s.xmask,
-            *rules,
-            spec.is_open,
+            chunks, kernel_rows, rules, spec.is_open
         )
     unit = np.arange(units, dtype=np.int64)
     return unit, np.zeros(units, np.int32), level, reached, advanced, chain, None

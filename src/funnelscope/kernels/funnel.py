@@ -5,7 +5,8 @@ Inputs are CSR ``offsets`` (unit ``u`` owns rows ``offsets[u]:offsets[u+1]``, or
 (a bit mask per event code; the fast path) or, when filters apply, as ``emask[i]`` (pass an
 empty ``emask`` to use the lookup). Bit ``k`` is step ``k`` (0-based). ``xmask[i]`` holds the
 exclusions a row matches (bit ``j`` is exclusion ``j``, between steps ``xfrom[j]`` and
-``xto[j]``); an empty ``xmask`` means none.
+``xto[j]``); an empty ``xmask`` means none. The general kernels take these as one
+:class:`Rows` and the funnel's step rules as one :class:`StepRules`.
 
 Semantics (docs/funnels.md): rows with equal timestamps are processed as one group, step by
 step in step order (ClickHouse sorts ``(ts, step)``); each slot ``k`` keeps the chains that
@@ -23,17 +24,22 @@ each step of the counted chain, ``-1`` when not done).
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import numba as nb
 import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "Rows",
+    "StepRules",
     "any_uniques",
     "chunks_for",
     "first_time_only",
     "ordered_totals",
     "ordered_uniques",
     "repeat_rows",
+    "step_mask",
     "strict_uniques",
 ]
 
@@ -46,24 +52,87 @@ def chunks_for(units: int) -> int:
     return max(1, min(units, nb.get_num_threads() * _CHUNKS_PER_THREAD))
 
 
+# Numba's on-disk cache names these classes in its index files and unpickles an index before it
+# checks that it is stale: after renaming or removing one, clear this package's __pycache__
+# (*.nbi, *.nbc) or the kernels fail to load with an AttributeError.
+class Rows(NamedTuple):
+    """A stream's rows as the kernels read them (see the module docstring for each field).
+
+    Numba compiles a kernel once per combination of field types: build it from the same
+    dtypes every time (``int64`` offsets and times, ``uint32`` masks).
+    """
+
+    offsets: I64
+    ts: I64
+    codes: npt.NDArray[Any]
+    lut: npt.NDArray[Any]
+    emask: npt.NDArray[Any]
+    xmask: npt.NDArray[Any]
+
+
+class StepRules(NamedTuple):
+    """What a chain may do: ``n`` steps within ``window`` (µs) of its step 1, step ``k`` at
+    most ``limits[k]`` µs after the step before it (-1: no limit), ``optional[k]`` steps may be
+    skipped, exclusion ``j`` breaks chains between steps ``xfrom[j]`` and ``xto[j]``, step 1
+    only at ``entry_lo <= ts < entry_hi``, and ``overlap`` when one event can match several
+    steps. Scalars as Python ``int`` and ``bool`` (numba: ``int64``, ``boolean``)."""
+
+    n: int
+    window: int
+    limits: I64
+    optional: npt.NDArray[np.bool_]
+    xfrom: I64
+    xto: I64
+    entry_lo: int
+    entry_hi: int
+    overlap: bool
+
+
+# ``state``, a unit's scan state (numba folds these module ints into the compiled code)
+_LEVEL = 0  # the counted chain's level (furthest step, 1-based)
+_REACHED = 1  # the counted chain's reached mask
+_DONE = 2  # open funnels: steps any chain did
+_ADVANCED = 3  # open funnels: steps that followed their previous step within the window
+_CHAIN = 4  # the counted chain's last record (-1: none)
+_RECORDS = 5  # chain records used
+_START = 6  # the counted chain's start
+_LAST = 7  # the counted chain's last step time
+_STATE_SIZE = 8
+# ``val[c, field, k]``, candidate ``c`` of slot ``k``
+_C_START = 0
+_C_LAST = 1
+_C_REACHED = 2
+# ``rec[r, field]``, one step of a chain
+_ROW = 0
+_PARENT = 1  # the record of the chain's previous step (-1: none)
+_STEP = 2
+
+
 @nb.njit(cache=True, nogil=True, inline="always")
-def _mask(i, codes, lut, emask):  # type: ignore[no-untyped-def]  # pragma: no cover - numba
+def step_mask(i, codes, lut, emask):  # type: ignore[no-untyped-def]  # pragma: no cover - numba
+    """The steps row ``i`` matches (bit ``k``: step ``k``): ``emask[i]``, or ``lut[codes[i]]``
+    when ``emask`` is empty."""
     if emask.shape[0] > 0:
         return np.int64(emask[i])
     return np.int64(lut[codes[i]])
 
 
+# The kernels unpack their Rows and StepRules once; the helpers below take plain arrays. Numba
+# borrows an array argument for free, but each array taken out of a tuple costs an atomic
+# reference count update: with rows, rules and the scratch arrays passed as tuples, at a helper
+# call per (row, step), the kernels ran ~1.7x slower, and ~15% with only the scratch arrays in
+# a tuple (measured at 1M events, numba 0.68).
 @nb.njit(cache=True, nogil=True)
 def _uses(r, e, t, ts, rec):  # type: ignore[no-untyped-def]  # pragma: no cover - numba
     """Whether the chain ending at record ``r`` uses row ``e`` (of time ``t``): only its rows at
     ``t`` can be ``e``, and those are its last records."""
     while r >= 0:
-        row = rec[r, 0]
+        row = rec[r, _ROW]
         if row == e:
             return True
         if ts[row] != t:
             return False
-        r = rec[r, 1]
+        r = rec[r, _PARENT]
     return False
 
 
@@ -71,12 +140,12 @@ def _uses(r, e, t, ts, rec):  # type: ignore[no-untyped-def]  # pragma: no cover
 def _within(a, b, t, ts, rec):  # type: ignore[no-untyped-def]  # pragma: no cover - numba
     """Whether every row at time ``t`` of chain ``a`` is also in chain ``b``."""
     while a >= 0:
-        row = rec[a, 0]
+        row = rec[a, _ROW]
         if ts[row] != t:
             return True
         if not _uses(b, row, t, ts, rec):
             return False
-        a = rec[a, 1]
+        a = rec[a, _PARENT]
     return True
 
 
@@ -85,9 +154,9 @@ def _in_turn(e, g0, r, t, ts, codes, lut, emask, rec):  # type: ignore[no-untype
     """Rows of one instant with the same step mask are interchangeable, so a chain takes them in
     row order: row ``e`` only once chain ``r`` holds the earlier rows like it (from ``g0``, the
     group's first row). Candidates then differ by how many of each kind they use, not which."""
-    m = _mask(e, codes, lut, emask)
+    m = step_mask(e, codes, lut, emask)
     for f in range(g0, e):
-        if _mask(f, codes, lut, emask) == m and not _uses(r, f, t, ts, rec):
+        if step_mask(f, codes, lut, emask) == m and not _uses(r, f, t, ts, rec):
             return False
     return True
 
@@ -110,23 +179,23 @@ def _offer(k, s, t, reached, r, overlap, cnt, val, srec, ts, rec):  # type: igno
     (those rows cannot serve the chain's next steps)."""
     for c in range(cnt[k]):
         if (
-            val[c, 0, k] >= s
-            and val[c, 1, k] >= t
+            val[c, _C_START, k] >= s
+            and val[c, _C_LAST, k] >= t
             and (not overlap or _within(srec[c, k], r, t, ts, rec))
         ):
             return False
     c = 0
     while c < cnt[k]:
-        if s >= val[c, 0, k] and (
-            not overlap or (val[c, 1, k] == t and _within(r, srec[c, k], t, ts, rec))
+        if s >= val[c, _C_START, k] and (
+            not overlap or (val[c, _C_LAST, k] == t and _within(r, srec[c, k], t, ts, rec))
         ):
             _drop(c, k, cnt, val, srec)
         else:
             c += 1
     c = cnt[k]
-    val[c, 0, k] = s
-    val[c, 1, k] = t
-    val[c, 2, k] = reached
+    val[c, _C_START, k] = s
+    val[c, _C_LAST, k] = t
+    val[c, _C_REACHED, k] = reached
     srec[c, k] = r
     cnt[k] = c + 1
     return True
@@ -151,23 +220,25 @@ def _extend(  # type: ignore[no-untyped-def]  # pragma: no cover
     state,
 ):
     """Offer the chain ``parent`` + row ``e`` as step ``k`` (start ``s``, reached mask)."""
-    r = state[5]
-    rec[r, 0] = e
-    rec[r, 1] = parent
-    rec[r, 2] = k
+    r = state[_RECORDS]
+    rec[r, _ROW] = e
+    rec[r, _PARENT] = parent
+    rec[r, _STEP] = k
     if not _offer(k, s, t, reached, r, overlap, cnt, val, srec, ts, rec):
         return
-    state[5] = r + 1
+    state[_RECORDS] = r + 1
     if is_open and fst[k] < 0:
         fst[k] = e
-    state[2] |= np.int64(1) << k
+    state[_DONE] |= np.int64(1) << k
     # the counted chain: the first to reach the furthest step, with the latest start
-    if k + 1 > state[0] or (k + 1 == state[0] and state[7] == t and s > state[6]):
-        state[0] = k + 1
-        state[1] = reached
-        state[4] = r
-        state[6] = s
-        state[7] = t
+    if k + 1 > state[_LEVEL] or (
+        k + 1 == state[_LEVEL] and state[_LAST] == t and s > state[_START]
+    ):
+        state[_LEVEL] = k + 1
+        state[_REACHED] = reached
+        state[_CHAIN] = r
+        state[_START] = s
+        state[_LAST] = t
 
 
 @nb.njit(cache=True, nogil=True)
@@ -176,16 +247,19 @@ def _step(  # type: ignore[no-untyped-def]  # pragma: no cover - numba
     e,
     g0,
     t,
+    # the rows (:class:`Rows` fields)
     ts,
     codes,
     lut,
     emask,
+    # the step rules (:class:`StepRules` fields); ``entry_ok``: row ``e`` may start a chain
     window,
     limits,
     optional,
     entry_ok,
     overlap,
     is_open,
+    # the thread's scratch, allocated per block of units by the kernel
     cnt,
     val,
     srec,
@@ -196,13 +270,13 @@ def _step(  # type: ignore[no-untyped-def]  # pragma: no cover - numba
     """Offer row ``e`` (time ``t``; its instant's rows start at ``g0``) as step ``k``.
 
     Slot ``k`` keeps the candidate chains that reached step ``k`` and that no other candidate
-    beats (:func:`_offer`): ``val[c, field, k]`` with fields start, last step time, reached
-    mask, for ``c < cnt[k]``. Without repeated steps one candidate per slot is the rule (the
-    latest start), more only with per-step limits or optional steps. Chains are records
-    ``rec[r] = (row, parent record, step)``; ``srec[c, k]`` is a candidate's last record, so
-    extending a chain costs O(1) whatever the step count. ``state``: level, counted reached
-    mask, steps done, steps advanced, counted chain record, records used, counted start,
-    counted last time."""
+    beats (:func:`_offer`): ``val[c, field, k]`` with fields ``_C_START``, ``_C_LAST`` (last
+    step time) and ``_C_REACHED`` (reached mask), for ``c < cnt[k]``. Without repeated steps
+    one candidate per slot is the rule (the latest start), more only with per-step limits or
+    optional steps. Chains are records ``rec[r] = (row, parent record, step)``; ``srec[c, k]``
+    is a candidate's last record, so extending a chain costs O(1) whatever the step count.
+    ``state`` holds the unit's fields ``_LEVEL`` to ``_LAST``, ``fst`` the first row of each
+    step (open funnels)."""
     bit = np.int64(1) << k
     if entry_ok and (not overlap or _in_turn(e, g0, -1, t, ts, codes, lut, emask, rec)):
         _extend(k, e, t, t, bit, -1, overlap, is_open, cnt, val, srec, ts, rec, fst, state)
@@ -216,8 +290,8 @@ def _step(  # type: ignore[no-untyped-def]  # pragma: no cover - numba
     p = k - 1
     while True:
         for c in range(cnt[p]):
-            s = val[c, 0, p]
-            if t - s > window or (lim >= 0 and t - val[c, 1, p] > lim):
+            s = val[c, _C_START, p]
+            if t - s > window or (lim >= 0 and t - val[c, _C_LAST, p] > lim):
                 continue
             r = srec[c, p]
             if overlap:
@@ -229,7 +303,7 @@ def _step(  # type: ignore[no-untyped-def]  # pragma: no cover - numba
                     e,
                     s,
                     t,
-                    val[c, 2, p] | bit,
+                    val[c, _C_REACHED, p] | bit,
                     r,
                     overlap,
                     is_open,
@@ -250,14 +324,14 @@ def _step(  # type: ignore[no-untyped-def]  # pragma: no cover - numba
             break
         p -= 1
     if found:
-        state[3] |= bit
+        state[_ADVANCED] |= bit
     if bc >= 0:
         _extend(
             k,
             e,
             bs,
             t,
-            val[bc, 2, bp] | bit,
+            val[bc, _C_REACHED, bp] | bit,
             srec[bc, bp],
             overlap,
             is_open,
@@ -289,8 +363,8 @@ def _reserve(k, cnt, optional, val, srec, rec, state):  # type: ignore[no-untype
         more = np.full((size, srec.shape[1]), -1, np.int64)
         more[: srec.shape[0]] = srec
         srec = more
-    if state[5] + need > rec.shape[0]:
-        bigger = np.empty((max(2 * rec.shape[0], state[5] + need), 3), np.int64)
+    if state[_RECORDS] + need > rec.shape[0]:
+        bigger = np.empty((max(2 * rec.shape[0], state[_RECORDS] + need), 3), np.int64)
         bigger[: rec.shape[0]] = rec
         rec = bigger
     return val, srec, rec
@@ -309,9 +383,13 @@ def _prune(m, cnt, val, srec):  # type: ignore[no-untyped-def]  # pragma: no cov
                 for d in range(cnt[k]):
                     if (
                         d != c
-                        and val[d, 0, k] >= val[c, 0, k]
-                        and val[d, 1, k] >= val[c, 1, k]
-                        and (d < c or val[d, 0, k] > val[c, 0, k] or val[d, 1, k] > val[c, 1, k])
+                        and val[d, _C_START, k] >= val[c, _C_START, k]
+                        and val[d, _C_LAST, k] >= val[c, _C_LAST, k]
+                        and (
+                            d < c
+                            or val[d, _C_START, k] > val[c, _C_START, k]
+                            or val[d, _C_LAST, k] > val[c, _C_LAST, k]
+                        )
                     ):
                         beaten = True
                         break
@@ -326,10 +404,10 @@ def _prune(m, cnt, val, srec):  # type: ignore[no-untyped-def]  # pragma: no cov
 @nb.njit(cache=True, nogil=True)
 def _row_at_step(r, step, rec):  # type: ignore[no-untyped-def]  # pragma: no cover - numba
     """The row of ``step`` in the chain ending at record ``r``, -1 when the chain skipped it."""
-    while r >= 0 and rec[r, 2] > step:
-        r = rec[r, 1]
-    if r >= 0 and rec[r, 2] == step:
-        return rec[r, 0]
+    while r >= 0 and rec[r, _STEP] > step:
+        r = rec[r, _PARENT]
+    if r >= 0 and rec[r, _STEP] == step:
+        return rec[r, _ROW]
     return -1
 
 
@@ -357,16 +435,16 @@ def _reset(n, cnt, state, fst):  # type: ignore[no-untyped-def]  # pragma: no co
     for k in range(n):
         cnt[k] = 0
         fst[k] = -1
-    for f in range(8):
+    for f in range(_STATE_SIZE):
         state[f] = 0
-    state[4] = -1
+    state[_CHAIN] = -1
 
 
 @nb.njit(cache=True, nogil=True)
 def _write_chain(r, rec, out, u):  # type: ignore[no-untyped-def]  # pragma: no cover - numba
     while r >= 0:
-        out[u, rec[r, 2]] = rec[r, 0]
-        r = rec[r, 1]
+        out[u, rec[r, _STEP]] = rec[r, _ROW]
+        r = rec[r, _PARENT]
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -389,27 +467,12 @@ def _records_needed(offsets, u0, u1, n):  # type: ignore[no-untyped-def]  # prag
 
 
 @nb.njit(parallel=True, cache=True)
-def ordered_uniques(  # type: ignore[no-untyped-def]  # pragma: no cover - numba
-    chunks,
-    offsets,
-    ts,
-    codes,
-    lut,
-    emask,
-    xmask,
-    xfrom,
-    xto,
-    n,
-    window,
-    limits,
-    optional,
-    entry_lo,
-    entry_hi,
-    overlap,
-    is_open,
-):
+def ordered_uniques(chunks, rows, rules, is_open):  # type: ignore[no-untyped-def]  # pragma: no cover
     """Per unit: the best chain over every start (ClickHouse ``windowFunnel`` default mode;
-    with repeated steps, ``'strict_once'``)."""
+    with repeated steps, ``'strict_once'``). ``rows`` is a :class:`Rows`, ``rules`` a
+    :class:`StepRules`; ``is_open``: a chain may start at any step (open funnels)."""
+    offsets, ts, codes, lut, emask, xmask = rows
+    n, window, limits, optional, xfrom, xto, entry_lo, entry_hi, overlap = rules
     units = offsets.shape[0] - 1
     level = np.zeros(units, np.int8)
     reached = np.zeros(units, np.int64)
@@ -423,7 +486,7 @@ def ordered_uniques(  # type: ignore[no-untyped-def]  # pragma: no cover - numba
         srec = np.full((2, n), -1, np.int64)
         rec = np.empty((_records_needed(offsets, u0, u1, n), 3), np.int64)
         fst = np.full(n, -1, np.int64)
-        state = np.zeros(8, np.int64)
+        state = np.zeros(_STATE_SIZE, np.int64)
         for u in range(u0, u1):
             lo = offsets[u]
             hi = offsets[u + 1]
@@ -437,7 +500,7 @@ def ordered_uniques(  # type: ignore[no-untyped-def]  # pragma: no cover - numba
                 in_range = entry_lo <= t < entry_hi
                 union = np.int64(0)
                 for e in range(i, j):
-                    union |= _mask(e, codes, lut, emask)
+                    union |= step_mask(e, codes, lut, emask)
                 # equal timestamps: step by step in step order (ClickHouse sorts (ts, step))
                 m = union
                 k = 0
@@ -445,7 +508,7 @@ def ordered_uniques(  # type: ignore[no-untyped-def]  # pragma: no cover - numba
                     if m & 1:
                         ok = (k == 0 or is_open) and in_range
                         for e in range(i, j):
-                            if (_mask(e, codes, lut, emask) >> k) & 1:
+                            if (step_mask(e, codes, lut, emask) >> k) & 1:
                                 val, srec, rec = _reserve(k, cnt, optional, val, srec, rec, state)
                                 _step(
                                     k,
@@ -478,15 +541,15 @@ def ordered_uniques(  # type: ignore[no-untyped-def]  # pragma: no cover - numba
                         if xmask[e] != 0:
                             _exclude(np.int64(xmask[e]), t, ts, xfrom, xto, cnt, val, srec, rec)
                 i = j
-            level[u] = state[0]
+            level[u] = state[_LEVEL]
             if is_open:
-                reached[u] = state[2]
-                advanced[u] = state[3]
+                reached[u] = state[_DONE]
+                advanced[u] = state[_ADVANCED]
                 for k in range(n):
                     chain[u, k] = fst[k]
             else:
-                reached[u] = state[1]
-                _write_chain(state[4], rec, chain, u)
+                reached[u] = state[_REACHED]
+                _write_chain(state[_CHAIN], rec, chain, u)
     return level, reached, advanced, chain
 
 
@@ -497,7 +560,7 @@ def _attempt_bounds(offsets, ts, codes, lut, emask, entry_lo, entry_hi):  # type
     for u in nb.prange(units):
         c = 0
         for i in range(offsets[u], offsets[u + 1]):
-            if _mask(i, codes, lut, emask) & 1 and entry_lo <= ts[i] < entry_hi:
+            if step_mask(i, codes, lut, emask) & 1 and entry_lo <= ts[i] < entry_hi:
                 c += 1
         rows[u + 1] = max(c, 1) if offsets[u + 1] > offsets[u] else 0
     for u in range(units):
@@ -509,33 +572,19 @@ def _attempt_bounds(offsets, ts, codes, lut, emask, entry_lo, entry_hi):  # type
 def _emit(pos, u, a, state, rec, out_unit, out_attempt, out_level, out_reached, out_chain):  # type: ignore[no-untyped-def]  # pragma: no cover
     out_unit[pos] = u
     out_attempt[pos] = a
-    out_level[pos] = state[0]
-    out_reached[pos] = state[1]
-    _write_chain(state[4], rec, out_chain, pos)
+    out_level[pos] = state[_LEVEL]
+    out_reached[pos] = state[_REACHED]
+    _write_chain(state[_CHAIN], rec, out_chain, pos)
 
 
 @nb.njit(parallel=True, cache=True)
-def ordered_totals(  # type: ignore[no-untyped-def]  # pragma: no cover - numba
-    chunks,
-    offsets,
-    ts,
-    codes,
-    lut,
-    emask,
-    xmask,
-    xfrom,
-    xto,
-    n,
-    window,
-    limits,
-    optional,
-    entry_lo,
-    entry_hi,
-    overlap,
-):
+def ordered_totals(chunks, rows, rules):  # type: ignore[no-untyped-def]  # pragma: no cover - numba
     """Every attempt: a step-1 row opens one when none is open; it closes on completion, when
     the window (from its step 1) has passed, or at an exclusion. Returns one row per attempt
-    (a unit without attempts gets one row of level 0): unit, attempt, level, reached, chain."""
+    (a unit without attempts gets one row of level 0): unit, attempt, level, reached, chain.
+    ``rows`` is a :class:`Rows`, ``rules`` a :class:`StepRules`."""
+    offsets, ts, codes, lut, emask, xmask = rows
+    n, window, limits, optional, xfrom, xto, entry_lo, entry_hi, overlap = rules
     units = offsets.shape[0] - 1
     bounds = _attempt_bounds(offsets, ts, codes, lut, emask, entry_lo, entry_hi)
     total = bounds[units]
@@ -552,7 +601,7 @@ def ordered_totals(  # type: ignore[no-untyped-def]  # pragma: no cover - numba
         srec = np.full((2, n), -1, np.int64)
         rec = np.empty((_records_needed(offsets, u0, u1, n), 3), np.int64)
         fst = np.full(n, -1, np.int64)
-        state = np.zeros(8, np.int64)
+        state = np.zeros(_STATE_SIZE, np.int64)
         for u in range(u0, u1):
             lo = offsets[u]
             hi = offsets[u + 1]
@@ -587,14 +636,14 @@ def ordered_totals(  # type: ignore[no-untyped-def]  # pragma: no cover - numba
                 in_range = entry_lo <= t < entry_hi
                 union = np.int64(0)
                 for e in range(i, j):
-                    union |= _mask(e, codes, lut, emask)
+                    union |= step_mask(e, codes, lut, emask)
                 opened = False  # an attempt opened at this instant may start at any of its rows
                 m = union
                 k = 0
                 while m != 0:
                     if m & 1:
                         for e in range(i, j):
-                            if not (_mask(e, codes, lut, emask) >> k) & 1:
+                            if not (step_mask(e, codes, lut, emask) >> k) & 1:
                                 continue
                             ok = k == 0 and in_range and (opened or not is_open)
                             if k > 0 and not is_open:
@@ -626,7 +675,7 @@ def ordered_totals(  # type: ignore[no-untyped-def]  # pragma: no cover - numba
                                 is_open = True
                                 opened = True
                                 start = t
-                            if is_open and state[0] == n:
+                            if is_open and state[_LEVEL] == n:
                                 _emit(
                                     pos,
                                     u,
@@ -655,8 +704,8 @@ def ordered_totals(  # type: ignore[no-untyped-def]  # pragma: no cover - numba
                         while x != 0 and is_open:
                             if x & 1:
                                 fa = xfrom[b]
-                                ra = _row_at_step(state[4], fa, rec)
-                                if fa < state[0] <= xto[b] and ra >= 0 and ts[ra] < t:
+                                ra = _row_at_step(state[_CHAIN], fa, rec)
+                                if fa < state[_LEVEL] <= xto[b] and ra >= 0 and ts[ra] < t:
                                     _emit(
                                         pos,
                                         u,
@@ -700,7 +749,7 @@ def _group_order(i, j, codes, lut, emask, hold, order):  # type: ignore[no-untyp
     keys = np.empty((g, 3), np.int64)
     for r in range(g):
         e = i + r
-        m = _mask(e, codes, lut, emask)
+        m = step_mask(e, codes, lut, emask)
         low = 0
         if m != 0:
             low = 1
@@ -783,7 +832,7 @@ def strict_uniques(  # type: ignore[no-untyped-def]  # pragma: no cover - numba
                 for r in range(j - i):
                     e = order[r]
                     t = ts[e]
-                    m = _mask(e, codes, lut, emask)
+                    m = step_mask(e, codes, lut, emask)
                     if xmask.shape[0] > 0 and xmask[e] != 0:
                         m = 0
                     hv = hold[e] if hold.shape[0] > 0 else 0
@@ -869,7 +918,7 @@ def any_uniques(chunks, offsets, ts, codes, lut, emask, n, window, entry_lo, ent
             r = lo
             for i in range(lo, hi):
                 while r < hi and ts[r] - ts[i] <= window:
-                    m = _mask(r, codes, lut, emask)
+                    m = step_mask(r, codes, lut, emask)
                     k = 0
                     while m != 0:
                         if m & 1:
@@ -879,7 +928,7 @@ def any_uniques(chunks, offsets, ts, codes, lut, emask, n, window, entry_lo, ent
                         m >>= 1
                         k += 1
                     r += 1
-                mi = _mask(i, codes, lut, emask)
+                mi = step_mask(i, codes, lut, emask)
                 if mi != 0 and entry_lo <= ts[i] < entry_hi and distinct > bestd:
                     bestd = distinct
                     best = i
@@ -894,7 +943,7 @@ def any_uniques(chunks, offsets, ts, codes, lut, emask, n, window, entry_lo, ent
             if best >= 0:
                 e = best
                 while e < hi and ts[e] - ts[best] <= window:
-                    m = _mask(e, codes, lut, emask)
+                    m = step_mask(e, codes, lut, emask)
                     k = 0
                     while m != 0:
                         if m & 1 and chain[u, k] < 0:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from funnelscope.kernels.funnel import _mask
+# numba's cache does not see changes in other files: after editing ``step_mask``, clear this
+# module's cache (its __pycache__ *.nbi/*.nbc) too
+from funnelscope.kernels.funnel import step_mask
 
 __all__ = ["ordered_lean", "ordered_repeat"]
 
@@ -129,7 +131,7 @@ def ordered_repeat(  # type: ignore[no-untyped-def]  # pragma: no cover
                 m = np.int64(0)
                 j = i
                 while j < hi and ts[j] == t:
-                    mj = _mask(j, codes, lut, emask)
+                    mj = step_mask(j, codes, lut, emask)
                     if mj & (mj - 1):
                         punt = True
                     m |= mj
@@ -156,7 +158,7 @@ def ordered_repeat(  # type: ignore[no-untyped-def]  # pragma: no cover
             if lvl == 0:
                 continue
             r = lo
-            while not (ts[r] == bstart and _mask(r, codes, lut, emask) & 1):
+            while not (ts[r] == bstart and step_mask(r, codes, lut, emask) & 1):
                 r += 1
             rows[0] = r
             times[u, 0] = bstart
@@ -166,7 +168,7 @@ def ordered_repeat(  # type: ignore[no-untyped-def]  # pragma: no cover
             for k in range(1, lvl):
                 r = g
                 while True:
-                    if (_mask(r, codes, lut, emask) >> k) & 1:
+                    if (step_mask(r, codes, lut, emask) >> k) & 1:
                         # only chain rows at this row's instant can be this row
                         used = False
                         q = k - 1
