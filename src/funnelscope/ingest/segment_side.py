@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Final
+from typing import Final, Generic, TypeVar
 
 import duckdb
 import numpy as np
@@ -40,6 +40,8 @@ from funnelscope.ingest.pipeline import _channel_keys, _typed_columns
 from funnelscope.store import segments as seg
 
 __all__ = ["SIDE_INPUTS", "SideInputs", "build_side_table"]
+
+_T = TypeVar("_T")
 
 #: The text columns the side table derives from (those of them the file has).
 SIDE_INPUTS: Final = (
@@ -353,6 +355,29 @@ def _triples(coded: list[_Coded], timestamps: pa.ChunkedArray) -> pa.Table:
     )
 
 
+class _Parallel(Generic[_T]):
+    """``work()`` on a thread of its own; :meth:`result` waits and returns (or re-raises)."""
+
+    def __init__(self, work: Callable[[], _T]) -> None:
+        self._value: _T | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(work,), daemon=True)
+        self._thread.start()
+
+    def _run(self, work: Callable[[], _T]) -> None:
+        try:
+            self._value = work()
+        except BaseException as exc:  # re-raised by result()
+            self._error = exc
+
+    def result(self) -> _T:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._value is not None
+        return self._value
+
+
 class SideInputs:
     """What the side table needs that stitching does not change (the distinct id triples
     stitching reads, event names, channels, the rows' ids), computed on a thread of its own
@@ -385,14 +410,17 @@ class SideInputs:
 
     def _run(self, table: pa.Table, timestamps: Callable[[], pa.ChunkedArray]) -> None:
         try:
+            # the anonymous ids' codes (the largest dictionaries) on a thread of their own: the
+            # importing thread waits for the triples with its core idle
+            anons = _Parallel(lambda: _codes(table, "anonymous_id"))
             self._stamps = timestamps()
             self._stamps_ready.set()
-            users, anons = _codes(table, "user_id"), _codes(table, "anonymous_id")
-            self._triples = _triples([users, anons, _codes(table, "previous_id")], self._stamps)
+            users, previous = _codes(table, "user_id"), _codes(table, "previous_id")
+            self._triples = _triples([users, anons.result(), previous], self._stamps)
             self._ready.set()
             if self._stop.is_set():
                 return
-            self.ids, self.inverse = _person_keys(users, anons)
+            self.ids, self.inverse = _person_keys(users, anons.result())
         except BaseException as exc:  # re-raised by wait() on the importing thread
             self._error = exc
         finally:
