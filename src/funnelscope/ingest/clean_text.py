@@ -42,6 +42,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from funnelscope.ingest.parquet_pages import DictionaryPages
+from funnelscope.ingest.utf8 import is_utf8
 
 __all__ = [
     "READ_ROWS",
@@ -49,7 +50,6 @@ __all__ = [
     "TextScanResult",
     "all_trimmed",
     "edges_may_differ",
-    "is_utf8",
     "scan_text",
     "suspects",
 ]
@@ -116,27 +116,6 @@ def all_trimmed(con: duckdb.DuckDBPyConnection, values: list[pa.Array]) -> bool:
     return bool(same)
 
 
-def is_utf8(array: pa.Array) -> bool:
-    """Whether every value of a plain string array is UTF-8. pyarrow's Parquet reader does not
-    check it and DuckDB fails on a value that is not (a fatal error that closes the store), so a
-    segment must never hold one. Bytes under 0x80 are ASCII, UTF-8 as they are: one numpy pass
-    over the data buffer; otherwise pyarrow's full validation, at C speed."""
-    data = array.buffers()[2]
-    if data is None or len(array) == 0:
-        return True
-    offsets = np.frombuffer(array.buffers()[1], np.int32)[
-        array.offset : array.offset + len(array) + 1
-    ]
-    raw = np.frombuffer(data, np.uint8)[offsets[0] : offsets[-1]]
-    if not len(raw) or raw.max() < 0x80:
-        return True
-    try:
-        array.validate(full=True)
-    except pa.ArrowInvalid:
-        return False
-    return True
-
-
 def _edges_ok(array: pa.Array, found_suspects: list[pa.Array]) -> bool:
     """No valid value of ``array`` (a plain string array) is empty, starts or ends with a
     space, or is not UTF-8; values with a non-ASCII edge byte are appended to
@@ -148,6 +127,8 @@ def _edges_ok(array: pa.Array, found_suspects: list[pa.Array]) -> bool:
     empty = offsets[1:] == offsets[:-1]
     if array.null_count:
         empty &= array.is_valid().to_numpy(zero_copy_only=False)
+    # pyarrow's Parquet reader does not check UTF-8, and DuckDB fails on a value that is not
+    # (a fatal error that closes the store): a segment must never hold one
     if empty.any() or not is_utf8(array):
         return False
     found = suspects(array)

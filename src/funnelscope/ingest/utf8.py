@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from funnelscope.ingest.pipeline import Rejection
 
-__all__ = ["INVALID_UTF8", "split_invalid_utf8"]
+__all__ = ["INVALID_UTF8", "is_utf8", "split_invalid_utf8"]
 
 #: The reason code of a row with text that is not UTF-8 (the same as CSV's).
 INVALID_UTF8: Final = "row.invalid_utf8"
@@ -40,7 +40,10 @@ def _ascii(array: pa.Array) -> bool:
     return not len(raw) or int(raw.max()) < 0x80
 
 
-def _valid(array: pa.Array) -> bool:
+def is_utf8(array: pa.Array) -> bool:
+    """Whether every text value of ``array`` (a string array, or one nesting strings) is UTF-8:
+    one numpy pass over a string array's bytes when they are all ASCII, else pyarrow's full
+    validation, at C speed."""
     if (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)) and _ascii(array):
         return True
     try:
@@ -54,7 +57,7 @@ def _bad_rows(array: pa.Array) -> np.ndarray:
     """Positions of the values of ``array`` that hold text which is not UTF-8."""
     bad = []
     for i in range(len(array)):
-        if not _valid(array.slice(i, 1)):
+        if not is_utf8(array.slice(i, 1)):
             bad.append(i)
     return np.asarray(bad, np.int64)
 
@@ -125,9 +128,9 @@ def split_invalid_utf8(
         at = 0
         for chunk in column.chunks:
             if isinstance(chunk, pa.DictionaryArray):
-                if not _valid(chunk.dictionary):
+                if not is_utf8(chunk.dictionary):
                     bad = np.union1d(bad, _bad_rows(chunk.cast(chunk.type.value_type)) + at)
-            elif not _valid(chunk):
+            elif not is_utf8(chunk):
                 bad = np.union1d(bad, _bad_rows(chunk) + at)
             at += len(chunk)
     if not len(bad):
