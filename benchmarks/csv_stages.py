@@ -2,7 +2,7 @@
 
 Writes the simulator's events (1M; 10M without ``--quick``) as the simulator writes CSV,
 imports the file once into a scratch store to warm the process (allocators, thread pools, the
-first plans), then into a fresh store with each stage of ``ingest/files.py`` and
+first plans), then into a fresh store with each stage of ``ingest/csv_read.py`` and
 ``ingest/csv_segment.py`` timed. Three clocks per stage: wall, the CPU of the thread that ran it
 (``thread_time``: what the stage itself cost) and the CPU of the whole process meanwhile
 (``process_time``: includes DuckDB's worker threads and whatever ran on the other threads).
@@ -36,15 +36,15 @@ from typing import Any
 import pyarrow.csv as pacsv
 
 import funnelscope
-from funnelscope.ingest import csv_segment, files
+from funnelscope.ingest import csv_read, csv_segment, files
 from funnelscope.store import segments
 
 RECEIVED_AT = datetime(2025, 1, 1, tzinfo=UTC)
 #: (owner, function, label) of each timed stage.
 STAGES = (
-    (files, "_as_text", "UTF-8 check (reading threads)"),
-    (files, "block_suspects", "text suspects (reading threads)"),
-    (files, "_stage_block", "stage a block, scan it (importing thread)"),
+    (csv_read, "as_text", "UTF-8 check (reading threads)"),
+    (csv_read, "block_suspects", "text suspects (reading threads)"),
+    (csv_read, "_stage_block", "stage a block, scan it (importing thread)"),
     (csv_segment.ChunkScan, "_derive", "  names, channels, person keys per group"),
     (csv_segment, "all_trimmed", "clean text: exact trim() of suspects"),
     (csv_segment.ChunkScan, "derived", "names and channels of the last group"),

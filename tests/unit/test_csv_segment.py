@@ -423,13 +423,13 @@ def _cut(
 ) -> tuple[Any, Any, Workspace, Workspace]:
     """Import ``path`` cut into 64 KiB ranges (two threads) into a file store, and read serially
     by the pipeline into an in-memory store (the import before ranges existed)."""
-    from funnelscope.ingest import files
+    from funnelscope.ingest import csv_read  # the CSV roads' ranges and threads
 
-    monkeypatch.setattr(files, "_RANGE_BYTES", RANGE)
+    monkeypatch.setattr(csv_read, "_RANGE_BYTES", RANGE)
     seg = funnelscope.open(tmp_path / "seg.duckdb")
     ref = funnelscope.open(":memory:")
     report = ingest_file(seg.store, path, received_at=RECEIVED, **kwargs)
-    monkeypatch.setattr(files, "_PARSE_THREADS", 1)
+    monkeypatch.setattr(csv_read, "_PARSE_THREADS", 1)
     expected = ingest_file(ref.store, path, received_at=RECEIVED, **kwargs)
     return report, expected, seg, ref
 

@@ -680,7 +680,7 @@ def test_posthog_export_jsonl(workspace: Workspace, tmp_path: Path) -> None:
 
 
 def test_read_ahead_yields_in_order_then_raises_the_producers_error() -> None:
-    from funnelscope.ingest.files import _read_ahead
+    from funnelscope.ingest.csv_ranges import read_ahead as _read_ahead
 
     def produce() -> Any:
         yield from range(5)

@@ -478,7 +478,7 @@ def import_parquet_segment(
 ) -> IngestReport | None:
     """Import ``path`` as a reference segment; None when the file must take the pipeline.
 
-    ``plan`` maps staging columns to the file's columns (``files._column_plan``). Nothing is
+    ``plan`` maps staging columns to the file's columns (``columns.column_plan``). Nothing is
     written when None is returned.
     """
     folder = seg.segments_folder(store.path)

@@ -1,6 +1,6 @@
 """A clean chunk of CSV rows kept as a typed Parquet *segment* instead of rows in ``event_log``.
 
-A CSV file is read as text (ingest/files.py) and handed to the pipeline in chunks of
+A CSV file is read as text (ingest/csv_read.py) and handed to the pipeline in chunks of
 ``files.CHUNK_ROWS``. Before a chunk goes to :func:`~funnelscope.ingest.pipeline.append_events`,
 :func:`import_csv_segment` checks it: cleanliness with numpy (gathered block by block by a
 :class:`ChunkScan` while the file is read), validity with the pipeline's own typing and checks
